@@ -69,9 +69,14 @@ class Task:
 
     def make_env(self, **kwargs: Any):
         """The real gymnasium env (with its 1000-step time limit)."""
+        import warnings
+
         import gymnasium as gym
 
-        return gym.make(self.env_id, **{**self.env_kwargs, **kwargs})
+        with warnings.catch_warnings():
+            # v4 is chosen on purpose: its observations match D4RL's (v5 changes some dynamics).
+            warnings.filterwarnings("ignore", message=".*is out of date.*")
+            return gym.make(self.env_id, **{**self.env_kwargs, **kwargs})
 
 
 TASKS: dict[str, Task] = {

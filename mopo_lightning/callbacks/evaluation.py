@@ -1,0 +1,172 @@
+"""Periodic evaluation of the policy in the real MuJoCo env (MOPO reference, section 1 step 6).
+
+Episodes run as one gymnasium vector env with a single batched policy call per step. Episode ``i`` is
+always reset with seed ``seed + i``, so an evaluation is a pure function of the policy: two evaluations
+of the same weights give the same numbers, and the episodes can be split across ranks and gathered
+without changing the result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import gymnasium as gym
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+
+from mopo_lightning.tasks import Task, get_task
+
+ActFn = Callable[[Tensor], Tensor]
+"""Batched deterministic policy: observation [B, O] -> action [B, A]."""
+
+
+@dataclass
+class EvalResult:
+    """Per-episode returns and lengths, in episode-id order."""
+
+    returns: np.ndarray
+    lengths: np.ndarray
+
+
+def evaluate_policy(
+    task: Task | str,
+    act: ActFn,
+    episode_ids: Sequence[int],
+    seed: int = 0,
+    max_episode_steps: int = 1000,
+    device: torch.device | str = "cpu",
+    policy_batch: int | None = None,
+) -> EvalResult:
+    """Run one episode per id in a vector env; episode ``i`` resets with seed ``seed + i``.
+
+    The policy always sees a batch of ``policy_batch`` rows (default: ``max(ids) + 1``) with episode
+    ``i`` in row ``i``: matmul results depend on the batch shape, and a chaotic env amplifies that
+    last-bit difference, so a subset of episodes must be computed exactly as in the full batch.
+    """
+    task = get_task(task)
+    n = len(episode_ids)
+    rows = torch.as_tensor(list(episode_ids), dtype=torch.long)
+    if n == 0:
+        return EvalResult(np.zeros(0), np.zeros(0, dtype=np.int64))
+    envs = gym.vector.SyncVectorEnv(
+        [lambda: task.make_env(max_episode_steps=max_episode_steps) for _ in range(n)],
+        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+    )
+    try:
+        obs, _ = envs.reset(seed=[seed + int(i) for i in episode_ids])
+        returns = np.zeros(n)
+        lengths = np.zeros(n, dtype=np.int64)
+        running = np.ones(n, dtype=bool)
+        batch = max(policy_batch or 0, int(rows.max()) + 1)
+        obs_full = torch.zeros(batch, task.obs_dim, device=device)
+        rows = rows.to(device)
+        while running.any():
+            with torch.no_grad():
+                obs_full[rows] = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                action = act(obs_full)[rows].cpu().numpy()
+            obs, reward, terminated, truncated, _ = envs.step(action)
+            returns += np.where(running, reward, 0.0)
+            lengths += running
+            running &= ~(terminated | truncated)
+    finally:
+        envs.close()
+    return EvalResult(returns, lengths)
+
+
+class MuJoCoEvaluation(L.Callback):
+    """Evaluate the deterministic policy (tanh of the mean) every ``every_n_epochs`` epochs.
+
+    Logs ``eval/return_mean``, ``eval/return_std``, ``eval/normalized_score`` and
+    ``eval/episode_length`` at the current SAC-update step; the score also goes to the progress bar.
+    """
+
+    def __init__(
+        self,
+        num_episodes: int = 10,
+        max_episode_steps: int = 1000,
+        every_n_epochs: int = 1,
+        seed: int = 100_000,
+        task: str | None = None,
+    ) -> None:
+        """
+        Args:
+            num_episodes: episodes per evaluation (MOPO: 10).
+            max_episode_steps: time limit of an evaluation episode (MOPO: 1000).
+            every_n_epochs: evaluate after every n-th training epoch.
+            seed: episode i resets with ``seed + i``; kept apart from training seeds.
+            task: task name; defaults to the DataModule's task (a variant such as ``halfcheetah-jump``
+                scores its own reward).
+        """
+        super().__init__()
+        self.num_episodes = num_episodes
+        self.max_episode_steps = max_episode_steps
+        self.every_n_epochs = every_n_epochs
+        self.seed = seed
+        self.task = task
+        self.history: list[dict[str, float]] = []
+
+    def _task(self, trainer: L.Trainer) -> Task:
+        if self.task is not None:
+            return get_task(self.task)
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "task"):
+            raise ValueError("MuJoCoEvaluation needs a task: set `task` or use a DataModule with `.task`")
+        return get_task(datamodule.task)
+
+    def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
+        """Evaluate now; episodes are split across ranks and gathered so every rank logs the same."""
+        task = self._task(trainer)
+        world, rank = trainer.world_size, trainer.global_rank
+        ids = list(range(self.num_episodes))[rank::world]
+        was_training = pl_module.training
+        pl_module.eval()
+        start = time.perf_counter()
+        try:
+            result = evaluate_policy(
+                task,
+                lambda obs: pl_module.act(obs, deterministic=True),
+                ids,
+                seed=self.seed,
+                max_episode_steps=self.max_episode_steps,
+                device=pl_module.device,
+                policy_batch=self.num_episodes,
+            )
+        finally:
+            pl_module.train(was_training)
+        returns, lengths = self._gather(trainer, pl_module, ids, result)
+        return {
+            "eval/return_mean": float(returns.mean()),
+            "eval/return_std": float(returns.std()),
+            "eval/normalized_score": float(task.normalized_score(returns.mean())),
+            "eval/episode_length": float(lengths.mean()),
+            "eval/seconds": time.perf_counter() - start,
+        }
+
+    def _gather(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, ids: list[int], result: EvalResult
+    ) -> tuple[np.ndarray, np.ndarray]:
+        if trainer.world_size == 1:
+            return result.returns, result.lengths
+        # Pad each rank's share to a common length, all-gather, then put episodes back in id order.
+        share = -(-self.num_episodes // trainer.world_size)
+        local = torch.full((share, 3), float("nan"), dtype=torch.float64, device=pl_module.device)
+        local[: len(ids), 0] = torch.as_tensor(ids, dtype=torch.float64)
+        local[: len(ids), 1] = torch.as_tensor(result.returns)
+        local[: len(ids), 2] = torch.as_tensor(result.lengths, dtype=torch.float64)
+        rows = trainer.strategy.all_gather(local).reshape(-1, 3).cpu()
+        rows = rows[~torch.isnan(rows[:, 0])]
+        rows = rows[rows[:, 0].argsort()]
+        return rows[:, 1].numpy(), rows[:, 2].numpy()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        metrics = self.run(trainer, pl_module)
+        pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=False)
+        pl_module.log("score", metrics["eval/normalized_score"], prog_bar=True, logger=False)
+        updates = int(getattr(pl_module, "sac_updates", trainer.global_step))
+        self.history.append({"sac_updates": updates, **metrics})

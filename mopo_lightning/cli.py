@@ -1,0 +1,98 @@
+"""The ``mopo-lightning`` command.
+
+``fit`` and ``validate`` go to LightningCLI (see ``training_cli.py``); the data commands are small
+jsonargparse parsers of their own, so that each keeps its ``--help`` and ``--config``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from jsonargparse import ArgumentParser
+
+USAGE = """usage: mopo-lightning COMMAND [options]
+
+commands:
+  fit          train MOPO: dynamics ensemble, then SAC on the penalised model (LightningCLI)
+  collect      collect a D4RL-format dataset in a real MuJoCo env
+  data info    summarise a D4RL-format dataset (add --json for JSON)
+  quickstart   collect the quickstart dataset and summarise it
+
+Run `mopo-lightning COMMAND --help` for a command's options.
+"""
+
+
+def _collect_parser() -> ArgumentParser:
+    from mopo_lightning.data.collect import collect
+
+    parser = ArgumentParser(prog="mopo-lightning collect", description=collect.__doc__)
+    parser.add_argument("--config", action="config", help="YAML with any of the options below")
+    parser.add_function_arguments(collect, as_positional=False)
+    return parser
+
+
+def _info_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="mopo-lightning data info", description="Summarise a D4RL-format dataset.")
+    parser.add_argument("file", type=str, help="HDF5 file in the D4RL schema")
+    parser.add_argument("--task", type=str, default=None, help="task name (default: the file's metadata)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def collect_main(argv: Sequence[str]) -> None:
+    """`mopo-lightning collect`: run a policy in the real env and write a D4RL-schema file."""
+    from mopo_lightning.data.collect import collect
+
+    parser = _collect_parser()
+    cfg = parser.parse_args(list(argv))
+    kwargs = {k: v for k, v in cfg.as_dict().items() if k not in ("config", "__path__")}
+    path = collect(**kwargs)
+    print(f"wrote {path}")
+
+
+def info_main(argv: Sequence[str]) -> None:
+    """`mopo-lightning data info FILE [--task T] [--json]`."""
+    from mopo_lightning.data.summary import main_info
+
+    cfg = _info_parser().parse_args(list(argv))
+    main_info(cfg.file, task=cfg.task, json=cfg.json)
+
+
+QUICKSTART_DATA = "data/quickstart/hopper-random-20k.hdf5"
+
+
+def quickstart_main(argv: Sequence[str]) -> None:
+    """Collect the embedded default dataset (a small random-policy Hopper set) and summarise it."""
+    from pathlib import Path
+
+    from mopo_lightning.data.collect import collect
+    from mopo_lightning.data.summary import main_info
+
+    path = Path(QUICKSTART_DATA)
+    if not path.exists():
+        collect("hopper", steps=20_000, path=path, policy="random", seed=0)
+    main_info(str(path), task="hopper", json=False)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``mopo-lightning`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    command, rest = args[0], args[1:]
+    if command == "collect":
+        collect_main(rest)
+    elif command == "data":
+        if not rest or rest[0] != "info":
+            raise SystemExit("usage: mopo-lightning data info FILE [--task T] [--json]")
+        info_main(rest[1:])
+    elif command == "quickstart":
+        quickstart_main(rest)
+    else:
+        raise SystemExit(f"mopo-lightning: unknown command {command!r}\n\n{USAGE}")
+
+
+if __name__ == "__main__":
+    main()
