@@ -82,7 +82,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(USAGE)
         return
     command, rest = args[0], args[1:]
-    if command == "collect":
+    if command in ("fit", "validate"):
+        from mopo_lightning.training_cli import main as lightning_main
+
+        lightning_main(args)
+    elif command == "collect":
         collect_main(rest)
     elif command == "data":
         if not rest or rest[0] != "info":

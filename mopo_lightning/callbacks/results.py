@@ -1,0 +1,86 @@
+"""``results.json``: the run's headline numbers, rewritten after every evaluation.
+
+Written atomically (temporary file, then rename), so a crash never leaves a half-written file, and a
+reader (``mopo-lightning report``, a notebook) always sees the latest complete state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
+
+
+def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
+    """Write JSON through a temporary file in the same directory, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+class RunResults(L.Callback):
+    """Keeps ``<run_dir>/results.json`` up to date with every MuJoCo evaluation.
+
+    Fields: ``task``, ``dataset``, ``seed``, ``dynamics`` (holdout MSE of the elites, elites, epochs,
+    seconds), ``evaluations`` (list of {``sac_updates``, ``return_mean``, ``normalized_score``}),
+    ``final_normalized_score`` (the latest evaluation) and ``seconds`` per stage.
+    """
+
+    def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.data: dict[str, Any] = {
+            **header,
+            "evaluations": [],
+            "final_normalized_score": None,
+            "seconds": dict(header.get("seconds", {})),
+        }
+        self._start: float | None = None
+        self._offset = 0.0
+        self._is_global_zero = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+        self._is_global_zero = trainer.is_global_zero
+        self._offset = float(self.data["seconds"].get("policy", 0.0))
+        if self.path.exists():  # resuming: keep the evaluations made before the stop
+            previous = json.loads(self.path.read_text())
+            done = int(getattr(pl_module, "sac_updates", 0))
+            self.data["evaluations"] = [e for e in previous.get("evaluations", []) if e["sac_updates"] <= done]
+            self._offset = float(previous.get("seconds", {}).get("policy", 0.0))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        evaluation = next((c for c in trainer.callbacks if isinstance(c, MuJoCoEvaluation)), None)
+        if evaluation is None or not evaluation.history:
+            return
+        latest = evaluation.history[-1]
+        if self.data["evaluations"] and self.data["evaluations"][-1]["sac_updates"] == latest["sac_updates"]:
+            return  # no new evaluation this epoch
+        self.data["evaluations"].append(
+            {
+                "sac_updates": latest["sac_updates"],
+                "return_mean": latest["eval/return_mean"],
+                "return_std": latest["eval/return_std"],
+                "normalized_score": latest["eval/normalized_score"],
+            }
+        )
+        self.data["final_normalized_score"] = latest["eval/normalized_score"]
+        self.save()
+
+    def save(self) -> None:
+        """Rewrite the file (rank 0 only); the policy-stage clock is updated first."""
+        if self._start is not None:
+            self.data["seconds"]["policy"] = self._offset + time.perf_counter() - self._start
+        if self._is_global_zero:
+            write_json_atomic(self.path, self.data)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.save()

@@ -1,0 +1,314 @@
+"""D4RLDataModule: the link between the dynamics stage and the policy stage.
+
+MOPO (Yu et al. 2020) follows MBPO (Janner et al. 2019) here: every ``rollout_freq`` SAC updates the
+current stochastic actor is branched from ``rollout_batch_size`` real start states for h steps through
+the uncertainty-penalised model, and the transitions go into a FIFO model buffer that keeps
+``model_retain_epochs`` rollouts. Each SAC batch takes ``int(batch_size * real_ratio)`` real rows
+(12 of 256, as the authors' ``int``) and the rest from the model buffer.
+
+The DataModule owns the real transitions, the holdout split of stage 1, the model buffer and the
+rollouts (style.md: what training cannot do without belongs to the module or the DataModule, not to a
+callback). Under DDP each rank rolls out its own share of start states with its own seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator, Literal
+
+import lightning as L
+import torch
+from tensordict import TensorDict
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+
+from mopo_lightning.data.d4rl import load_dataset, resolve_dataset
+from mopo_lightning.tasks import Task, get_task
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+
+log = logging.getLogger(__name__)
+logging.getLogger("torchrl").setLevel(logging.WARNING)
+
+TRANSITION_KEYS = (
+    "observation",
+    "action",
+    ("next", "observation"),
+    ("next", "reward"),
+    ("next", "terminated"),
+    ("next", "truncated"),
+    ("next", "done"),
+)
+
+
+class D4RLDataModule(L.LightningDataModule):
+    """Real D4RL transitions, the stage-1 holdout split, the model buffer and mixed SAC batches."""
+
+    def __init__(
+        self,
+        task: str,
+        dataset: str | None = None,
+        path: str | None = None,
+        mode: Literal["transitions", "qlearning"] = "transitions",
+        data_dir: str | None = None,
+        collect_steps: int | None = None,
+        collect_policy: str = "random",
+        batch_size: int = 256,
+        real_ratio: float = 0.05,
+        rollout_length: int = 5,
+        rollout_batch_size: int = 50_000,
+        rollout_freq: int = 1000,
+        model_retain_epochs: int = 5,
+        updates_per_epoch: int = 1000,
+        penalty_coef: float = 1.0,
+        penalty: Literal["aleatoric", "disagreement"] = "aleatoric",
+        reward_mode: Literal["sample", "mean"] = "sample",
+        holdout_ratio: float = 0.2,
+        max_holdout: int = 1000,
+        dynamics_batch_size: int = 256,
+        seed: int = 0,
+    ) -> None:
+        """
+        Args:
+            task: task name (``hopper``, ``walker2d``, ``halfcheetah``, ``ant`` or a variant); sets sizes,
+                termination and score normalisation.
+            dataset: D4RL name such as ``walker2d-medium-replay-v2``, looked up in ``data_dir``
+                (default ``$D4RL_DATASET_DIR`` or ``~/.d4rl/datasets``) and downloaded when missing.
+            path: explicit D4RL-format HDF5 file; takes precedence over ``dataset``.
+            mode: ``transitions`` (use ``next_observations``, keep timeouts as non-terminal) or
+                ``qlearning`` (D4RL's ``qlearning_dataset``).
+            data_dir: where D4RL files are looked up and downloaded.
+            collect_steps: if set and ``path`` does not exist, collect that many steps in the real env
+                with ``collect_policy`` first (the quickstart's self-made dataset).
+            collect_policy: policy for ``collect_steps`` (``random``, ``falling``).
+            batch_size: SAC batch size (MOPO: 256).
+            real_ratio: fraction of each SAC batch drawn from the real data (MOPO: 0.05).
+            rollout_length: model rollout horizon h (per task, MOPO reference section 4).
+            rollout_batch_size: start states per rollout (MOPO: 50,000), split across ranks.
+            rollout_freq: SAC updates between rollouts (MOPO: 1000).
+            model_retain_epochs: rollouts the FIFO model buffer keeps (MOPO: 5).
+            updates_per_epoch: SAC updates per Lightning epoch (MOPO: 1000); evaluation runs per epoch.
+            penalty_coef: lambda of r - lambda * u (per task, reference section 4); 0 gives MBPO.
+            penalty: ``aleatoric`` max_i ||sigma_i|| (MOPO) or ``disagreement`` of the member means.
+            reward_mode: ``sample`` the chosen elite's reward (authors' code) or its ``mean`` (paper).
+            holdout_ratio: stage-1 holdout fraction, capped at ``max_holdout`` rows.
+            max_holdout: cap of the stage-1 holdout (MOPO: 1000).
+            dynamics_batch_size: stage-1 batch size per member (MOPO: 256).
+            seed: seeds the holdout split, the rollouts and the batch sampling.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        self.task_spec: Task = get_task(task)
+        self.task = task
+        if path is None and dataset is None:
+            raise ValueError("D4RLDataModule needs `data.path` (an HDF5 file) or `data.dataset` (a D4RL name)")
+        if not 0.0 <= real_ratio <= 1.0:
+            raise ValueError(f"real_ratio must be in [0, 1], got {real_ratio}")
+        self.real: TensorDict | None = None
+        self.ensemble: GaussianEnsemble | None = None
+        self.model_buffer: TensorDictReplayBuffer | None = None
+        self.real_buffer: TensorDictReplayBuffer | None = None
+        self.generator = torch.Generator()
+        self.last_rollout_stats: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ sizes, linked into the modules
+    @property
+    def obs_dim(self) -> int:
+        return self.task_spec.obs_dim
+
+    @property
+    def act_dim(self) -> int:
+        return self.task_spec.act_dim
+
+    @property
+    def n_real(self) -> int:
+        return int(self.hparams.batch_size * self.hparams.real_ratio)
+
+    # ------------------------------------------------------------------ data
+    def dataset_path(self) -> Path:
+        """Resolve (and if configured, collect or download) the dataset file."""
+        hp = self.hparams
+        if hp.path is not None:
+            path = Path(hp.path)
+            if not path.exists() and hp.collect_steps:
+                from mopo_lightning.data.collect import collect
+
+                log.info("collecting %d %s steps into %s", hp.collect_steps, hp.collect_policy, path)
+                collect(self.task_spec, steps=hp.collect_steps, path=path, policy=hp.collect_policy, seed=hp.seed)
+            return resolve_dataset(path)
+        return resolve_dataset(hp.dataset, data_dir=hp.data_dir)
+
+    def prepare_data(self) -> None:
+        self.dataset_path()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.real is not None:
+            return
+        self.real = load_dataset(self.dataset_path(), self.task_spec, mode=self.hparams.mode)
+        self.generator.manual_seed(self.hparams.seed + 7919 * self._rank())
+
+    def _rank(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return trainer.global_rank if trainer is not None else 0
+
+    def _world(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return trainer.world_size if trainer is not None else 1
+
+    # ------------------------------------------------------------------ stage 1: the dynamics ensemble
+    def dynamics_data(self, num_members: int):
+        """Holdout split and per-member bootstrap batches of the real transitions (same on every rank)."""
+        from mopo_lightning.dynamics.batches import dynamics_dataloaders
+
+        self.setup()
+        hp = self.hparams
+        return dynamics_dataloaders(
+            self.real,
+            num_members=num_members,
+            batch_size=hp.dynamics_batch_size,
+            holdout_ratio=hp.holdout_ratio,
+            max_holdout=hp.max_holdout,
+            seed=hp.seed,
+        )
+
+    # ------------------------------------------------------------------ stage 2: model rollouts and mixed batches
+    def attach_dynamics(self, ensemble: "GaussianEnsemble") -> None:
+        """Switch to the policy stage: rollouts go through ``ensemble`` from now on."""
+        self.ensemble = ensemble.eval()
+        self.ensemble.requires_grad_(False)
+
+    def _build_buffers(self) -> None:
+        hp = self.hparams
+        self.setup()
+        real = self.real.select(*TRANSITION_KEYS)
+        self.real_buffer = TensorDictReplayBuffer(
+            storage=LazyTensorStorage(real.shape[0]), batch_size=self.n_real, generator=self.generator
+        )
+        self.real_buffer.extend(real)
+        capacity = hp.model_retain_epochs * hp.rollout_length * self._rank_rollout_size()
+        self.model_buffer = TensorDictReplayBuffer(
+            storage=LazyTensorStorage(capacity),
+            batch_size=hp.batch_size - self.n_real,
+            generator=self.generator,
+        )
+
+    def _rank_rollout_size(self) -> int:
+        """This rank's share of ``rollout_batch_size`` (the shares add up to it exactly)."""
+        world, rank = self._world(), self._rank()
+        total = self.hparams.rollout_batch_size
+        return total // world + int(rank < total % world)
+
+    @torch.no_grad()
+    def rollout(self, policy, device: torch.device | str = "cpu") -> dict[str, float]:
+        """Branch h-step rollouts of ``policy`` from real start states into the model buffer.
+
+        Rows that terminate stop; their terminal transition is stored. Returns statistics to log.
+        """
+        from mopo_lightning.envs.model_env import PenalizedModelEnv
+
+        if self.ensemble is None:
+            raise RuntimeError("no dynamics attached: call attach_dynamics(ensemble) before the policy stage")
+        if self.model_buffer is None:
+            self._build_buffers()
+        hp = self.hparams
+        n = self._rank_rollout_size()
+        start_idx = torch.randint(self.real.shape[0], (n,), generator=self.generator)
+        env = PenalizedModelEnv(
+            self.ensemble.to(device),
+            self.task_spec.termination_fn,
+            penalty_coef=hp.penalty_coef,
+            batch_size=[n],
+            penalty=hp.penalty,
+            reward_mode=hp.reward_mode,
+            device=device,
+        )
+        env.set_seed(int(torch.randint(2**31 - 1, (1,), generator=self.generator)))
+        obs = self.real["observation"][start_idx].to(device)
+        td = env.reset(TensorDict({"observation": obs}, batch_size=[n], device=device))
+        alive = torch.ones(n, dtype=torch.bool, device=device)
+        kept, raw, pen, rew = [], [], [], []
+        for _ in range(hp.rollout_length):
+            td = env.step(policy(td))
+            step = td[alive]
+            nxt = step["next"]
+            raw.append(nxt["raw_reward"])
+            pen.append(nxt["penalty"])
+            rew.append(nxt["reward"])
+            terminated = nxt["terminated"]
+            kept.append(
+                TensorDict(
+                    {
+                        "observation": step["observation"],
+                        "action": step["action"],
+                        "next": {
+                            "observation": nxt["observation"],
+                            "reward": nxt["reward"],
+                            "terminated": terminated,
+                            "truncated": torch.zeros_like(terminated),
+                            "done": terminated,
+                        },
+                    },
+                    batch_size=step.batch_size,
+                )
+            )
+            alive = alive & ~td["next", "terminated"].reshape(n)
+            if not alive.any():
+                break
+            td = TensorDict({"observation": td["next", "observation"]}, batch_size=[n], device=device)
+        data = torch.cat(kept).cpu()
+        self.model_buffer.extend(data)
+        raw_t, pen_t, rew_t = torch.cat(raw), torch.cat(pen), torch.cat(rew)
+        self.last_rollout_stats = {
+            "rollout/transitions": float(data.shape[0]),
+            "rollout/termination_rate": float(1.0 - alive.float().mean()),
+            "rollout/raw_reward_mean": float(raw_t.mean()),
+            "rollout/penalized_reward_mean": float(rew_t.mean()),
+            "rollout/penalty_mean": float(pen_t.mean()),
+            "rollout/penalty_max": float(pen_t.max()),
+            "rollout/model_buffer_size": float(len(self.model_buffer)),
+            "rollout/real_size": float(self.real.shape[0]),
+        }
+        self._rollout_tensors = {"penalty": pen_t.cpu(), "penalized_reward": rew_t.cpu(), "raw_reward": raw_t.cpu()}
+        return self.last_rollout_stats
+
+    def sample_batch(self) -> TensorDict:
+        """One SAC batch: ``n_real`` real rows, the rest from the model buffer (real first)."""
+        if self.model_buffer is None or len(self.model_buffer) == 0:
+            raise RuntimeError("the model buffer is empty: roll out before sampling")
+        parts = [self.model_buffer.sample()]
+        if self.n_real:
+            parts.insert(0, self.real_buffer.sample())
+        return torch.cat(parts)
+
+    def train_dataloader(self) -> "MixedBatches":
+        if self.ensemble is None:
+            raise RuntimeError("the policy stage needs a dynamics ensemble: call attach_dynamics() first")
+        return MixedBatches(self)
+
+
+class MixedBatches:
+    """One epoch of SAC batches; rolls the current actor out every ``rollout_freq`` batches.
+
+    The counter starts from the module's ``sac_updates``, so a resumed run rolls out on the same
+    schedule. Lightning fetches one batch ahead, so the rolled-out actor may be one update older.
+    """
+
+    def __init__(self, datamodule: D4RLDataModule) -> None:
+        self.dm = datamodule
+
+    def __len__(self) -> int:
+        return self.dm.hparams.updates_per_epoch
+
+    def __iter__(self) -> Iterator[TensorDict]:
+        dm = self.dm
+        module = dm.trainer.lightning_module
+        updates = int(module.sac_updates)
+        freq = dm.hparams.rollout_freq
+        for _ in range(len(self)):
+            if updates % freq == 0 or dm.model_buffer is None or len(dm.model_buffer) == 0:
+                stats = dm.rollout(module.policy_module(), device=module.device)
+                if dm.trainer.logger is not None:
+                    dm.trainer.logger.log_metrics(stats, step=updates)
+            yield dm.sample_batch()
+            updates += 1

@@ -1,0 +1,170 @@
+"""``mopo-lightning fit``: a LightningCLI whose ``fit`` runs MOPO's two stages.
+
+Stage 1 trains the dynamics ensemble (``DynamicsModule``) to early stopping and saves
+``<run_dir>/dynamics.ckpt``; when that file (or ``--dynamics_checkpoint``) exists it is loaded
+instead, so a restarted run never retrains its model. Stage 2 trains SAC (``SACModule``) on mixed
+real/model batches from ``D4RLDataModule``, evaluating in MuJoCo every epoch.
+
+Everything is one config tree (``--print_config`` shows it): ``trainer``, ``model`` (SAC), ``data``,
+``dynamics`` (the ensemble), ``evaluation`` and the run options below. Observation and action sizes
+are linked from ``data.task``, never typed into YAML.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
+from mopo_lightning.callbacks.results import RunResults
+from mopo_lightning.data.datamodule import D4RLDataModule
+from mopo_lightning.dynamics.module import DynamicsModule
+from mopo_lightning.policy.sac import SACModule
+from mopo_lightning.tasks import get_task
+
+
+def _obs_dim(task: str) -> int:
+    return get_task(task).obs_dim
+
+
+def _act_dim(task: str) -> int:
+    return get_task(task).act_dim
+
+
+class MOPOCLI(LightningCLI):
+    """LightningCLI for MOPO; see the module docstring."""
+
+    def __init__(self, args: Any = None, run: bool = True) -> None:
+        super().__init__(
+            SACModule,
+            D4RLDataModule,
+            auto_configure_optimizers=False,  # SAC optimises manually with its own three optimisers
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,
+            args=args,
+            run=run,
+            parser_kwargs={"description": "MOPO: model-based offline policy optimisation (Yu et al. 2020)"},
+        )
+
+    # ------------------------------------------------------------------ config tree
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--run_name", type=Optional[str], default=None,
+                            help="outputs go to <run_root>/<run_name>/ (default: <task>-<dataset>-s<seed>)")
+        parser.add_argument("--run_root", type=str, default="checkpoints", help="parent of run directories")
+        parser.add_argument("--stage", type=Literal["all", "dynamics"], default="all",
+                            help="`dynamics` runs stage 1 alone and stops after saving dynamics.ckpt")
+        parser.add_argument("--num_threads", type=int, default=1,
+                            help="torch CPU threads; 1 avoids OpenMP spin-waiting on small machines")
+        parser.add_argument("--dynamics_checkpoint", type=Optional[str], default=None,
+                            help="load this dynamics.ckpt instead of <run_dir>/dynamics.ckpt")
+        parser.add_class_arguments(DynamicsModule, "dynamics", skip={"obs_dim", "act_dim"}, instantiate=False)
+        parser.add_lightning_class_args(MuJoCoEvaluation, "evaluation")
+        parser.link_arguments("data.task", "model.obs_dim", compute_fn=_obs_dim)
+        parser.link_arguments("data.task", "model.act_dim", compute_fn=_act_dim)
+        parser.link_arguments("seed_everything", "data.seed")
+
+    def before_instantiate_classes(self) -> None:
+        torch.set_num_threads(self._cfg("num_threads"))
+
+    # ------------------------------------------------------------------ run directory and trainer
+    def _cfg(self, key: str, default: Any = None) -> Any:
+        return self._get(self.config, key, default)
+
+    @property
+    def run_dir(self) -> Path:
+        name = self._cfg("run_name")
+        if not name:
+            data = self._cfg("data")
+            source = data.dataset or Path(data.path).stem
+            name = f"{data.task}-{source}-s{self._cfg('seed_everything')}"
+        return Path(self._cfg("run_root")) / name
+
+    def _logger(self, version: str) -> TensorBoardLogger:
+        # A fixed version keeps one TensorBoard directory per stage, also across restarts.
+        return TensorBoardLogger(self.run_dir, name="tensorboard", version=version, default_hp_metric=False)
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        if config.get("logger") in (None, True):
+            config["logger"] = self._logger("sac")
+        if config.get("default_root_dir") is None:
+            config["default_root_dir"] = str(self.run_dir)
+        data = self._cfg("data")
+        self.results = RunResults(
+            self.run_dir / "results.json",
+            {"task": data.task, "dataset": data.dataset or data.path, "seed": self._cfg("seed_everything")},
+        )
+        checkpoint = ModelCheckpoint(dirpath=self.run_dir / "sac", filename="epoch{epoch:04d}",
+                                     auto_insert_metric_name=False, save_last=True, save_top_k=1,
+                                     every_n_epochs=1)
+        extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        return self._instantiate_trainer(config, [*extra, self.results, checkpoint])
+
+    # ------------------------------------------------------------------ the two stages
+    def fit(self, model: SACModule, datamodule: D4RLDataModule, ckpt_path: Optional[str] = None,
+            **kwargs: Any) -> None:
+        """Stage 1 (dynamics, or load it), then stage 2 (SAC on the penalised model)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        dynamics, info = self.dynamics_stage(datamodule)
+        self.results.data["dynamics"] = info
+        self.results.data["seconds"]["dynamics"] = info["seconds"]
+        self.results.save()
+        if self._cfg("stage") == "dynamics":
+            print(f"dynamics saved to {self.run_dir / 'dynamics.ckpt'}")
+            return
+        datamodule.attach_dynamics(dynamics.ensemble)
+        self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        if self.trainer.is_global_zero:
+            print(f"results: {self.results.path}")
+            print(f"TensorBoard logs: tensorboard --logdir {self.run_dir / 'tensorboard'}")
+
+    def dynamics_stage(self, datamodule: D4RLDataModule) -> tuple[DynamicsModule, dict[str, Any]]:
+        """Load ``dynamics.ckpt`` when it exists, else train the ensemble and save it atomically."""
+        path = Path(self._cfg("dynamics_checkpoint") or self.run_dir / "dynamics.ckpt")
+        if path.exists():
+            module = DynamicsModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+            return module, module.summary()
+        if self._cfg("dynamics_checkpoint"):
+            raise FileNotFoundError(f"--dynamics_checkpoint {path} does not exist")
+        hparams = dict(self._cfg("dynamics"))
+        module = DynamicsModule(obs_dim=datamodule.obs_dim, act_dim=datamodule.act_dim, **hparams)
+        data = datamodule.dynamics_data(module.num_members)
+        module.fit_normalizer(data.train_inputs)
+        trainer_cfg = self._get(self.config_init, "trainer", default={})
+        trainer = L.Trainer(
+            accelerator=trainer_cfg.get("accelerator", "auto"),
+            devices=trainer_cfg.get("devices", "auto"),
+            strategy=trainer_cfg.get("strategy", "auto"),
+            num_nodes=trainer_cfg.get("num_nodes", 1),
+            max_epochs=-1,  # the module stops itself (member-wise early stopping, epoch and time caps)
+            num_sanity_val_steps=0,
+            logger=self._logger("dynamics"),
+            enable_checkpointing=False,
+            default_root_dir=str(self.run_dir),
+            log_every_n_steps=50,
+        )
+        start = time.perf_counter()
+        trainer.fit(module, train_dataloaders=data.train, val_dataloaders=data.holdout)
+        seconds = time.perf_counter() - start
+        tmp = path.with_name(f".{path.name}.tmp")
+        trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            os.replace(tmp, path)
+        info = module.summary()
+        info["seconds"] = seconds
+        return module, info
+
+
+def main(args: Any = None) -> None:
+    """Run the LightningCLI (``fit``, ``validate``)."""
+    MOPOCLI(args=args)
