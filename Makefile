@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/mopo-lightning quickstart
+	$(VENV)/bin/mopo-lightning fit --config conf/quickstart.yaml
 
 test: install
 	$(PY) -m pytest -q tests
