@@ -17,16 +17,22 @@ torch.set_num_threads(1)
 DATA_DIR = Path(os.environ.get("MOPO_TEST_DATA", Path(__file__).parent / ".data"))
 
 
-def collected_dataset(task: str, steps: int, seed: int = 0, policy: str = "random") -> Path:
-    """Path of a D4RL-format file collected in the real env; collected once, then reused."""
+def collected_dataset(
+    task: str, steps: int, seed: int = 0, policy: str = "random", max_episode_steps: int | None = None
+) -> Path:
+    """Path of a D4RL-format file collected in the real env; collected once, then reused.
+
+    ``max_episode_steps`` shortens the time limit (so that small files hold timeouts).
+    """
     from mopo_lightning.data.collect import collect
 
     DATA_DIR.mkdir(parents=True, exist_ok=True)
-    path = DATA_DIR / f"{task}-{policy}-{steps}-s{seed}.hdf5"
+    limit = "" if max_episode_steps is None else f"-t{max_episode_steps}"
+    path = DATA_DIR / f"{task}-{policy}-{steps}-s{seed}{limit}.hdf5"
     if not path.exists():
-        tmp = path.with_suffix(".tmp.hdf5")
-        collect(task, steps=steps, path=tmp, policy=policy, seed=seed)
-        tmp.rename(path)
+        # collect() itself writes through a temporary file renamed into place.
+        collect(task, steps=steps, path=path, policy=policy, seed=seed, max_episode_steps=max_episode_steps,
+                quiet=True)
     return path
 
 
@@ -34,3 +40,21 @@ def collected_dataset(task: str, steps: int, seed: int = 0, policy: str = "rando
 def hopper_small() -> Path:
     """About 2,000 Hopper steps with a random policy: many terminals and a few timeouts."""
     return collected_dataset("hopper", 2_000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def hopper_flags() -> Path:
+    """1,000 random Hopper steps with a 25-step time limit: both terminals and timeouts."""
+    return collected_dataset("hopper", 1_000, seed=0, max_episode_steps=25)
+
+
+@pytest.fixture(scope="session")
+def halfcheetah_2100() -> Path:
+    """2,100 random HalfCheetah steps, default 1000-step limit: timeouts at rows 999 and 1999."""
+    return collected_dataset("halfcheetah", 2_100, seed=0)
+
+
+@pytest.fixture(scope="session")
+def dataset_factory():
+    """``collected_dataset`` itself, for tests that need datasets of their own choosing."""
+    return collected_dataset

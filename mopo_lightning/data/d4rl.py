@@ -1,0 +1,289 @@
+"""Locate, download, read and validate D4RL HDF5 files into a TensorDict of transitions.
+
+Keys follow TorchRL (``docs/interfaces.md``): ``observation``, ``action``, ``("next", "observation")``,
+``("next", "reward")`` [N, 1], ``("next", "terminated" | "truncated" | "done")`` [N, 1] bool.
+
+Two modes (MOPO reference, section 6):
+
+- ``"transitions"`` (default): every row, with the file's ``next_observations``; time-limit rows are
+  kept as non-terminal (``truncated`` True). Files without ``next_observations`` (D4RL v0) fall back
+  to the ``"qlearning"`` rows, since ``observations[i + 1]`` is then the only next observation.
+  Without a ``timeouts`` key, ``truncated`` is all False.
+- ``"qlearning"``: exactly D4RL's ``qlearning_dataset`` (d4rl/__init__.py, terminate_on_end=False):
+  row i in 0..N-2 gets next observation ``observations[i + 1]``; rows at a time limit are dropped
+  (``timeouts[i]``, or without that key step 999 of D4RL's episode counter, see ``infer_timeouts``);
+  terminal rows are kept; the last row is never emitted; ``truncated`` is all False.
+
+We read with h5py rather than TorchRL's ``D4RLExperienceReplay`` (which needs its own memmap copy and
+zeroes next observations on done rows) or ``PersistentTensorDict.from_h5`` (which fails on D4RL's
+string metadata). Only the needed keys are read, each whole at once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import os
+import urllib.request
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+from mopo_lightning.tasks import Task, get_task
+
+REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
+MODES = ("transitions", "qlearning")
+D4RL_MAX_EPISODE_STEPS = 1000
+"""``env._max_episode_steps`` of every D4RL MuJoCo task; drives the step-999 rule."""
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used; the message names the file and the fault."""
+
+
+class DatasetDownloadError(DatasetError):
+    """A D4RL file that is neither on disk nor downloadable (offline, bad URL, cut transfer)."""
+
+
+# ---------------------------------------------------------------- locating and downloading
+
+
+def default_data_dir() -> Path:
+    """D4RL's convention: ``$D4RL_DATASET_DIR``, else ``~/.d4rl/datasets``."""
+    return Path(os.environ.get("D4RL_DATASET_DIR", Path.home() / ".d4rl" / "datasets")).expanduser()
+
+
+def _torchrl_table() -> dict[str, str]:
+    """TorchRL's ``D4RL_DATASETS`` table, read from its file without importing torchrl (~4 s)."""
+    try:
+        spec = importlib.util.find_spec("torchrl")
+        root = Path(next(iter(spec.submodule_search_locations)))
+        mspec = importlib.util.spec_from_file_location(
+            "_torchrl_d4rl_infos", root / "data/datasets/d4rl_infos.py"
+        )
+        module = importlib.util.module_from_spec(mspec)
+        mspec.loader.exec_module(module)
+        return dict(module.D4RL_DATASETS)
+    except (ImportError, OSError, AttributeError, TypeError, StopIteration):
+        # torchrl missing or its table moved: the locomotion URL pattern below still works
+        return {}
+
+
+def dataset_url(name: str) -> str:
+    """Public URL of a D4RL dataset name such as ``walker2d-medium-replay-v2``."""
+    key = name.strip().lower()
+    table = _torchrl_table()
+    if key in table:
+        return table[key]
+    # D4RL's locomotion v1/v2 URLs follow one pattern: gym_mujoco_v2/walker2d_medium_replay-v2.hdf5
+    env, _, rest = key.partition("-")
+    kind, _, version = rest.rpartition("-")
+    if env in ("hopper", "walker2d", "halfcheetah", "ant") and kind and version in ("v1", "v2"):
+        base = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
+        return f"{base}/gym_mujoco_{version}/{env}_{kind.replace('-', '_')}-{version}.hdf5"
+    raise DatasetError(
+        f"{name}: not a known D4RL dataset name (e.g. hopper-medium-v2); or pass --data.path FILE"
+    )
+
+
+def resolve_dataset(
+    name_or_path: str | Path, data_dir: str | Path | None = None, download: bool = True
+) -> Path:
+    """The local file for an explicit path or a D4RL name, downloading a missing D4RL file.
+
+    A name is looked up under its standard file name (the URL's, e.g. ``walker2d_medium_replay-v2.hdf5``)
+    in ``data_dir`` (default: ``default_data_dir()``), as D4RL itself caches files.
+    """
+    candidate = Path(name_or_path).expanduser()
+    if candidate.is_file():
+        return candidate
+    text = str(name_or_path)
+    if candidate.suffix in (".hdf5", ".h5") or os.sep in text:
+        raise DatasetError(f"{candidate}: no such file")
+    url = dataset_url(text)
+    target = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+    target = target / url.rsplit("/", 1)[-1]
+    if target.is_file():
+        return target
+    if not download:
+        raise DatasetDownloadError(
+            f"{text}: not found at {target} and downloads are off; fetch {url} there, "
+            "or pass --data.path FILE"
+        )
+    return download_file(url, target)
+
+
+def download_file(url: str, dest: str | Path, quiet: bool = False, timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` through a temporary file renamed into place only when complete."""
+    dest = Path(dest)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            done = 0
+            with _byte_progress(total, dest.name, quiet) as advance:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    done += len(chunk)
+                    advance(len(chunk))
+        if total is not None and done != total:
+            raise OSError(f"transfer cut after {done} of {total} bytes")
+        os.replace(tmp, dest)
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        # URLError and timeouts are OSErrors; IncompleteRead an HTTPException; bad URLs ValueErrors
+        raise DatasetDownloadError(
+            f"could not download {url} to {dest} ({type(err).__name__}: {err}); "
+            "download it there yourself, or pass --data.path FILE"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
+class _byte_progress:
+    """Rich download bar yielding ``advance(nbytes)``; silent when quiet."""
+
+    def __init__(self, total: int | None, name: str, quiet: bool) -> None:
+        self.total, self.name, self.quiet, self.bar = total, name, quiet, None
+
+    def __enter__(self):
+        if self.quiet:
+            return lambda n: None
+        from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+        self.bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
+        self.bar.start()
+        task_id = self.bar.add_task(f"download {self.name}", total=self.total)
+        return lambda n: self.bar.advance(task_id, n)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+# ---------------------------------------------------------------- reading and validating
+
+
+def read_arrays(
+    path: str | Path, keys: tuple[str, ...] = REQUIRED_KEYS, optional: tuple[str, ...] = ()
+) -> dict:
+    """Whole arrays for ``keys`` (required) and ``optional`` keys that exist; same first dimension."""
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({err})") from None
+    with f:
+        missing = [k for k in keys if k not in f]
+        if missing:
+            raise DatasetError(f"{path}: missing key(s) {', '.join(missing)} (D4RL needs {', '.join(keys)})")
+        data = {k: f[k][()] for k in keys + tuple(k for k in optional if k in f)}
+    lengths = {k: (v.shape[0] if v.ndim else None) for k, v in data.items()}
+    if len(set(lengths.values())) != 1:
+        raise DatasetError(f"{path}: length mismatch between keys: {lengths}")
+    return data
+
+
+def infer_timeouts(terminals: np.ndarray, max_episode_steps: int = D4RL_MAX_EPISODE_STEPS) -> np.ndarray:
+    """D4RL's time-limit rule for files without ``timeouts``: a bool flag per row.
+
+    D4RL's counter (qlearning_dataset): a row is final when ``episode_step == max_episode_steps - 1``;
+    a final row resets the counter to 0; a kept terminal row resets it to 0 and then counts itself, so
+    the episode after a terminal starts at 1 (it is cut one row earlier). Vectorised: a loop over
+    terminals only, never over rows.
+    """
+    n, last, period = len(terminals), max_episode_steps - 1, max_episode_steps
+    final = np.zeros(n, dtype=bool)
+    start, s0 = 0, 0  # first row of the current stretch and its counter value
+    for k in np.flatnonzero(terminals):
+        s_k = s0 + (k - start)
+        if s_k >= last and (s_k - last) % period == 0:
+            continue  # this terminal is itself a final row: dropped, counter goes on periodically
+        final[start + last - s0 : k + 1 : period] = True
+        start, s0 = k + 1, 1
+    final[start + last - s0 :: period] = True
+    return final
+
+
+def _flags(data: dict, key: str, n: int) -> np.ndarray:
+    return np.asarray(data[key]).reshape(n).astype(bool) if key in data else np.zeros(n, dtype=bool)
+
+
+def load_dataset(path: str | Path, task: str | Task, mode: str = "transitions") -> TensorDict:
+    """Read and validate a D4RL-schema HDF5 file into a transition TensorDict of batch size [N].
+
+    Raises ``DatasetError`` naming the file and the fault for: missing keys, length mismatches,
+    observation/action sizes that do not fit ``task``, NaN or inf values, and empty datasets.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    path, task = Path(path), get_task(task)
+    data = read_arrays(path, REQUIRED_KEYS, optional=("next_observations", "timeouts"))
+    obs, act = data["observations"], data["actions"]
+    n = obs.shape[0]
+    if n == 0:
+        raise DatasetError(f"{path}: empty dataset (0 rows)")
+    if obs.ndim != 2 or obs.shape[1] != task.obs_dim:
+        raise DatasetError(
+            f"{path}: observations have shape {obs.shape}, task {task.name} needs [N, {task.obs_dim}]"
+        )
+    if act.ndim != 2 or act.shape[1] != task.act_dim:
+        raise DatasetError(
+            f"{path}: actions have shape {act.shape}, task {task.name} needs [N, {task.act_dim}]"
+        )
+    if data["rewards"].size != n or data["terminals"].size != n:
+        raise DatasetError(f"{path}: rewards/terminals must hold one value per row")
+    if "next_observations" in data and data["next_observations"].shape != obs.shape:
+        raise DatasetError(
+            f"{path}: next_observations have shape {data['next_observations'].shape}, not {obs.shape}"
+        )
+    for key in ("observations", "actions", "rewards", "next_observations"):
+        if key in data and not np.isfinite(data[key]).all():
+            bad = int((~np.isfinite(data[key])).reshape(n, -1).any(1).sum())
+            raise DatasetError(f"{path}: {key} hold NaN or inf values ({bad} rows)")
+
+    terminals = _flags(data, "terminals", n)
+    rewards = np.asarray(data["rewards"], dtype=np.float32).reshape(n)
+    if mode == "transitions" and "next_observations" in data:
+        rows = slice(None)
+        next_obs = data["next_observations"]
+        truncated = _flags(data, "timeouts", n)
+    else:  # D4RL qlearning_dataset; also the transitions fallback without next_observations
+        final = _flags(data, "timeouts", n) if "timeouts" in data else infer_timeouts(terminals)
+        rows = np.flatnonzero(~final[: n - 1])
+        next_obs = obs[rows + 1]
+        truncated = np.zeros(n, dtype=bool)
+        if rows.size == 0:
+            raise DatasetError(f"{path}: empty dataset (no rows left in qlearning mode)")
+
+    terminated = torch.from_numpy(terminals[rows]).unsqueeze(-1)
+    truncated = torch.from_numpy(truncated[rows]).unsqueeze(-1)
+    out = {
+        "observation": _f32(obs[rows]),
+        "action": _f32(act[rows]),
+        "next": {
+            "observation": _f32(next_obs),
+            "reward": _f32(rewards[rows]).unsqueeze(-1),
+            "terminated": terminated,
+            "truncated": truncated,
+            "done": terminated | truncated,
+        },
+    }
+    return TensorDict(out, batch_size=[terminated.shape[0]])
+
+
+def _f32(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def episode_ends(path: str | Path) -> tuple[np.ndarray, dict]:
+    """Episode-end flags per row (terminals | timeouts, or D4RL's step rule) and the raw arrays."""
+    data = read_arrays(path, ("rewards", "terminals"), optional=("timeouts",))
+    n = data["rewards"].shape[0]
+    terminals = _flags(data, "terminals", n)
+    timeouts = _flags(data, "timeouts", n) if "timeouts" in data else infer_timeouts(terminals)
+    return terminals | timeouts, {**data, "terminals": terminals, "timeouts": timeouts}

@@ -1,0 +1,132 @@
+"""Dataset summary behind ``mopo-lightning data info FILE [--task T] [--json]``.
+
+Episodes are split after every row flagged ``terminals`` or ``timeouts`` (for files without
+``timeouts``, D4RL's step-999 rule, see ``d4rl.infer_timeouts``). A trailing episode cut by the end of
+the file counts as an episode, and ``partial_last_episode`` says so. Returns are undiscounted sums
+of the behaviour rewards; their normalised scores use D4RL's reference returns.
+"""
+
+from __future__ import annotations
+
+import json as _json
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from mopo_lightning.data.d4rl import DatasetError, episode_ends
+from mopo_lightning.tasks import Task, get_task
+
+
+def file_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``metadata/*`` scalars of a file (D4RL's and the collector's), strings decoded."""
+    out: dict[str, Any] = {}
+    with h5py.File(path, "r") as f:
+        group = f.get("metadata")
+        if isinstance(group, h5py.Group):
+            for key, ds in group.items():
+                if isinstance(ds, h5py.Dataset) and ds.shape == ():
+                    value = ds[()]
+                    out[key] = value.decode() if isinstance(value, bytes) else np.asarray(value).item()
+    return out
+
+
+def episode_returns(rewards: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Per-episode (returns, lengths, partial_last): episodes end after rows where ``ends`` is set."""
+    n = rewards.shape[0]
+    stops = np.flatnonzero(ends) + 1  # exclusive end of each complete episode
+    partial = n > 0 and (stops.size == 0 or stops[-1] < n)
+    bounds = np.concatenate([[0], stops, [n] if partial else []]).astype(np.int64)
+    sums = np.concatenate([[0.0], np.cumsum(rewards, dtype=np.float64)])
+    return sums[bounds[1:]] - sums[bounds[:-1]], np.diff(bounds), bool(partial)
+
+
+def summarize(path: str | Path, task: str | Task | None = None) -> dict[str, Any]:
+    """Transitions, episodes, return statistics and normalised scores of a D4RL-schema file.
+
+    ``task`` defaults to the file's ``metadata/task``, then to the task named by the file name.
+    """
+    path = Path(path)
+    ends, data = episode_ends(path)
+    metadata = file_metadata(path)
+    task = _pick_task(path, task, metadata)
+    rewards = np.asarray(data["rewards"], dtype=np.float64).reshape(-1)
+    returns, lengths, partial = episode_returns(rewards, ends)
+    with h5py.File(path, "r") as f:
+        obs_shape = tuple(f["observations"].shape) if "observations" in f else None
+        act_shape = tuple(f["actions"].shape) if "actions" in f else None
+        has_next = "next_observations" in f
+        has_timeouts = "timeouts" in f
+
+    def stats(x: np.ndarray) -> dict[str, float | None]:
+        if x.size == 0:
+            return {"mean": None, "std": None, "min": None, "max": None}
+        return {"mean": float(x.mean()), "std": float(x.std()), "min": float(x.min()), "max": float(x.max())}
+
+    return {
+        "file": str(path),
+        "task": task.name,
+        "transitions": int(rewards.size),
+        "observation_dim": obs_shape[1] if obs_shape and len(obs_shape) == 2 else None,
+        "action_dim": act_shape[1] if act_shape and len(act_shape) == 2 else None,
+        "episodes": int(returns.size),
+        "partial_last_episode": partial,
+        "terminals": int(data["terminals"].sum()),
+        "timeouts": int(data["timeouts"].sum()),
+        "timeouts_key": has_timeouts,
+        "next_observations_key": has_next,
+        "episode_length": stats(lengths.astype(np.float64)),
+        "return": stats(returns),
+        "normalized_score": {
+            "mean": float(task.normalized_score(returns.mean())) if returns.size else None,
+            "max": float(task.normalized_score(returns.max())) if returns.size else None,
+        },
+        "reward": stats(rewards),
+        "metadata": metadata,
+    }
+
+
+def _pick_task(path: Path, task: str | Task | None, metadata: dict[str, Any]) -> Task:
+    if task is not None:
+        return get_task(task)
+    for candidate in (metadata.get("task"), path.name):
+        try:
+            return get_task(str(candidate))
+        except KeyError:
+            pass
+    raise DatasetError(f"{path}: no task given and none in metadata/task or the file name; pass --task")
+
+
+def main_info(path: str, task: str | None = None, json: bool = False) -> None:
+    """Print a dataset summary: a rich table, or JSON with ``json=True``.
+
+    Args:
+        path: HDF5 file in the D4RL schema.
+        task: task name (default: the file's ``metadata/task``, else the file name).
+        json: print JSON instead of a table.
+    """
+    summary = summarize(path, task)
+    if json:
+        print(_json.dumps(summary, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    def fmt(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.6g}"
+        if isinstance(value, dict):
+            return "  ".join(f"{k} {fmt(v)}" for k, v in value.items())
+        return "-" if value is None else str(value)
+
+    table = Table(title=f"{Path(path).name}  ({summary['task']})", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in summary.items():
+        if key == "metadata":
+            for meta_key, meta_value in value.items():
+                table.add_row(f"metadata/{meta_key}", fmt(meta_value))
+        elif key not in ("file", "task"):
+            table.add_row(key, fmt(value))
+    Console().print(table)
