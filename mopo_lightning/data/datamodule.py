@@ -218,12 +218,14 @@ class D4RLDataModule(L.LightningDataModule):
             self.ensemble.to(device),
             self.task_spec.termination_fn,
             penalty_coef=hp.penalty_coef,
-            batch_size=[n],
+            batch_size=n,
+            obs_dim=self.obs_dim,
+            act_dim=self.act_dim,
             penalty=hp.penalty,
             reward_mode=hp.reward_mode,
             device=device,
+            seed=int(torch.randint(2**31 - 1, (1,), generator=self.generator)),
         )
-        env.set_seed(int(torch.randint(2**31 - 1, (1,), generator=self.generator)))
         obs = self.real["observation"][start_idx].to(device)
         td = env.reset(TensorDict({"observation": obs}, batch_size=[n], device=device))
         alive = torch.ones(n, dtype=torch.bool, device=device)
