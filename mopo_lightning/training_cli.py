@@ -26,9 +26,21 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
 from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.data.datamodule import D4RLDataModule
-from mopo_lightning.dynamics.module import DynamicsModule
+from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.tasks import get_task
+
+
+def dynamics_summary(module: DynamicsModule) -> dict[str, Any]:
+    """What results.json records of stage 1: holdout MSE (elites and members), elites, epochs."""
+    best = module.early_stopping.best_mse
+    elites = module.ensemble.elites
+    return {
+        "holdout_mse_elites": float(best[elites].mean()),
+        "holdout_mse_members": [float(v) for v in best],
+        "elites": [int(i) for i in elites],
+        "epochs": int(module.early_stopping.num_updates),
+    }
 
 
 def _obs_dim(task: str) -> int:
@@ -132,13 +144,14 @@ class MOPOCLI(LightningCLI):
         """Load ``dynamics.ckpt`` when it exists, else train the ensemble and save it atomically."""
         path = Path(self._cfg("dynamics_checkpoint") or self.run_dir / "dynamics.ckpt")
         if path.exists():
-            module = DynamicsModule.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-            return module, module.summary()
+            module = load_dynamics(path)
+            print(f"dynamics: loaded {path} (delete it to retrain)")
+            return module, {**dynamics_summary(module), "seconds": 0.0, "checkpoint": str(path)}
         if self._cfg("dynamics_checkpoint"):
             raise FileNotFoundError(f"--dynamics_checkpoint {path} does not exist")
         hparams = dict(self._cfg("dynamics"))
         module = DynamicsModule(obs_dim=datamodule.obs_dim, act_dim=datamodule.act_dim, **hparams)
-        data = datamodule.dynamics_data(module.num_members)
+        data = datamodule.dynamics_data(module.hparams.num_members)
         module.fit_normalizer(data.train_inputs)
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         trainer = L.Trainer(
@@ -146,7 +159,8 @@ class MOPOCLI(LightningCLI):
             devices=trainer_cfg.get("devices", "auto"),
             strategy=trainer_cfg.get("strategy", "auto"),
             num_nodes=trainer_cfg.get("num_nodes", 1),
-            max_epochs=-1,  # the module stops itself (member-wise early stopping, epoch and time caps)
+            # the module stops itself (member-wise early stopping, epoch and time caps)
+            max_epochs=module.hparams.max_epochs or -1,
             num_sanity_val_steps=0,
             logger=self._logger("dynamics"),
             enable_checkpointing=False,
@@ -160,9 +174,7 @@ class MOPOCLI(LightningCLI):
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
             os.replace(tmp, path)
-        info = module.summary()
-        info["seconds"] = seconds
-        return module, info
+        return module, {**dynamics_summary(module), "seconds": seconds, "checkpoint": str(path)}
 
 
 def main(args: Any = None) -> None:
