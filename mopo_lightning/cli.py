@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if command in ("fit", "validate"):
         from mopo_lightning.training_cli import main as lightning_main
 
-        lightning_main(args)
+        lightning_main(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
     elif command == "collect":
         collect_main(rest)
     elif command == "data":

@@ -1,0 +1,100 @@
+"""The ``mopo-lightning`` command in a subprocess, with tiny budgets, on real MuJoCo data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import collected_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+QUICKSTART = REPO / "conf" / "quickstart.yaml"
+TINY = [
+    "--trainer.max_epochs", "2",
+    "--data.updates_per_epoch", "50",
+    "--data.rollout_batch_size", "500",
+    "--dynamics.max_epochs", "3",
+    "--evaluation.num_episodes", "2",
+]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "mopo_lightning.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def scalar_tags(logdir: Path) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    return set(acc.Tags()["scalars"])
+
+
+@pytest.fixture(scope="module")
+def fitted_run(tmp_path_factory):
+    """Stage 1 alone, then the full fit, which must reuse the saved dynamics."""
+    cwd = tmp_path_factory.mktemp("fit")
+    data = collected_dataset("hopper", 2_000, seed=0)
+    common = ["--config", str(QUICKSTART), "--data.path", str(data), "--run_name", "e2e", *TINY]
+    stage1 = run_cli("fit", *common, "--stage", "dynamics", cwd=cwd)
+    full = run_cli("fit", *common, cwd=cwd)
+    return cwd / "checkpoints" / "e2e", stage1, full
+
+
+def test_fit_writes_results_json(fitted_run):
+    run_dir, _, _ = fitted_run
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["task"] == "hopper" and results["seed"] == 0
+    assert results["dataset"].endswith(".hdf5")
+    dyn = results["dynamics"]
+    assert dyn["epochs"] == 3
+    assert len(dyn["elites"]) == 5 and len(set(dyn["elites"])) == 5
+    assert all(0 <= i < 7 for i in dyn["elites"])
+    assert dyn["holdout_mse_elites"] == pytest.approx(
+        sum(dyn["holdout_mse_members"][i] for i in dyn["elites"]) / 5
+    )
+    evals = results["evaluations"]
+    assert [e["sac_updates"] for e in evals] == [50, 100]
+    assert results["final_normalized_score"] == evals[-1]["normalized_score"]
+    assert set(results["seconds"]) >= {"dynamics", "policy"}
+
+
+def test_fit_reuses_dynamics_and_logs_to_tensorboard(fitted_run):
+    run_dir, stage1, full = fitted_run
+    assert (run_dir / "dynamics.ckpt").exists()
+    assert "dynamics: loaded" in full.stdout and "dynamics: loaded" not in stage1.stdout
+    assert "tensorboard --logdir" in full.stdout
+    assert (run_dir / "sac" / "last.ckpt").exists()
+    dyn_tags = scalar_tags(run_dir / "tensorboard" / "dynamics")
+    assert {"dynamics/train_nll_epoch", "dynamics/holdout_mse/member_0", "dynamics/max_logvar"} <= dyn_tags
+    sac_tags = scalar_tags(run_dir / "tensorboard" / "sac")
+    expected = {
+        "eval/return_mean", "eval/normalized_score", "eval/episode_length",
+        "sac/critic_loss", "sac/actor_loss", "sac/alpha", "sac/entropy", "sac/q_mean",
+        "rollout/penalty_mean", "rollout/penalty_max", "rollout/raw_reward_mean",
+        "rollout/penalized_reward_mean", "rollout/termination_rate", "rollout/model_buffer_size",
+    }
+    assert expected <= sac_tags, expected - sac_tags
+
+
+def test_print_config_shows_every_section(tmp_path):
+    out = run_cli("fit", "--config", str(QUICKSTART), "--print_config", cwd=tmp_path).stdout
+    for key in ("trainer:", "model:", "data:", "dynamics:", "evaluation:", "target_entropy: -3.0",
+                "penalty_coef: 1.0", "num_members: 7", "obs_dim: 11"):
+        assert key in out, key
+
+
+def test_collect_and_data_info(tmp_path):
+    path = tmp_path / "walker.hdf5"
+    run_cli("collect", "--task", "walker2d", "--steps", "300", "--path", str(path), "--seed", "1", cwd=tmp_path)
+    info = json.loads(run_cli("data", "info", str(path), "--task", "walker2d", "--json", cwd=tmp_path).stdout)
+    assert info["transitions"] == 300
+    assert info["terminals"] + info["timeouts"] <= info["episodes"]
