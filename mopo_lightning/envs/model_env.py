@@ -1,0 +1,244 @@
+"""PenalizedModelEnv: the uncertainty-penalised model MDP of MOPO as a batched TorchRL env.
+
+Sources: MOPO (Yu et al. 2020, arXiv 2005.13239), section 4 and algorithm 2, and the authors' code
+(reference sections 2 and 3): every member is queried, one of the elites is drawn uniformly per row,
+its Gaussian sample gives both the reward and the next state, and the reward is penalised by
+lambda * u(s, a) with u = max_i ||sigma_i(s, a)||_2 over all members (the reward column included).
+The authors' code also has the disagreement penalty max_i ||mu_i[s'] - mean_j mu_j[s']||_2, offered
+here as ``penalty="disagreement"``; the paper uses the mean reward, offered as ``reward_mode="mean"``.
+
+The pure function ``model_step`` does the work, so rollout code can step any subset of rows
+without the env; ``PenalizedModelEnv._step`` calls it (on the ``_step``-masked rows only).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torch import Tensor
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
+from torchrl.envs import EnvBase
+
+from mopo_lightning.tasks import TerminationFn
+
+PenaltyKind = Literal["aleatoric", "disagreement"]
+RewardMode = Literal["sample", "mean"]
+
+
+class EnsemblePredictor(Protocol):
+    """What the env needs from a dynamics ensemble (``dynamics.ensemble.GaussianEnsemble``)."""
+
+    elites: Tensor  # LongTensor [num_elites]
+
+    def predict(self, obs: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        """obs [B, O], action [B, A] -> (mean, std), each [E, B, 1 + O]: reward, then s' (s added)."""
+        ...
+
+
+def uncertainty_penalty(mean: Tensor, std: Tensor, kind: PenaltyKind = "aleatoric") -> Tensor:
+    """u(s, a) per row from all members: mean, std [E, B, 1 + O] -> [B].
+
+    aleatoric: max_i ||sigma_i||_2 over every output (MOPO's default);
+    disagreement: max_i ||mu_i[s'] - mean_j mu_j[s']||_2 over the next-state columns.
+    """
+    if kind == "aleatoric":
+        return std.norm(dim=-1).amax(dim=0)
+    if kind == "disagreement":
+        next_obs = mean[..., 1:]
+        return (next_obs - next_obs.mean(dim=0)).norm(dim=-1).amax(dim=0)
+    raise ValueError(f"unknown penalty {kind!r}; expected 'aleatoric' or 'disagreement'")
+
+
+@torch.no_grad()
+def model_step(
+    ensemble: EnsemblePredictor,
+    obs: Tensor,
+    action: Tensor,
+    *,
+    termination_fn: TerminationFn,
+    penalty_coef: float,
+    generator: torch.Generator | None = None,
+    penalty: PenaltyKind = "aleatoric",
+    reward_mode: RewardMode = "sample",
+) -> TensorDict:
+    """One penalised model step for a batch of rows: obs [B, O], action [B, A] -> "next" TensorDict [B].
+
+    Keys: ``observation`` [B, O], ``reward`` (penalised) [B, 1], ``raw_reward`` [B, 1], ``penalty``
+    [B, 1] (u, before the coefficient), ``terminated``, ``truncated`` (always False), ``done`` [B, 1].
+    Only the chosen elite's Gaussian is sampled: the same distribution as sampling every member and
+    keeping the chosen one (the authors' code), with 1/E of the random numbers.
+    """
+    if reward_mode not in ("sample", "mean"):
+        raise ValueError(f"unknown reward_mode {reward_mode!r}; expected 'sample' or 'mean'")
+    mean, std = ensemble.predict(obs, action)  # [E, B, 1 + O] each
+    batch = obs.shape[0]
+    elites = ensemble.elites.to(mean.device)
+    pick = torch.randint(elites.numel(), (batch,), generator=generator, device=mean.device)
+    member = elites[pick]  # [B]
+    rows = torch.arange(batch, device=mean.device)
+    mu, sigma = mean[member, rows], std[member, rows]  # [B, 1 + O]
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    sample = mu + eps * sigma
+    raw_reward = (mu if reward_mode == "mean" else sample)[:, :1]  # [B, 1]
+    next_obs = sample[:, 1:]  # [B, O]
+    u = uncertainty_penalty(mean, std, penalty).unsqueeze(-1)  # [B, 1]
+    terminated = termination_fn(obs, action, next_obs).reshape(batch, 1)
+    return TensorDict(
+        observation=next_obs,
+        reward=raw_reward - penalty_coef * u,
+        raw_reward=raw_reward,
+        penalty=u,
+        terminated=terminated,
+        truncated=torch.zeros_like(terminated),
+        done=terminated.clone(),
+        batch_size=[batch],
+    )
+
+
+class PenalizedModelEnv(EnvBase):
+    """MOPO's penalised model MDP over ``batch_size`` independent rows.
+
+    Observations: ``observation`` [N, O] (the model's next state), plus ``raw_reward`` and ``penalty``
+    [N, 1] for logging (zeros after reset).
+    Action: [N, A] in [-1, 1].
+    Reward: [N, 1], r - penalty_coef * u(s, a) with r the chosen elite's sampled (or mean) reward.
+    Done: ``terminated`` from the task's termination function on (s, a, s'); ``done = terminated``;
+    ``truncated`` is always False (horizons are the caller's business).
+
+    Reset needs start states, since a model has no initial-state distribution of its own: either
+    pass them (``env.reset(TensorDict({"observation": starts}, [N]))``; with a ``_reset`` mask the
+    masked rows take the given rows), or give ``init_states`` [M, O] (e.g. the dataset's
+    observations) and rows are drawn uniformly from it. Rollouts that auto-reset done rows need
+    ``init_states``. Randomness (elite choice, noise, init draws) uses the env's own generator.
+    """
+
+    def __init__(
+        self,
+        ensemble: EnsemblePredictor,
+        termination_fn: TerminationFn,
+        penalty_coef: float,
+        batch_size: int,
+        obs_dim: int,
+        act_dim: int,
+        penalty: PenaltyKind = "aleatoric",
+        reward_mode: RewardMode = "sample",
+        init_states: Tensor | None = None,
+        device: torch.device | str | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """
+        Args:
+            ensemble: the trained dynamics ensemble (``predict`` and ``elites``).
+            termination_fn: the task's ``(obs, action, next_obs) -> terminated [B]``.
+            penalty_coef: lambda, the weight of the uncertainty penalty.
+            batch_size: number of rows N stepped together.
+            obs_dim: observation size O.
+            act_dim: action size A.
+            penalty: "aleatoric" (max std norm, MOPO's default) or "disagreement".
+            reward_mode: "sample" (authors' code) or "mean" (the paper) for the elite's reward.
+            init_states: optional [M, O] pool that resets draw start states from.
+            device: device of the env and its generator (default: the ensemble's).
+            seed: seed of the env's generator (default: drawn from torch's global RNG).
+        """
+        if device is None:  # follow the ensemble, so the generator and its draws share a device
+            params = getattr(ensemble, "parameters", None)
+            device = next(iter(params()), torch.empty(0)).device if callable(params) else "cpu"
+        super().__init__(device=device, batch_size=torch.Size([batch_size]))
+        if penalty not in ("aleatoric", "disagreement"):
+            raise ValueError(f"unknown penalty {penalty!r}; expected 'aleatoric' or 'disagreement'")
+        if reward_mode not in ("sample", "mean"):
+            raise ValueError(f"unknown reward_mode {reward_mode!r}; expected 'sample' or 'mean'")
+        self.ensemble, self.termination_fn = ensemble, termination_fn
+        self.penalty_coef, self.penalty, self.reward_mode = float(penalty_coef), penalty, reward_mode
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        if init_states is not None and init_states.shape[-1] != obs_dim:
+            raise ValueError(f"init_states must be [M, {obs_dim}], got {tuple(init_states.shape)}")
+        self.init_states = None if init_states is None else init_states.to(self.device)
+        self.generator = torch.Generator(device=self.device)
+        self._set_seed(seed)
+        self._make_specs()
+
+    def _make_specs(self) -> None:
+        n, dev = self.batch_size[0], self.device
+        self.observation_spec = Composite(
+            observation=Unbounded((n, self.obs_dim), device=dev),
+            raw_reward=Unbounded((n, 1), device=dev),
+            penalty=Unbounded((n, 1), device=dev),
+            shape=(n,),
+            device=dev,
+        )
+        self.action_spec = Bounded(-1.0, 1.0, (n, self.act_dim), device=dev)
+        self.reward_spec = Unbounded((n, 1), device=dev)
+        flag = Categorical(2, (n, 1), dtype=torch.bool, device=dev)
+        self.done_spec = Composite(
+            done=flag, terminated=flag.clone(), truncated=flag.clone(), shape=(n,), device=dev
+        )
+
+    def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDict:
+        n = self.batch_size[0]
+        given = None if tensordict is None else tensordict.get("observation", None)
+        if given is not None:
+            obs = given.to(self.device).clone()
+        elif self.init_states is not None:
+            idx = torch.randint(self.init_states.shape[0], (n,), generator=self.generator, device=self.device)
+            obs = self.init_states[idx]
+        else:
+            raise ValueError(
+                "PenalizedModelEnv has no initial-state distribution: pass start states as "
+                "env.reset(TensorDict({'observation': starts}, batch_size=[N])) or build the env "
+                "with init_states=<dataset observations> (needed for auto-resetting rollouts)."
+            )
+        zeros = torch.zeros(n, 1, device=self.device)
+        flags = torch.zeros(n, 1, dtype=torch.bool, device=self.device)
+        return TensorDict(
+            observation=obs,
+            raw_reward=zeros,
+            penalty=zeros.clone(),
+            done=flags,
+            terminated=flags.clone(),
+            truncated=flags.clone(),
+            batch_size=[n],
+            device=self.device,
+        )
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDict:
+        obs, action = tensordict["observation"], tensordict["action"]  # [N, O], [N, A]
+        partial = tensordict.get("_step", None)
+        kw = {
+            "termination_fn": self.termination_fn,
+            "penalty_coef": self.penalty_coef,
+            "generator": self.generator,
+            "penalty": self.penalty,
+            "reward_mode": self.reward_mode,
+        }
+        if partial is None or bool(partial.all()):
+            return model_step(self.ensemble, obs, action, **kw)
+        # partial step (rollouts with break_when_all_done): only live rows hit the ensemble;
+        # skipped rows keep their observation and done flags with zero reward, as EnvBase's skip does.
+        rows = partial.reshape(-1).nonzero().squeeze(-1)
+        stepped = model_step(self.ensemble, obs[rows], action[rows], **kw)
+        n = obs.shape[0]
+        zeros = obs.new_zeros(n, 1)
+        out = TensorDict(
+            observation=obs.clone(),
+            reward=zeros,
+            raw_reward=zeros.clone(),
+            penalty=zeros.clone(),
+            batch_size=self.batch_size,
+            device=self.device,
+        )
+        for key in ("terminated", "truncated", "done"):
+            prev = tensordict.get(key, None)
+            out[key] = (
+                prev.clone() if prev is not None else torch.zeros(n, 1, dtype=torch.bool, device=obs.device)
+            )
+        out[rows] = stepped
+        return out
+
+    def _set_seed(self, seed: int | None) -> None:
+        """Seed the env's generator; ``None`` draws a seed from torch's global RNG (reproducible under it)."""
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        self.generator.manual_seed(seed)

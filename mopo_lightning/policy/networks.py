@@ -1,0 +1,106 @@
+"""SAC networks: tanh-Gaussian actor and twin Q critics, as plain ``nn.Module``s.
+
+Sources: SAC (Haarnoja et al. 2018, arXiv 1812.05905) and the softlearning code that MOPO's authors
+build on: MLPs of 2 x 256 ReLU, log-std clipped to [-20, 2], actions squashed by tanh with the
+change-of-variables correction of the log-density (SAC paper, appendix C).
+
+The two Q networks are stored as one ensemble (weights ``[2, in, out]``, one ``baddbmm`` per layer):
+one forward evaluates both, and the target update is a single fused ``_foreach_lerp_`` over six
+tensors. ``benchmarks/sac_update.py`` measures this against two separate ``nn.Sequential`` critics.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def mlp(in_dim: int, out_dim: int, hidden_dim: int = 256, num_layers: int = 2) -> nn.Sequential:
+    """``num_layers`` hidden ReLU layers of ``hidden_dim``, then a linear output layer."""
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(num_layers):
+        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
+        dim = hidden_dim
+    layers.append(nn.Linear(dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+class TanhGaussianActor(nn.Module):
+    """pi(a | s) = tanh(N(mu(s), sigma(s))): one MLP head gives mean and log-std."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_dim: int = 256,
+        num_layers: int = 2,
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.act_dim = act_dim
+        self.log_std_min, self.log_std_max = log_std_min, log_std_max
+        self.net = mlp(obs_dim, 2 * act_dim, hidden_dim, num_layers)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """obs [B, O] -> (mean [B, A], log_std [B, A]) of the pre-tanh Gaussian."""
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        # hard clip as in softlearning (not the tanh rescaling some SAC ports use)
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def sample(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
+        """Reparameterised action and its log-density: obs [B, O] -> (action [B, A], log_prob [B, 1])."""
+        mean, log_std = self(obs)
+        if deterministic:
+            u = mean
+            noise = torch.zeros_like(mean)
+        else:
+            noise = torch.randn_like(mean)
+            u = mean + noise * log_std.exp()
+        # log N(u; mean, std) with (u - mean) / std = noise, minus log |d tanh(u) / du|, written
+        # stably: log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)).
+        log_prob = -0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
+        log_prob = log_prob - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+        return torch.tanh(u), log_prob.sum(dim=-1, keepdim=True)
+
+
+class EnsembleQ(nn.Module):
+    """``num_q`` independent Q MLPs evaluated together: Q(s, a) -> [num_q, B, 1].
+
+    Weights are ``[num_q, in, out]`` and each layer is one ``baddbmm``; every member is initialised
+    like ``nn.Linear`` (uniform in +-1/sqrt(fan_in)), independently.
+    """
+
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden_dim: int = 256, num_layers: int = 2, num_q: int = 2
+    ):
+        super().__init__()
+        dims = [obs_dim + act_dim] + [hidden_dim] * num_layers + [1]
+        self.num_q = num_q
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for d_in, d_out in itertools.pairwise(dims):
+            bound = 1.0 / math.sqrt(d_in)
+            self.weights.append(nn.Parameter(torch.empty(num_q, d_in, d_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(num_q, 1, d_out).uniform_(-bound, bound)))
+
+    def forward(self, obs: Tensor, action: Tensor, detach_params: bool = False) -> Tensor:
+        """obs [B, O], action [B, A] -> Q [num_q, B, 1].
+
+        ``detach_params=True`` lets gradients reach the action only (the actor loss), which skips the
+        weight-gradient matmuls and leaves the critics' ``.grad`` untouched.
+        """
+        x = torch.cat([obs, action], dim=-1).unsqueeze(0).expand(self.num_q, -1, -1)  # [Q, B, O + A]
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if detach_params:
+                w, b = w.detach(), b.detach()
+            x = torch.baddbmm(b, x, w)
+            if i < last:
+                x = torch.relu(x)
+        return x

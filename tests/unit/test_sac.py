@@ -1,0 +1,142 @@
+"""SACModule: learning on a bandit with a known optimum, Bellman targets, targets, alpha, counters."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from tensordict import TensorDict
+from torch.distributions import Normal, TanhTransform, TransformedDistribution
+
+from mopo_lightning.policy.networks import TanhGaussianActor
+from mopo_lightning.policy.sac import SACModule
+
+O, A = 3, 2
+M = torch.tensor([[1.0, -0.5], [0.5, 1.0], [-0.7, 0.3]])
+
+
+def best_action(obs: torch.Tensor) -> torch.Tensor:
+    return 0.6 * torch.tanh(obs @ M)
+
+
+def batch(n: int = 64, *, reward=None, terminated=None, action=None) -> TensorDict:
+    obs = torch.randn(n, O)
+    action = torch.rand(n, A) * 2 - 1 if action is None else action
+    if reward is None:
+        reward = -(action - best_action(obs)).pow(2).sum(-1, keepdim=True)
+    if terminated is None:
+        terminated = torch.ones(n, 1, dtype=torch.bool)
+    return TensorDict(
+        {
+            "observation": obs,
+            "action": action,
+            ("next", "observation"): torch.randn(n, O),
+            ("next", "reward"): reward,
+            ("next", "terminated"): terminated,
+            ("next", "done"): terminated.clone(),
+        },
+        batch_size=[n],
+    )
+
+
+def small(**kw) -> SACModule:
+    return SACModule(O, A, **{"hidden_dim": 32, **kw})
+
+
+def test_actor_finds_the_optimum_of_a_one_step_problem():
+    # r = -||a - a*(s)||^2 and every step terminates, so Q = r and the best action is a*(s)
+    torch.manual_seed(0)
+    sac = SACModule(O, A, hidden_dim=64, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3, target_entropy=-4.0)
+    probe = torch.randn(1000, O)
+    err0 = (sac.act(probe, deterministic=True) - best_action(probe)).abs().amax(-1)
+    for _ in range(2000):
+        sac.update(batch(256))
+    err = (sac.act(probe, deterministic=True) - best_action(probe)).abs().amax(-1)
+    assert err0.mean() > 0.2
+    assert err.mean() < 0.05 and err.quantile(0.95) < 0.12
+
+
+def test_target_bootstraps_on_terminated_only_with_min_of_target_critics():
+    sac = small(gamma=0.9, init_log_alpha=-40.0)  # alpha ~ 4e-18: the entropy term vanishes
+    with torch.no_grad():  # target critics output constants 3 and 5 (the min, 3, must be used)
+        sac.critic_target.weights[-1].zero_()
+        sac.critic_target.biases[-1].copy_(torch.tensor([3.0, 5.0]).view(2, 1, 1))
+    reward = torch.tensor([[1.0], [2.0], [-1.0]])
+    terminated = torch.tensor([[True], [False], [False]])
+    data = batch(3, reward=reward, terminated=terminated)
+    data["next", "done"] = torch.tensor([[True], [True], [False]])  # row 1 is truncated: still bootstraps
+    expected = torch.tensor([[1.0], [2.0 + 0.9 * 3.0], [-1.0 + 0.9 * 3.0]])
+    assert torch.allclose(sac.compute_target(data), expected)
+    # the update's critic loss is 0.5 * sum over both critics of the MSE to that target
+    with torch.no_grad():
+        q = sac.critic(data["observation"], data["action"])  # [2, 3, 1]
+    out = sac.update(data)
+    assert torch.allclose(out["critic_loss"], 0.5 * (q - expected).pow(2).mean(dim=(1, 2)).sum())
+
+
+def test_targets_move_by_tau_towards_the_critics_after_each_update():
+    sac = small(tau=0.1)
+    with torch.no_grad():
+        for p in sac.critic_target.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in sac.critic_target.parameters()]
+    sac.update(batch())
+    for old, new, online in zip(before, sac.critic_target.parameters(), sac.critic.parameters()):
+        assert torch.allclose(new, old + 0.1 * (online - old), atol=1e-6)
+    assert not any(p.requires_grad for p in sac.critic_target.parameters())
+
+
+@pytest.mark.parametrize("target_entropy, sign", [(-10.0, -1.0), (10.0, 1.0)])
+def test_alpha_falls_above_target_entropy_and_rises_below(target_entropy, sign):
+    # entropy of the initial 2-d policy is about 1.5: above -10, below +10; Adam's first step is lr
+    sac = small(target_entropy=target_entropy, alpha_lr=0.01)
+    out = sac.update(batch())
+    assert -10.0 < out["entropy"] < 10.0 and out["alpha"] == 1.0
+    assert math.isclose(sac.log_alpha.item(), sign * 0.01, rel_tol=1e-3)
+
+
+def test_update_counter_and_determinism():
+    def run(seed):
+        torch.manual_seed(seed)
+        sac = small()
+        for _ in range(5):
+            sac.update(batch())
+        return sac
+
+    a, b, c = run(1), run(1), run(2)
+    assert a.sac_updates.item() == 5 and a.sac_updates.dtype == torch.long
+    for (name, pa), pb, pc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert not torch.equal(a.actor.net[0].weight, c.actor.net[0].weight)
+
+
+def test_tanh_gaussian_log_prob_and_log_std_clip():
+    torch.manual_seed(0)
+    actor = TanhGaussianActor(O, A, hidden_dim=16)
+    obs = torch.randn(500, O)
+    action, log_prob = actor.sample(obs)
+    mean, log_std = actor(obs)
+    # torch's reference density, evaluated away from the +-1 edges where atanh is unstable
+    ref = TransformedDistribution(Normal(mean, log_std.exp()), [TanhTransform()]).log_prob(action).sum(-1)
+    ok = action.abs().amax(-1) < 0.999
+    assert torch.allclose(log_prob.squeeze(-1)[ok], ref[ok], atol=1e-3)
+    assert torch.equal(actor.sample(obs, deterministic=True)[0], torch.tanh(mean))
+    with torch.no_grad():
+        actor.net[-1].bias[A:] = 50.0
+        actor.net[-1].weight.zero_()
+    assert torch.equal(actor(obs)[1], torch.full((500, A), 2.0))
+
+
+def test_act_and_torchrl_policy_module():
+    sac = small()
+    obs = torch.randn(8, O)
+    assert torch.equal(sac.act(obs, deterministic=True), torch.tanh(sac.actor(obs)[0]))
+    assert torch.equal(sac(obs), sac.act(obs, deterministic=True))
+    policy = sac.policy_module()
+    td = policy(TensorDict({"observation": obs}, batch_size=[8]))
+    assert td["action"].shape == (8, A) and td["action"].abs().max() <= 1 and not td["action"].requires_grad
+    with torch.no_grad():  # the policy follows the live weights
+        sac.actor.net[-1].bias[:A] = 100.0
+        sac.actor.net[-1].weight.zero_()
+    assert torch.allclose(policy(td)["action"], torch.ones(8, A))

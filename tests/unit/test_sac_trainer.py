@@ -1,0 +1,85 @@
+"""SACModule inside a Lightning Trainer: counters, sac/* logs, checkpoint contents and resume."""
+
+from __future__ import annotations
+
+import csv
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from tensordict import TensorDict
+from torch.utils.data import DataLoader
+
+from mopo_lightning.policy.sac import LOG_KEYS, SACModule
+
+O, A, B = 3, 2, 32
+
+
+def loader(n: int, seed: int = 0) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    batches = [
+        TensorDict(
+            {
+                "observation": torch.randn(B, O, generator=g),
+                "action": torch.rand(B, A, generator=g) * 2 - 1,
+                ("next", "observation"): torch.randn(B, O, generator=g),
+                ("next", "reward"): torch.randn(B, 1, generator=g),
+                ("next", "terminated"): torch.rand(B, 1, generator=g) < 0.2,
+            },
+            batch_size=[B],
+        )
+        for _ in range(n)
+    ]
+    return DataLoader(batches, batch_size=None, collate_fn=lambda x: x)
+
+
+def trainer(tmp_path, max_steps: int, log_every: int = 5) -> L.Trainer:
+    return L.Trainer(
+        max_steps=max_steps,
+        logger=CSVLogger(tmp_path, name="sac", version=0),
+        log_every_n_steps=log_every,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
+def test_fit_counts_updates_logs_and_checkpoints(tmp_path):
+    torch.manual_seed(0)
+    sac = SACModule(O, A, hidden_dim=16, log_every_n=5)
+    tr = trainer(tmp_path, max_steps=3 * 10)  # global_step counts 3 optimizer steps per update
+    tr.fit(sac, train_dataloaders=loader(10))
+    assert sac.sac_updates.item() == 10 and tr.global_step == 30
+
+    with open(tmp_path / "sac" / "version_0" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {f"sac/{k}" for k in LOG_KEYS} <= set(rows[0])
+    assert [r["step"] for r in rows if r["sac/critic_loss"]] == ["4", "9"]
+
+    ckpt_path = tmp_path / "sac.ckpt"
+    tr.save_checkpoint(ckpt_path)
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    assert len(ckpt["optimizer_states"]) == 3
+    state = ckpt["state_dict"]
+    assert {"log_alpha", "sac_updates", "critic_target.weights.0"} <= set(state)
+    assert state["sac_updates"].item() == 10
+
+    # resume: counter, targets and optimizer moments come back, and counting continues
+    resumed = SACModule(O, A, hidden_dim=16, log_every_n=5)
+    tr2 = trainer(tmp_path / "resume", max_steps=3 * 12)
+    tr2.fit(resumed, train_dataloaders=loader(10, seed=1), ckpt_path=ckpt_path)
+    assert resumed.sac_updates.item() == 12
+    assert torch.equal(ckpt["optimizer_states"][0]["state"][0]["step"], torch.tensor(10.0))
+    assert tr2.optimizers[0].state_dict()["state"][0]["step"].item() == 12
+
+
+def test_load_state_dict_resyncs_the_host_counter():
+    a = SACModule(O, A, hidden_dim=16, log_every_n=1)
+    b = SACModule(O, A, hidden_dim=16, log_every_n=1)
+    batch = next(iter(loader(1)))
+    for _ in range(3):
+        a.update(batch)
+    b.update(batch)  # b's host mirror now says 1
+    b.load_state_dict(a.state_dict())
+    b.update(batch)
+    assert b.sac_updates.item() == 4 and b._n_updates == 4
