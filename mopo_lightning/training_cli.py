@@ -82,6 +82,8 @@ class MOPOCLI(LightningCLI):
         parser.link_arguments("data.task", "model.obs_dim", compute_fn=_obs_dim)
         parser.link_arguments("data.task", "model.act_dim", compute_fn=_act_dim)
         parser.link_arguments("seed_everything", "data.seed")
+        # SAC logs every n updates itself; Lightning must flush at the same period or it re-writes stale values.
+        parser.link_arguments("trainer.log_every_n_steps", "model.log_every_n")
 
     def before_instantiate_classes(self) -> None:
         torch.set_num_threads(self._cfg("num_threads"))

@@ -231,7 +231,9 @@ class D4RLDataModule(L.LightningDataModule):
         alive = torch.ones(n, dtype=torch.bool, device=device)
         kept, raw, pen, rew = [], [], [], []
         for _ in range(hp.rollout_length):
-            td = env.step(policy(td))
+            td = policy(td)
+            td.set("_step", alive.unsqueeze(-1))  # PenalizedModelEnv sends only live rows to the ensemble
+            td = env.step(td)
             step = td[alive]
             nxt = step["next"]
             raw.append(nxt["raw_reward"])
