@@ -1,0 +1,192 @@
+"""DynamicsModule: trains MOPO's probabilistic ensemble with Lightning, to member-wise early stopping.
+
+Source: MOPO (Yu et al. 2020, arXiv 2005.13239) section 4.3 and appendix; the authors' code trains the
+model with MBPO's ``BNN.train`` (Janner et al. 2019):
+- loss = Gaussian NLL summed over members + 0.01 * (sum max_logvar - sum min_logvar) + weight decay;
+  Adam lr 1e-3, batches of 256 from each member's own bootstrap resample (``batches.py``);
+- after every epoch, holdout MSE of the mean per member drives ``MemberwiseEarlyStopping``; improved
+  members' weights are snapshotted; at the end the snapshots are restored and the 5 lowest-MSE members
+  become the elites.
+The rule runs in module hooks, not a callback: training cannot stop correctly without it. The trainer
+should get ``max_epochs=-1`` (or a large cap): this module sets ``trainer.should_stop`` itself.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
+from torch import Tensor
+
+from mopo_lightning.dynamics.batches import BootstrapBatches
+from mopo_lightning.dynamics.early_stopping import MemberSnapshot, MemberwiseEarlyStopping
+from mopo_lightning.dynamics.ensemble import DEFAULT_WEIGHT_DECAYS, GaussianEnsemble
+
+
+class DynamicsModule(LightningModule):
+    """Probabilistic dynamics ensemble with MOPO's training recipe.
+
+    Args:
+        obs_dim: observation size (linked from the data).
+        act_dim: action size (linked from the data).
+        num_members: ensemble members trained (all of them enter MOPO's penalty).
+        num_elites: lowest-holdout-MSE members used to sample model transitions.
+        hidden_dim: width of each hidden layer.
+        num_hidden: number of hidden SiLU layers.
+        weight_decays: per-layer decay on weights, hidden layers then the output head.
+        lr: Adam learning rate.
+        logvar_loss_coef: weight of the learned log-variance bounds in the loss.
+        max_epochs_since_update: stop after this many epochs in a row with no member improving.
+        improvement_threshold: relative holdout-MSE improvement a member needs to count as improved.
+        max_epochs: optional cap on training epochs (None: early stopping alone decides).
+        max_seconds: optional cap on training time, checked after each epoch (None: no cap).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        num_members: int = 7,
+        num_elites: int = 5,
+        hidden_dim: int = 200,
+        num_hidden: int = 4,
+        weight_decays: tuple[float, ...] = DEFAULT_WEIGHT_DECAYS,
+        lr: float = 1e-3,
+        logvar_loss_coef: float = 0.01,
+        max_epochs_since_update: int = 6,
+        improvement_threshold: float = 0.01,
+        max_epochs: int | None = None,
+        max_seconds: float | None = None,
+    ) -> None:
+        super().__init__()
+        weight_decays = tuple(float(w) for w in weight_decays)
+        self.save_hyperparameters()
+        self.ensemble = GaussianEnsemble(
+            obs_dim, act_dim, num_members, num_elites, hidden_dim, num_hidden, weight_decays
+        )
+        self.early_stopping = MemberwiseEarlyStopping(
+            num_members, improvement_threshold, max_epochs_since_update
+        )
+        self.snapshot = MemberSnapshot(self.ensemble.member_parameters())
+        self.register_buffer("finalized", torch.tensor(False))  # best weights restored, elites chosen
+        self._holdout_sse: Tensor | None = None  # [E]
+        self._holdout_count = 0
+        self._train_start: float | None = None
+
+    def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
+        """Raw inputs [E, B, in] or [B, in] -> (mean, logvar) [E, B, out]."""
+        return self.ensemble(inputs)
+
+    def predict(self, obs: Tensor, action: Tensor, **kwargs) -> tuple[Tensor, Tensor]:
+        """See ``GaussianEnsemble.predict``: (mean, std) [E, B, 1 + O], next state in columns 1:."""
+        return self.ensemble.predict(obs, action, **kwargs)
+
+    def fit_normalizer(self, train_inputs: Tensor) -> None:
+        """Standardise inputs with train-split statistics (train_inputs [N, O + A])."""
+        self.ensemble.fit_normalizer(train_inputs.to(self.ensemble.input_mean.device))
+
+    # ------------------------------------------------------------------ training
+    def on_train_start(self) -> None:
+        if not bool(self.ensemble.normalizer_fitted):
+            dataset = getattr(self.trainer.train_dataloader, "dataset", None)
+            if not isinstance(dataset, BootstrapBatches):
+                raise RuntimeError(
+                    "DynamicsModule: the input normaliser was never fitted. Call "
+                    "module.fit_normalizer(train_inputs) before trainer.fit, or train from a "
+                    "BootstrapBatches loader (dynamics.batches.dynamics_dataloaders), which fits it."
+                )
+            self.fit_normalizer(dataset.inputs)
+        self._train_start = time.perf_counter()
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        inputs, targets = batch  # [E, B, in], [E, B, out]
+        nll, mse = self.ensemble.nll_loss(inputs, targets)
+        bounds = self.ensemble.logvar_bound_loss()
+        decay = self.ensemble.weight_decay_loss()
+        loss = nll + self.hparams.logvar_loss_coef * bounds + decay
+        n = inputs.shape[1]
+        members = self.hparams.num_members
+        self.log("dynamics/train_nll", nll.detach() / members, on_step=True, on_epoch=False, batch_size=n)
+        self.log("dynamics/train_mse", mse.mean(), on_step=False, on_epoch=True, batch_size=n)
+        self.log("dynamics/train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n)
+        return loss
+
+    # ------------------------------------------------------------------ holdout
+    def on_validation_epoch_start(self) -> None:
+        self._holdout_sse = None
+        self._holdout_count = 0
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        inputs, targets = batch  # [H, in], [H, out]: the same rows for every member
+        mean, _ = self.ensemble(inputs)  # [E, H, out]
+        sse = (mean - targets).square().sum(dim=(1, 2)).double()  # [E]
+        self._holdout_sse = sse if self._holdout_sse is None else self._holdout_sse + sse
+        self._holdout_count += targets.numel()
+
+    def on_validation_epoch_end(self) -> None:
+        if self._holdout_sse is None or self.trainer.sanity_checking:
+            return  # Lightning's sanity check is not an epoch
+        mse = self._holdout_sse / self._holdout_count  # [E]
+        self._log_holdout(mse)
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            return  # trainer.validate(): report only
+        improved, stop = self.early_stopping.update(mse)
+        self.snapshot.save(self.ensemble.member_parameters(), improved.to(self.device))
+        self.ensemble.elites.copy_(self.early_stopping.elites(self.hparams.num_elites))
+        self._log_stopping(mse, improved)
+        epochs = int(self.early_stopping.num_updates)
+        if self.hparams.max_epochs is not None and epochs >= self.hparams.max_epochs:
+            stop = True
+        if self.hparams.max_seconds is not None and self._train_start is not None:
+            stop = stop or time.perf_counter() - self._train_start > self.hparams.max_seconds
+        if stop:
+            self.finalize()  # before ModelCheckpoint's on_validation_end, so its last file is final
+            self.trainer.should_stop = True
+
+    def on_train_end(self) -> None:
+        self.finalize()  # also when the trainer's own caps ended training
+        if isinstance(self.logger, TensorBoardLogger):
+            self.logger.experiment.add_text(
+                "dynamics/elites", str(self.ensemble.elites.tolist()), self.global_step
+            )
+
+    @torch.no_grad()
+    def finalize(self) -> None:
+        """Restore each member's best weights and pick the elites (idempotent)."""
+        if int(self.early_stopping.num_updates) == 0:
+            return  # never scored: nothing to restore
+        self.snapshot.restore(self.ensemble.member_parameters())
+        self.ensemble.elites.copy_(self.early_stopping.elites(self.hparams.num_elites))
+        self.finalized.fill_(True)
+
+    def _log_holdout(self, mse: Tensor) -> None:
+        metrics = {f"dynamics/holdout_mse/member_{i}": float(v) for i, v in enumerate(mse)}
+        metrics["dynamics/holdout_mse/mean"] = float(mse.mean())
+        self.log_dict(metrics, on_epoch=True)
+
+    def _log_stopping(self, mse: Tensor, improved: Tensor) -> None:
+        es, ens = self.early_stopping, self.ensemble
+        metrics = {
+            "dynamics/holdout_mse/elites": float(mse[ens.elites].mean()),
+            "dynamics/holdout_mse/elites_best": float(es.best_mse[ens.elites].mean()),
+            "dynamics/members_improved": float(improved.sum()),
+            "dynamics/epochs_since_update": float(es.epochs_since_update),
+            "dynamics/max_logvar": float(ens.max_logvar.mean()),
+            "dynamics/min_logvar": float(ens.min_logvar.mean()),
+        }
+        metrics.update({f"dynamics/elites/rank_{k}": float(i) for k, i in enumerate(ens.elites)})
+        self.log_dict(metrics, on_epoch=True)
+
+    # ------------------------------------------------------------------ optimiser
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.ensemble.parameters(), lr=self.hparams.lr, fused=True)
+
+
+def load_dynamics(path: str | Path, map_location: str | torch.device = "cpu") -> DynamicsModule:
+    """Load a trained DynamicsModule from a Lightning checkpoint (``weights_only`` unpickling)."""
+    module = DynamicsModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
+    return module.eval()
