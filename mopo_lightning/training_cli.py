@@ -19,10 +19,10 @@ from typing import Any, Literal, Optional
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, MOPOCheckpoint, RNGStates
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
 from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.data.datamodule import D4RLDataModule
@@ -41,6 +41,10 @@ def dynamics_summary(module: DynamicsModule) -> dict[str, Any]:
         "elites": [int(i) for i in elites],
         "epochs": int(module.early_stopping.num_updates),
     }
+
+
+def _log_period(log_every_n_steps: int | None) -> int:
+    return 50 if log_every_n_steps is None else log_every_n_steps  # Lightning's default
 
 
 def _obs_dim(task: str) -> int:
@@ -83,7 +87,7 @@ class MOPOCLI(LightningCLI):
         parser.link_arguments("data.task", "model.act_dim", compute_fn=_act_dim)
         parser.link_arguments("seed_everything", "data.seed")
         # SAC logs every n updates itself; Lightning must flush at the same period or it re-writes stale values.
-        parser.link_arguments("trainer.log_every_n_steps", "model.log_every_n")
+        parser.link_arguments("trainer.log_every_n_steps", "model.log_every_n", compute_fn=_log_period)
 
     def before_instantiate_classes(self) -> None:
         torch.set_num_threads(self._cfg("num_threads"))
@@ -116,11 +120,13 @@ class MOPOCLI(LightningCLI):
             self.run_dir / "results.json",
             {"task": data.task, "dataset": data.dataset or data.path, "seed": self._cfg("seed_everything")},
         )
-        checkpoint = ModelCheckpoint(dirpath=self.run_dir / "sac", filename="epoch{epoch:04d}",
-                                     auto_insert_metric_name=False, save_last=True, save_top_k=1,
-                                     every_n_epochs=1)
+        checkpoint = MOPOCheckpoint(dirpath=self.run_dir / "sac", filename="epoch{epoch:04d}",
+                                    auto_insert_metric_name=False, save_last="link", save_top_k=1,
+                                    every_n_epochs=1)
+        if config.get("plugins") is None:
+            config["plugins"] = [AtomicCheckpointIO()]
         extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
-        return self._instantiate_trainer(config, [*extra, self.results, checkpoint])
+        return self._instantiate_trainer(config, [*extra, self.results, RNGStates(), checkpoint])
 
     # ------------------------------------------------------------------ the two stages
     def fit(self, model: SACModule, datamodule: D4RLDataModule, ckpt_path: Optional[str] = None,

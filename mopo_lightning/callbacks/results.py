@@ -43,6 +43,10 @@ class RunResults(L.Callback):
             "final_normalized_score": None,
             "seconds": dict(header.get("seconds", {})),
         }
+        if self.path.exists():  # a resumed run: keep what it recorded (trimmed in on_train_start)
+            previous = json.loads(self.path.read_text())
+            self.data["evaluations"] = previous.get("evaluations", [])
+            self.data["seconds"]["policy"] = previous.get("seconds", {}).get("policy", 0.0)
         self._start: float | None = None
         self._offset = 0.0
         self._is_global_zero = True
@@ -50,12 +54,12 @@ class RunResults(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
         self._is_global_zero = trainer.is_global_zero
-        self._offset = float(self.data["seconds"].get("policy", 0.0))
-        if self.path.exists():  # resuming: keep the evaluations made before the stop
-            previous = json.loads(self.path.read_text())
-            done = int(getattr(pl_module, "sac_updates", 0))
-            self.data["evaluations"] = [e for e in previous.get("evaluations", []) if e["sac_updates"] <= done]
-            self._offset = float(previous.get("seconds", {}).get("policy", 0.0))
+        # Evaluations past the restored checkpoint are dropped: the resumed run will redo them.
+        done = int(getattr(pl_module, "sac_updates", 0))
+        self.data["evaluations"] = [e for e in self.data["evaluations"] if e["sac_updates"] <= done]
+        self._offset = float(self.data["seconds"].get("policy", 0.0)) if done else 0.0
+        evals = self.data["evaluations"]
+        self.data["final_normalized_score"] = evals[-1]["normalized_score"] if evals else None
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         evaluation = next((c for c in trainer.callbacks if isinstance(c, MuJoCoEvaluation)), None)

@@ -285,6 +285,30 @@ class D4RLDataModule(L.LightningDataModule):
             parts.insert(0, self.real_buffer.sample())
         return torch.cat(parts)
 
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict:
+        """The sampling generator and the model buffer's filled rows (not its whole capacity)."""
+        state: dict = {"generator": self.generator.get_state()}
+        if self.model_buffer is not None and len(self.model_buffer):
+            n = len(self.model_buffer)
+            state["model_buffer"] = self.model_buffer.storage[:n].to_dict()  # plain tensors: weights_only loads
+            state["model_buffer_cursor"] = torch.tensor(self.model_buffer._writer._cursor)
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.setup()
+        self.generator.set_state(state_dict["generator"])
+        if "model_buffer" in state_dict:
+            self._build_buffers()
+            rows = TensorDict.from_dict(state_dict["model_buffer"], auto_batch_size=True, batch_dims=1)
+            if rows.shape[0] > self.model_buffer.storage.max_size:
+                raise ValueError(
+                    f"checkpointed model buffer holds {rows.shape[0]} rows, more than this configuration's "
+                    f"capacity {self.model_buffer.storage.max_size}: resume with the same data settings"
+                )
+            self.model_buffer.extend(rows)
+            self.model_buffer._writer._cursor = int(state_dict["model_buffer_cursor"])
+
     def train_dataloader(self) -> "MixedBatches":
         if self.ensemble is None:
             raise RuntimeError("the policy stage needs a dynamics ensemble: call attach_dynamics() first")

@@ -1,0 +1,125 @@
+"""Crash-safe, exactly resumable checkpoints.
+
+- ``AtomicCheckpointIO`` writes every checkpoint to a temporary file in the same directory and renames
+  it into place, so a kill during a save leaves the previous file intact.
+- ``MOPOCheckpoint`` keeps ``last.ckpt`` as a symbolic link to the newest complete checkpoint, swapped
+  atomically (a new link under a temporary name, then rename), so ``--ckpt_path last`` never finds a
+  half-written or missing file.
+- ``RNGStates`` stores the torch, numpy and python RNG states as tensors (Lightning stores none, and
+  numpy's tuple would break ``weights_only=True`` loading) and puts them back when training resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to ``.<name>.tmp`` beside the target, fsync, then ``os.replace``."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+class MOPOCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose ``last.ckpt`` link is replaced atomically."""
+
+    @staticmethod
+    def _link_checkpoint(trainer: L.Trainer, filepath: str, linkpath: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        tmp = os.path.join(os.path.dirname(linkpath), f".{os.path.basename(linkpath)}.tmp")
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        os.symlink(os.path.relpath(filepath, os.path.dirname(linkpath)), tmp)
+        os.replace(tmp, linkpath)
+        trainer.strategy.barrier()
+
+    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        # The file last.ckpt points at is removed only after the link has moved to the new file,
+        # so at every moment last.ckpt resolves to a complete checkpoint.
+        last = os.path.join(self.dirpath or "", self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+        if os.path.islink(last) and os.path.realpath(last) == os.path.realpath(filepath):
+            self._deferred = getattr(self, "_deferred", []) + [filepath]
+            return
+        if get_filesystem(filepath).exists(filepath):
+            super()._remove_checkpoint(trainer, filepath)
+
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, Any]) -> None:
+        super()._save_last_checkpoint(trainer, monitor_candidates)
+        deferred, self._deferred = getattr(self, "_deferred", []), []
+        last = os.path.join(self.dirpath or "", self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+        for filepath in deferred:
+            if os.path.realpath(last) != os.path.realpath(filepath):
+                super()._remove_checkpoint(trainer, filepath)
+            else:
+                self._deferred.append(filepath)
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """torch (CPU and CUDA), numpy and python RNG states, all as tensors."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    assert kind == "MT19937", kind
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(keys.astype(np.int64)),
+        "numpy_meta": torch.tensor([pos, has_gauss], dtype=torch.int64),
+        "numpy_cached": torch.tensor(cached, dtype=torch.float64),
+        "python_state": torch.tensor(internal, dtype=torch.int64),
+        "python_meta": torch.tensor([version, gauss is not None], dtype=torch.int64),
+        "python_gauss": torch.tensor(gauss or 0.0, dtype=torch.float64),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    """Inverse of ``rng_state``."""
+    torch.set_rng_state(state["torch"].cpu())
+    pos, has_gauss = (int(v) for v in state["numpy_meta"])
+    keys = state["numpy_keys"].cpu().numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, pos, has_gauss, float(state["numpy_cached"])))
+    version, has_py_gauss = (int(v) for v in state["python_meta"])
+    internal = tuple(int(v) for v in state["python_state"])
+    random.setstate((version, internal, float(state["python_gauss"]) if has_py_gauss else None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"].cpu()))
+
+
+class RNGStates(L.Callback):
+    """Checkpoints every RNG state at save time and restores it when the resumed run starts training."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, torch.Tensor] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return rng_state()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = dict(state_dict)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Applied here, after everything that runs between restoring and training (module set-up,
+        # dataloader creation) has drawn its random numbers, as an uninterrupted run would have.
+        if self._pending is not None:
+            set_rng_state(self._pending)
+            self._pending = None
