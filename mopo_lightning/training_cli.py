@@ -118,7 +118,8 @@ class MOPOCLI(LightningCLI):
         data = self._cfg("data")
         self.results = RunResults(
             self.run_dir / "results.json",
-            {"task": data.task, "dataset": data.dataset or data.path, "seed": self._cfg("seed_everything")},
+            {"task": data.task, "dataset": data.dataset or data.path, "seed": self._cfg("seed_everything"),
+             "penalty_coef": data.penalty_coef, "rollout_length": data.rollout_length},
         )
         checkpoint = MOPOCheckpoint(dirpath=self.run_dir / "sac", filename="epoch{epoch:04d}",
                                     auto_insert_metric_name=False, save_last="link", save_top_k=1,
@@ -173,7 +174,7 @@ class MOPOCLI(LightningCLI):
             logger=self._logger("dynamics"),
             enable_checkpointing=False,
             default_root_dir=str(self.run_dir),
-            log_every_n_steps=50,
+            log_every_n_steps=_log_period(trainer_cfg.get("log_every_n_steps")),
         )
         start = time.perf_counter()
         trainer.fit(module, train_dataloaders=data.train, val_dataloaders=data.holdout)

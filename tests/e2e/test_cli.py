@@ -19,6 +19,7 @@ TINY = [
     "--data.rollout_batch_size", "500",
     "--dynamics.max_epochs", "3",
     "--evaluation.num_episodes", "2",
+    "--trainer.log_every_n_steps", "5",
 ]
 
 
@@ -89,7 +90,7 @@ def test_fit_reuses_dynamics_and_logs_to_tensorboard(fitted_run):
 def test_print_config_shows_every_section(tmp_path):
     out = run_cli("fit", "--config", str(QUICKSTART), "--print_config", cwd=tmp_path).stdout
     for key in ("trainer:", "model:", "data:", "dynamics:", "evaluation:", "target_entropy: -3.0",
-                "penalty_coef: 1.0", "num_members: 7", "obs_dim: 11"):
+                "penalty_coef: 1.0", "num_members: 7", "rollout_length: 5"):
         assert key in out, key
 
 
