@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, MOPOCheckpoint, RNGStates
+from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, GracefulStop, MOPOCheckpoint, RNGStates
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
 from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.data.datamodule import D4RLDataModule
@@ -127,7 +127,8 @@ class MOPOCLI(LightningCLI):
         if config.get("plugins") is None:
             config["plugins"] = [AtomicCheckpointIO()]
         extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
-        return self._instantiate_trainer(config, [*extra, self.results, RNGStates(), checkpoint])
+        callbacks = [*extra, self.results, RNGStates(), GracefulStop(self.run_dir / "sac"), checkpoint]
+        return self._instantiate_trainer(config, callbacks)
 
     # ------------------------------------------------------------------ the two stages
     def fit(self, model: SACModule, datamodule: D4RLDataModule, ckpt_path: Optional[str] = None,

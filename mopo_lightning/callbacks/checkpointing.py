@@ -123,3 +123,52 @@ class RNGStates(L.Callback):
         if self._pending is not None:
             set_rng_state(self._pending)
             self._pending = None
+
+
+class GracefulStop(L.Callback):
+    """Ctrl-C (SIGINT) or SIGTERM: finish the current SAC update, save a resumable checkpoint, exit.
+
+    The signal only sets a flag, so the checkpoint is taken between two updates (never mid-update),
+    written atomically and linked as ``last.ckpt``; ``--ckpt_path last`` continues from it.
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        self.dirpath = Path(dirpath)
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+
+    def _restore_handlers(self) -> None:
+        import signal
+
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self.signum is None:
+            return
+        path = self.dirpath / "interrupted.ckpt"
+        trainer.save_checkpoint(path)
+        MOPOCheckpoint._link_checkpoint(trainer, str(path), str(self.dirpath / "last.ckpt"))
+        updates = int(getattr(pl_module, "sac_updates", trainer.global_step))
+        print(f"\nsignal {self.signum}: saved {path} after {updates} SAC updates; "
+              f"resume with --ckpt_path last", flush=True)
+        self._restore_handlers()
+        raise SystemExit(128 + self.signum)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._restore_handlers()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore_handlers()

@@ -23,6 +23,7 @@ from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from mopo_lightning.data.d4rl import load_dataset, resolve_dataset
+from mopo_lightning.guards import assert_finite
 from mopo_lightning.tasks import Task, get_task
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -148,6 +149,9 @@ class D4RLDataModule(L.LightningDataModule):
         self.real = load_dataset(self.dataset_path(), self.task_spec, mode=self.hparams.mode)
         self.generator.manual_seed(self.hparams.seed + 7919 * self._rank())
 
+    def _has_trainer(self) -> bool:
+        return getattr(self, "trainer", None) is not None and self.trainer.lightning_module is not None
+
     def _rank(self) -> int:
         trainer = getattr(self, "trainer", None)
         return trainer.global_rank if trainer is not None else 0
@@ -261,6 +265,12 @@ class D4RLDataModule(L.LightningDataModule):
                 break
             td = TensorDict({"observation": td["next", "observation"]}, batch_size=[n], device=device)
         data = torch.cat(kept).cpu()
+        updates = int(getattr(self.trainer.lightning_module, "sac_updates", 0)) if self._has_trainer() else 0
+        assert_finite(
+            {"model prediction (next observation)": data["next", "observation"],
+             "model prediction (penalised reward)": data["next", "reward"]},
+            f"in the model rollout before SAC update {updates}",
+        )
         self.model_buffer.extend(data)
         raw_t, pen_t, rew_t = torch.cat(raw), torch.cat(pen), torch.cat(rew)
         self.last_rollout_stats = {

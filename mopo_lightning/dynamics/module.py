@@ -25,6 +25,7 @@ from torch import Tensor
 from mopo_lightning.dynamics.batches import BootstrapBatches
 from mopo_lightning.dynamics.early_stopping import MemberSnapshot, MemberwiseEarlyStopping
 from mopo_lightning.dynamics.ensemble import DEFAULT_WEIGHT_DECAYS, GaussianEnsemble
+from mopo_lightning.guards import assert_finite
 
 
 class DynamicsModule(LightningModule):
@@ -108,6 +109,8 @@ class DynamicsModule(LightningModule):
         bounds = self.ensemble.logvar_bound_loss()
         decay = self.ensemble.weight_decay_loss()
         loss = nll + self.hparams.logvar_loss_coef * bounds + decay
+        assert_finite({"dynamics/train_loss": loss.detach()},
+                      f"at dynamics epoch {self.current_epoch}, step {self.global_step}")
         n = inputs.shape[1]
         members = self.hparams.num_members
         self.log("dynamics/train_nll", nll.detach() / members, on_step=True, on_epoch=False, batch_size=n)
@@ -143,6 +146,8 @@ class DynamicsModule(LightningModule):
             stop = True
         if self.hparams.max_seconds is not None and self._train_start is not None:
             stop = stop or time.perf_counter() - self._train_start > self.hparams.max_seconds
+        # Ranks must agree (the time cap is read from each rank's own clock), or DDP would hang.
+        stop = self.trainer.strategy.reduce_boolean_decision(bool(stop), all=False)
         if stop:
             self.finalize()  # before ModelCheckpoint's on_validation_end, so its last file is final
             self.trainer.should_stop = True

@@ -28,6 +28,7 @@ from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torch import Tensor, nn
 
+from mopo_lightning.guards import assert_finite
 from mopo_lightning.policy.networks import EnsembleQ, TanhGaussianActor
 
 LOG_KEYS = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean", "q_max")
@@ -69,6 +70,7 @@ class SACModule(L.LightningModule):
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
         log_every_n: int = 50,
+        check_finite_every: int = 1,
     ) -> None:
         """
         Args:
@@ -86,6 +88,8 @@ class SACModule(L.LightningModule):
             log_std_min: lower clip of the actor's log-std.
             log_std_max: upper clip of the actor's log-std.
             log_every_n: log ``sac/*`` diagnostics every this many updates (keeps host syncs rare).
+            check_finite_every: check the losses for NaN/inf every this many updates and stop the run
+                naming the update; free on CPU, one host sync per check on GPU (raise it there).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -107,7 +111,9 @@ class SACModule(L.LightningModule):
 
     # ---- training -------------------------------------------------------------------------------
     def training_step(self, batch: TensorDict, batch_idx: int) -> None:
-        self.update(batch)
+        out = self.update(batch)
+        if self._n_updates % self.hparams.check_finite_every == 0:
+            assert_finite({f"sac/{k}": out[k] for k in LOG_KEYS}, f"at SAC update {self._n_updates}")
 
     def update(self, batch: TensorDict) -> TensorDict:
         """One SAC update (critics, actor, alpha, soft targets); returns detached diagnostics."""
