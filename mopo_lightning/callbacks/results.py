@@ -13,8 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
 
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
+
+
+HP_METRIC = "hp/final_normalized_score"
 
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
@@ -60,6 +64,20 @@ class RunResults(L.Callback):
         self._offset = float(self.data["seconds"].get("policy", 0.0)) if done else 0.0
         evals = self.data["evaluations"]
         self.data["final_normalized_score"] = evals[-1]["normalized_score"] if evals else None
+        self._log_hparams(trainer)
+
+    def _log_hparams(self, trainer: L.Trainer) -> None:
+        """TensorBoard's hparams view: the run's defining knobs, scored by the final normalised score."""
+        logger = trainer.logger
+        datamodule = getattr(trainer, "datamodule", None)
+        if not isinstance(logger, TensorBoardLogger) or datamodule is None:
+            return
+        hp = datamodule.hparams
+        params = {"task": hp.task, "dataset": str(hp.dataset or hp.path), "seed": hp.seed,
+                  "rollout_length": hp.rollout_length, "penalty_coef": hp.penalty_coef,
+                  "real_ratio": hp.real_ratio, "penalty": hp.penalty}
+        score = self.data["final_normalized_score"]
+        logger.log_hyperparams(params, metrics={HP_METRIC: float("nan") if score is None else score})
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         evaluation = next((c for c in trainer.callbacks if isinstance(c, MuJoCoEvaluation)), None)
@@ -77,6 +95,8 @@ class RunResults(L.Callback):
             }
         )
         self.data["final_normalized_score"] = latest["eval/normalized_score"]
+        if trainer.logger is not None:
+            trainer.logger.log_metrics({HP_METRIC: latest["eval/normalized_score"]}, step=latest["sac_updates"])
         self.save()
 
     def save(self) -> None:

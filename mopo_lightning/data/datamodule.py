@@ -346,7 +346,12 @@ class MixedBatches:
         for _ in range(len(self)):
             if updates % freq == 0 or dm.model_buffer is None or len(dm.model_buffer) == 0:
                 stats = dm.rollout(module.policy_module(), device=module.device)
-                if dm.trainer.logger is not None:
-                    dm.trainer.logger.log_metrics(stats, step=updates)
+                logger = dm.trainer.logger
+                if logger is not None:
+                    logger.log_metrics(stats, step=updates)
+                    experiment = getattr(logger, "experiment", None)
+                    if hasattr(experiment, "add_histogram"):
+                        for name, values in dm._rollout_tensors.items():
+                            experiment.add_histogram(f"rollout/{name}", values, updates)
             yield dm.sample_batch()
             updates += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -46,7 +47,8 @@ def fitted_run(tmp_path_factory):
     data = collected_dataset("hopper", 2_000, seed=0)
     common = ["--config", str(QUICKSTART), "--data.path", str(data), "--run_name", "e2e", *TINY]
     stage1 = run_cli("fit", *common, "--stage", "dynamics", cwd=cwd)
-    full = run_cli("fit", *common, cwd=cwd)
+    full = run_cli("fit", *common, "--evaluation.video_every_n_evals", "2",
+                   "--evaluation.max_episode_steps", "100", cwd=cwd)
     return cwd / "checkpoints" / "e2e", stage1, full
 
 
@@ -85,6 +87,43 @@ def test_fit_reuses_dynamics_and_logs_to_tensorboard(fitted_run):
         "rollout/penalized_reward_mean", "rollout/termination_rate", "rollout/model_buffer_size",
     }
     assert expected <= sac_tags, expected - sac_tags
+
+
+def _accumulator(logdir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(logdir), size_guidance={"images": 0, "histograms": 0})
+    acc.Reload()
+    return acc
+
+
+def test_tensorboard_hparams_and_histograms(fitted_run):
+    acc = _accumulator(fitted_run[0] / "tensorboard" / "sac")
+    assert {"rollout/penalty", "rollout/penalized_reward", "rollout/raw_reward"} <= set(acc.Tags()["histograms"])
+    hparams = acc.PluginTagToContent("hparams")
+    session = b"".join(hparams.values())
+    for key in (b"task", b"rollout_length", b"penalty_coef", b"seed", b"hp/final_normalized_score"):
+        assert key in session, key
+    scores = [e.value for e in acc.Scalars("hp/final_normalized_score")]
+    results = json.loads((fitted_run[0] / "results.json").read_text())
+    assert scores[-1] == pytest.approx(results["final_normalized_score"])
+
+
+def _renderer_available() -> bool:
+    probe = "import gymnasium as g; e = g.make('Hopper-v4', render_mode='rgb_array'); e.reset(); e.render()"
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, timeout=120).returncode == 0
+
+
+def test_evaluation_video(fitted_run):
+    if not _renderer_available():
+        pytest.skip("no off-screen OpenGL renderer (MUJOCO_GL=egl/osmesa) on this machine: video not tested")
+    from PIL import Image
+
+    images = _accumulator(fitted_run[0] / "tensorboard" / "sac").Images("eval/video")
+    assert [im.step for im in images] == [100]  # every 2nd evaluation of two
+    gif = Image.open(io.BytesIO(images[0].encoded_image_string))
+    assert gif.format == "GIF" and gif.n_frames > 10 and gif.size == (128, 128)
 
 
 def test_print_config_shows_every_section(tmp_path):
