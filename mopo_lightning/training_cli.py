@@ -124,6 +124,10 @@ class MOPOCLI(LightningCLI):
         checkpoint = MOPOCheckpoint(dirpath=self.run_dir / "sac", filename="epoch{epoch:04d}",
                                     auto_insert_metric_name=False, save_last="link", save_top_k=1,
                                     every_n_epochs=1)
+        # SAC optimises manually with three backward passes per update; DDP's reducer then needs
+        # find_unused_parameters (each pass touches only its own network), so plain "ddp" is upgraded.
+        if config.get("strategy") in ("ddp", "ddp_spawn"):
+            config["strategy"] = f"{config['strategy']}_find_unused_parameters_true"
         if config.get("plugins") is None:
             config["plugins"] = [AtomicCheckpointIO()]
         extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]

@@ -43,13 +43,12 @@ class MOPOCheckpoint(ModelCheckpoint):
 
     @staticmethod
     def _link_checkpoint(trainer: L.Trainer, filepath: str, linkpath: str) -> None:
-        if not trainer.is_global_zero:
-            return
-        tmp = os.path.join(os.path.dirname(linkpath), f".{os.path.basename(linkpath)}.tmp")
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-        os.symlink(os.path.relpath(filepath, os.path.dirname(linkpath)), tmp)
-        os.replace(tmp, linkpath)
+        if trainer.is_global_zero:
+            tmp = os.path.join(os.path.dirname(linkpath), f".{os.path.basename(linkpath)}.tmp")
+            if os.path.lexists(tmp):
+                os.remove(tmp)
+            os.symlink(os.path.relpath(filepath, os.path.dirname(linkpath)), tmp)
+            os.replace(tmp, linkpath)
         trainer.strategy.barrier()
 
     def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:

@@ -111,6 +111,7 @@ class D4RLDataModule(L.LightningDataModule):
         self.model_buffer: TensorDictReplayBuffer | None = None
         self.real_buffer: TensorDictReplayBuffer | None = None
         self.generator = torch.Generator()
+        self._seeded_rank: int | None = None
         self.last_rollout_stats: dict[str, float] = {}
 
     # ------------------------------------------------------------------ sizes, linked into the modules
@@ -144,10 +145,14 @@ class D4RLDataModule(L.LightningDataModule):
         self.dataset_path()
 
     def setup(self, stage: str | None = None) -> None:
-        if self.real is not None:
-            return
-        self.real = load_dataset(self.dataset_path(), self.task_spec, mode=self.hparams.mode)
-        self.generator.manual_seed(self.hparams.seed + 7919 * self._rank())
+        if self.real is None:
+            self.real = load_dataset(self.dataset_path(), self.task_spec, mode=self.hparams.mode)
+        # Seeded per rank, once the rank is known (the CLI calls setup before the launcher has run):
+        # every rank samples its own batches and rolls out from its own start states.
+        if self._seeded_rank != self._rank():
+            self._seeded_rank = self._rank()
+            self.generator.manual_seed(self.hparams.seed + 7919 * self._seeded_rank)
+            self.model_buffer = self.real_buffer = None  # sized for the rank's share of the rollouts
 
     def _has_trainer(self) -> bool:
         return getattr(self, "trainer", None) is not None and self.trainer.lightning_module is not None
@@ -274,6 +279,7 @@ class D4RLDataModule(L.LightningDataModule):
         self.model_buffer.extend(data)
         raw_t, pen_t, rew_t = torch.cat(raw), torch.cat(pen), torch.cat(rew)
         self.last_rollout_stats = {
+            "rollout/start_states": float(n),
             "rollout/transitions": float(data.shape[0]),
             "rollout/termination_rate": float(1.0 - alive.float().mean()),
             "rollout/raw_reward_mean": float(raw_t.mean()),
@@ -311,13 +317,16 @@ class D4RLDataModule(L.LightningDataModule):
         if "model_buffer" in state_dict:
             self._build_buffers()
             rows = TensorDict.from_dict(state_dict["model_buffer"], auto_batch_size=True, batch_dims=1)
-            if rows.shape[0] > self.model_buffer.storage.max_size:
-                raise ValueError(
-                    f"checkpointed model buffer holds {rows.shape[0]} rows, more than this configuration's "
-                    f"capacity {self.model_buffer.storage.max_size}: resume with the same data settings"
-                )
-            self.model_buffer.extend(rows)
-            self.model_buffer._writer._cursor = int(state_dict["model_buffer_cursor"])
+            cursor = int(state_dict["model_buffer_cursor"])
+            capacity = self.model_buffer.storage.max_size
+            if rows.shape[0] <= capacity:  # same layout and cursor: sampling continues exactly
+                self.model_buffer.extend(rows)
+                self.model_buffer._writer._cursor = cursor
+            else:  # e.g. a single-process checkpoint resumed on several ranks: keep the newest rows
+                oldest_first = torch.cat([rows[cursor:], rows[:cursor]]) if cursor else rows
+                log.warning("model buffer: keeping the newest %d of %d checkpointed rows (smaller "
+                            "per-rank capacity)", capacity, rows.shape[0])
+                self.model_buffer.extend(oldest_first[-capacity:])
 
     def train_dataloader(self) -> "MixedBatches":
         if self.ensemble is None:

@@ -196,6 +196,15 @@ class SACModule(L.LightningModule):
             _SamplingPolicy(self.actor, deterministic), in_keys=["observation"], out_keys=["action"]
         )
 
+    def on_train_epoch_end(self) -> None:
+        """Under DDP, check that every rank holds the same weights (gradients are all-reduced)."""
+        if self.trainer.world_size > 1:
+            checksum = torch.stack([p.detach().double().sum() for p in self.parameters()]).sum()
+            sums = self.all_gather(checksum)
+            if not bool((sums == sums[0]).all()):
+                raise RuntimeError(f"DDP ranks hold different SAC weights after {self._n_updates} updates: "
+                                   f"{sums.tolist()}")
+
     # ---- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """Three Adams, in the order [actor, critics, alpha].
