@@ -1,0 +1,77 @@
+"""Size and save/load seconds of a SAC-stage checkpoint with a full h = 5 model buffer (1.25M rows).
+
+The buffer is filled by 5 real rollouts of 50,000 x 5 steps through an (untrained) ensemble on
+HalfCheetah, which never terminates, so it holds exactly 5 * 5 * 50,000 rows: the paper's size for h = 5.
+The checkpoint holds what Lightning writes for our modules (weights, optimisers) plus the DataModule's
+state (the buffer's filled rows, the sampler's generator), written by ``AtomicCheckpointIO``.
+Prints a table and writes ``benchmarks/results/checkpoint.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import collected_dataset  # noqa: E402
+
+from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO  # noqa: E402
+from mopo_lightning.data.datamodule import D4RLDataModule  # noqa: E402
+from mopo_lightning.dynamics.ensemble import GaussianEnsemble  # noqa: E402
+from mopo_lightning.policy.sac import SACModule  # noqa: E402
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    dm = D4RLDataModule(task="halfcheetah", path=str(collected_dataset("halfcheetah", 20_000, seed=0)),
+                        rollout_length=5, rollout_batch_size=50_000, model_retain_epochs=5, seed=0)
+    dm.setup("fit")
+    ensemble = GaussianEnsemble(dm.obs_dim, dm.act_dim)
+    ensemble.fit_normalizer(torch.cat([dm.real["observation"], dm.real["action"]], -1))
+    dm.attach_dynamics(ensemble)
+    sac = SACModule(dm.obs_dim, dm.act_dim)
+    for _ in range(5):
+        dm.rollout(sac.policy_module())
+    for _ in range(3):  # optimiser states exist
+        sac.update(dm.sample_batch())
+    checkpoint = {
+        "state_dict": sac.state_dict(),
+        "optimizer_states": [opt.state_dict() for opt in sac._standalone_optimizers],
+        "D4RLDataModule": dm.state_dict(),
+    }
+    io = AtomicCheckpointIO()
+    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+        path = Path(tmp) / "last.ckpt"
+        start = time.perf_counter()
+        io.save_checkpoint(checkpoint, path)
+        save_s = time.perf_counter() - start
+        size = path.stat().st_size
+        start = time.perf_counter()
+        loaded = torch.load(path, weights_only=True)
+        fresh = D4RLDataModule(**dm.hparams)
+        fresh.load_state_dict(loaded["D4RLDataModule"])
+        load_s = time.perf_counter() - start
+        assert len(fresh.model_buffer) == len(dm.model_buffer)
+    figures = {
+        "model_buffer_rows": len(dm.model_buffer),
+        "checkpoint_mb": size / 2**20,
+        "save_seconds": save_s,
+        "load_and_restore_seconds": load_s,
+    }
+    for key, value in figures.items():
+        print(f"{key:<28}{value:>12.3f}" if isinstance(value, float) else f"{key:<28}{value:>12}")
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoint.json").write_text(json.dumps(figures, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
