@@ -314,6 +314,11 @@ class D4RLDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         self.setup()
         self.generator.set_state(state_dict["generator"])
+        if self._world() > 1:
+            # Only rank 0's state is checkpointed: derive a distinct stream per rank from it, so the
+            # ranks keep sampling different batches and start states after a resume.
+            seed = int(torch.randint(2**62, (1,), generator=self.generator)) + 7919 * self._rank()
+            self.generator.manual_seed(seed)
         if "model_buffer" in state_dict:
             self._build_buffers()
             rows = TensorDict.from_dict(state_dict["model_buffer"], auto_batch_size=True, batch_dims=1)
