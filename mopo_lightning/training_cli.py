@@ -185,7 +185,7 @@ class MOPOCLI(LightningCLI):
         trainer.fit(module, train_dataloaders=data.train, val_dataloaders=data.holdout)
         seconds = time.perf_counter() - start
         tmp = path.with_name(f".{path.name}.tmp")
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=True)  # weights, buffers, hparams: no optimiser
         if trainer.is_global_zero:
             os.replace(tmp, path)
         return module, {**dynamics_summary(module), "seconds": seconds, "checkpoint": str(path)}

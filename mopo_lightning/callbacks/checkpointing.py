@@ -158,7 +158,7 @@ class GracefulStop(L.Callback):
         if self.signum is None:
             return
         path = self.dirpath / "interrupted.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # everything needed to resume
         MOPOCheckpoint._link_checkpoint(trainer, str(path), str(self.dirpath / "last.ckpt"))
         updates = int(getattr(pl_module, "sac_updates", trainer.global_step))
         print(f"\nsignal {self.signum}: saved {path} after {updates} SAC updates; "
