@@ -17,6 +17,10 @@ class NonFiniteError(RuntimeError):
     """A loss or a model prediction became NaN or infinite."""
 
 
+class ConfigError(ValueError):
+    """A configuration that cannot work, caught before any work is done."""
+
+
 def assert_finite(values: Mapping[str, Tensor], where: str) -> None:
     """Raise ``NonFiniteError`` naming the first non-finite entry of ``values`` and ``where`` it happened."""
     flags = torch.stack([torch.isfinite(v).all() for v in values.values()])

@@ -23,7 +23,7 @@ from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from mopo_lightning.data.d4rl import load_dataset, resolve_dataset
-from mopo_lightning.guards import assert_finite
+from mopo_lightning.guards import ConfigError, assert_finite
 from mopo_lightning.tasks import Task, get_task
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -103,9 +103,15 @@ class D4RLDataModule(L.LightningDataModule):
         self.task_spec: Task = get_task(task)
         self.task = task
         if path is None and dataset is None:
-            raise ValueError("D4RLDataModule needs `data.path` (an HDF5 file) or `data.dataset` (a D4RL name)")
+            raise ConfigError("D4RLDataModule needs `data.path` (an HDF5 file) or `data.dataset` (a D4RL name)")
         if not 0.0 <= real_ratio <= 1.0:
-            raise ValueError(f"real_ratio must be in [0, 1], got {real_ratio}")
+            raise ConfigError(f"data.real_ratio must be in [0, 1], got {real_ratio}")
+        for name in ("batch_size", "rollout_length", "rollout_batch_size", "rollout_freq", "model_retain_epochs",
+                     "updates_per_epoch", "dynamics_batch_size"):
+            if self.hparams[name] < 1:
+                raise ConfigError(f"data.{name} must be at least 1, got {self.hparams[name]}")
+        if penalty_coef < 0:
+            raise ConfigError(f"data.penalty_coef (lambda) must be >= 0 (0 gives MBPO), got {penalty_coef}")
         self.real: TensorDict | None = None
         self.ensemble: GaussianEnsemble | None = None
         self.model_buffer: TensorDictReplayBuffer | None = None

@@ -139,3 +139,22 @@ def test_collect_and_data_info(tmp_path):
     info = json.loads(run_cli("data", "info", str(path), "--task", "walker2d", "--json", cwd=tmp_path).stdout)
     assert info["transitions"] == 300
     assert info["terminals"] + info["timeouts"] <= info["episodes"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--data.path", "missing.hdf5", "--data.collect_steps", "null"], "missing.hdf5: no such file"),
+        (["--data.real_ratio", "2"], "data.real_ratio must be in [0, 1], got 2.0"),
+        (["--data.task", "walker2d"], "task walker2d needs [N, 17]"),
+    ],
+)
+def test_bad_data_and_configs_end_with_one_clear_line(tmp_path, overrides, message):
+    data = collected_dataset("hopper", 2_000, seed=0)
+    proc = subprocess.run([sys.executable, "-m", "mopo_lightning.cli", "fit", "--config", str(QUICKSTART),
+                           "--data.path", str(data), *overrides], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("mopo-lightning: error: ") and message in last, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
