@@ -163,6 +163,7 @@ class SACModule(L.LightningModule):
         )
         if self._trainer is not None and self._n_updates % self.log_every_n == 0:
             self.log_dict({f"sac/{k}": out[k] for k in LOG_KEYS}, on_step=True, on_epoch=False)
+            self.log("updates", float(self._n_updates), prog_bar=True, logger=False)  # SAC updates so far
         return out
 
     @torch.no_grad()
