@@ -15,9 +15,10 @@ USAGE = """usage: mopo-lightning COMMAND [options]
 
 commands:
   fit          train MOPO: dynamics ensemble, then SAC on the penalised model (LightningCLI)
-  collect      collect a D4RL-format dataset in a real MuJoCo env
+  collect      collect a D4RL-format dataset in a real MuJoCo env (--policy sac: online SAC, checkpointed)
   data info    summarise a D4RL-format dataset (add --json for JSON)
   quickstart   collect the quickstart dataset and summarise it
+  report       the paper's tables (D4RL scores, OOD returns) from run directories
 
 Run `mopo-lightning COMMAND --help` for a command's options.
 """
@@ -25,10 +26,13 @@ Run `mopo-lightning COMMAND --help` for a command's options.
 
 def _collect_parser() -> ArgumentParser:
     from mopo_lightning.data.collect import collect
+    from mopo_lightning.data.online import SACCollectConfig
 
     parser = ArgumentParser(prog="mopo-lightning collect", description=collect.__doc__)
     parser.add_argument("--config", action="config", help="YAML with any of the options below")
     parser.add_function_arguments(collect, as_positional=False)
+    # --policy sac: online SAC (data/online.py), whose settings are the `sac` group (conf/collect/*.yaml)
+    parser.add_class_arguments(SACCollectConfig, "sac")
     return parser
 
 
@@ -47,7 +51,14 @@ def collect_main(argv: Sequence[str]) -> None:
     parser = _collect_parser()
     cfg = parser.parse_args(list(argv))
     kwargs = {k: v for k, v in cfg.as_dict().items() if k not in ("config", "__path__")}
-    path = collect(**kwargs)
+    sac = kwargs.pop("sac")
+    if kwargs["policy"] == "sac":
+        from mopo_lightning.data.online import SACCollectConfig, collect_sac
+
+        kwargs.pop("policy")
+        path = collect_sac(**kwargs, sac=SACCollectConfig(**sac))
+    else:
+        path = collect(**kwargs)
     print(f"wrote {path}")
 
 
@@ -94,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         info_main(rest[1:])
     elif command == "quickstart":
         quickstart_main(rest)
+    elif command == "report":
+        from mopo_lightning.report import main as report_main
+
+        report_main(rest)
     else:
         raise SystemExit(f"mopo-lightning: unknown command {command!r}\n\n{USAGE}")
 

@@ -8,13 +8,15 @@ rollouts stop exactly where the simulator would.
 
 from __future__ import annotations
 
-import re
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from mopo_lightning.envs.wrappers import REWARDS, RelabelReward, RewardFn
 
 TerminationFn = Callable[[Tensor, Tensor, Tensor], Tensor]
 """(obs [*B, O], action [*B, A], next_obs [*B, O]) -> terminated [*B] (bool)."""
@@ -52,7 +54,11 @@ def ant_termination(obs: Tensor, action: Tensor, next_obs: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Task:
-    """One MuJoCo task: env, sizes, termination and D4RL score normalisation."""
+    """One MuJoCo task: env, sizes, termination and D4RL score normalisation.
+
+    A variant (MOPO's out-of-distribution tasks, reference section 8) has a ``relabel`` reward: the
+    dataset's rewards are recomputed from each row's infos, and ``make_env`` scores the same reward.
+    """
 
     name: str
     env_id: str
@@ -62,13 +68,20 @@ class Task:
     ref_min_score: float
     ref_max_score: float
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    relabel: RewardFn | None = None
+    """Reward recomputed from a stored transition's ``actions`` and ``infos/*`` (None: keep the file's)."""
+
+    @property
+    def has_reference_scores(self) -> bool:
+        """False for variants: D4RL has no reference returns for them."""
+        return math.isfinite(self.ref_min_score) and math.isfinite(self.ref_max_score)
 
     def normalized_score(self, returns: float | np.ndarray | Tensor) -> float | np.ndarray | Tensor:
-        """D4RL normalised score: 100 * (return - min) / (max - min)."""
+        """D4RL normalised score: 100 * (return - min) / (max - min); NaN for variants (no reference)."""
         return 100.0 * (returns - self.ref_min_score) / (self.ref_max_score - self.ref_min_score)
 
     def make_env(self, **kwargs: Any):
-        """The real gymnasium env (with its 1000-step time limit)."""
+        """The real gymnasium env (with its 1000-step time limit), scoring a variant's own reward."""
         import warnings
 
         import gymnasium as gym
@@ -76,7 +89,10 @@ class Task:
         with warnings.catch_warnings():
             # v4 is chosen on purpose: its observations match D4RL's (v5 changes some dynamics).
             warnings.filterwarnings("ignore", message=".*is out of date.*")
-            return gym.make(self.env_id, **{**self.env_kwargs, **kwargs})
+            env = gym.make(self.env_id, **{**self.env_kwargs, **kwargs})
+        if self.relabel is not None:
+            env = RelabelReward(env, self.relabel)
+        return env
 
 
 TASKS: dict[str, Task] = {
@@ -88,17 +104,29 @@ TASKS: dict[str, Task] = {
     "ant": Task(
         "ant", "Ant-v4", 27, 8, ant_termination, -325.6, 3879.7, env_kwargs={"use_contact_forces": False}
     ),
+    # MOPO's out-of-distribution tasks (reference section 8): same dynamics, relabelled reward, no
+    # D4RL reference scores (normalized_score gives NaN).
+    "halfcheetah-jump": Task(
+        "halfcheetah-jump", "HalfCheetah-v4", 17, 6, _never, math.nan, math.nan,
+        relabel=REWARDS["halfcheetah-jump"],
+    ),
+    "ant-angle": Task(
+        "ant-angle", "Ant-v4", 27, 8, ant_termination, math.nan, math.nan,
+        env_kwargs={"use_contact_forces": False}, relabel=REWARDS["ant-angle"],
+    ),
 }
 
 
 def get_task(name: str | Task) -> Task:
-    """Look a task up by name, or by a D4RL dataset name such as ``walker2d-medium-replay-v2``."""
+    """Look a task up by name, or by a D4RL dataset name such as ``walker2d-medium-replay-v2``.
+
+    The longest registered name that the (``_`` -> ``-``) name equals or starts with, then ``-``, wins:
+    ``halfcheetah-jump`` is the variant, ``halfcheetah-medium-v2`` is ``halfcheetah``.
+    """
     if isinstance(name, Task):
         return name
-    key = name.strip().lower()
-    if key in TASKS:
-        return TASKS[key]
-    prefix = re.split(r"[-_]", key, maxsplit=1)[0]
-    if prefix in TASKS:
-        return TASKS[prefix]
+    key = name.strip().lower().replace("_", "-")
+    for known in sorted(TASKS, key=len, reverse=True):
+        if key == known or key.startswith(known + "-"):
+            return TASKS[known]
     raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")

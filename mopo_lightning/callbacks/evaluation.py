@@ -82,6 +82,7 @@ class MuJoCoEvaluation(L.Callback):
 
     Logs ``eval/return_mean``, ``eval/return_std``, ``eval/normalized_score`` and
     ``eval/episode_length`` at the current SAC-update step; the score also goes to the progress bar.
+    Variant tasks without D4RL reference scores log no score (the return goes to the progress bar).
     """
 
     def __init__(
@@ -138,13 +139,16 @@ class MuJoCoEvaluation(L.Callback):
         finally:
             pl_module.train(was_training)
         returns, lengths = self._gather(trainer, pl_module, ids, result)
-        return {
+        metrics = {
             "eval/return_mean": float(returns.mean()),
             "eval/return_std": float(returns.std()),
             "eval/normalized_score": float(task.normalized_score(returns.mean())),
             "eval/episode_length": float(lengths.mean()),
             "eval/seconds": time.perf_counter() - start,
         }
+        if not task.has_reference_scores:  # variants (halfcheetah-jump, ...): returns only
+            del metrics["eval/normalized_score"]
+        return metrics
 
     def _gather(
         self, trainer: L.Trainer, pl_module: L.LightningModule, ids: list[int], result: EvalResult
@@ -167,6 +171,9 @@ class MuJoCoEvaluation(L.Callback):
             return
         metrics = self.run(trainer, pl_module)
         pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=False)
-        pl_module.log("score", metrics["eval/normalized_score"], prog_bar=True, logger=False)
+        name, key = ("score", "eval/normalized_score") if "eval/normalized_score" in metrics else (
+            "return", "eval/return_mean")
+        pl_module.log(name, metrics[key], prog_bar=True, logger=False)
         updates = int(getattr(pl_module, "sac_updates", trainer.global_step))
-        self.history.append({"sac_updates": updates, **metrics})
+        # a variant has no normalised score: NaN in the history (results.json, TensorBoard's hp_metric)
+        self.history.append({"sac_updates": updates, "eval/normalized_score": float("nan"), **metrics})

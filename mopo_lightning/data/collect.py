@@ -9,6 +9,9 @@ D4RL tooling read them alike:
   that is both counts as a terminal, so no row carries two flags);
 - ``infos/qpos``, ``infos/qvel`` [N, *] f64: the simulator state BEFORE step i, i.e. the state that
   ``observations[i]`` shows, so ``set_state(qpos[i], qvel[i]); step(actions[i])`` replays row i;
+- ``infos/x_velocity``, ``infos/y_velocity``, ``infos/torso_height``, ``infos/torso_height_at_reset`` [N]
+  f64 (after step i), and for Ant ``infos/contact_forces`` [N, 84] f32 (clipped to [-1, 1]): what the
+  out-of-distribution rewards need to relabel row i (``envs/wrappers.py``, MOPO reference section 8);
 - ``metadata/*``: scalar datasets (task, env_id, behavior_policy, seed, steps, max_episode_steps, collector),
   strings stored the way D4RL stores ``metadata/algorithm``.
 
@@ -24,6 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from mopo_lightning.envs.wrappers import InfoRecorder, ensure_relabel_infos
 from mopo_lightning.tasks import Task, get_task
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -94,7 +98,7 @@ def collect(
         raise ValueError(f"steps must be positive, got {steps}")
     path = Path(path)
     env_kwargs = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
-    env = task.make_env(**env_kwargs)
+    env = ensure_relabel_infos(task.make_env(**env_kwargs))
     sim = env.unwrapped
     pi = make_policy(policy, env, seed)
 
@@ -107,6 +111,7 @@ def collect(
     timeout_buf = np.zeros(steps, bool)
     qpos_buf = np.empty((steps, sim.data.qpos.size), np.float64)
     qvel_buf = np.empty((steps, sim.data.qvel.size), np.float64)
+    infos = InfoRecorder(steps)
 
     obs, _ = env.reset(seed=seed)
     with _progress(steps, f"collect {task.name}", quiet) as advance:
@@ -114,7 +119,8 @@ def collect(
             qpos_buf[i], qvel_buf[i] = sim.data.qpos, sim.data.qvel
             # Cast before stepping so that the stored action is exactly the one the env received.
             action = np.asarray(pi(obs), dtype=np.float32).reshape(act_dim)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            infos.record(i, info["relabel"])
             obs_buf[i], act_buf[i], next_buf[i], rew_buf[i] = obs, action, next_obs, reward
             term_buf[i] = terminated
             timeout_buf[i] = truncated and not terminated
@@ -145,6 +151,7 @@ def collect(
         "next_observations": next_buf,
         "infos/qpos": qpos_buf,
         "infos/qvel": qvel_buf,
+        **infos.arrays(),
     }
     return write_hdf5(path, arrays, metadata)
 

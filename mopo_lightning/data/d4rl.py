@@ -14,6 +14,9 @@ Two modes (MOPO reference, section 6):
   (``timeouts[i]``, or without that key step 999 of D4RL's episode counter, see ``infer_timeouts``);
   terminal rows are kept; the last row is never emitted; ``truncated`` is all False.
 
+A variant task (``Task.relabel``, e.g. ``halfcheetah-jump``) gets its rewards recomputed from each row's
+``actions`` and ``infos/*`` (MOPO reference section 8); everything else is read as for its base task.
+
 We read with h5py rather than TorchRL's ``D4RLExperienceReplay`` (which needs its own memmap copy and
 zeroes next observations on done rows) or ``PersistentTensorDict.from_h5`` (which fails on D4RL's
 string metadata). Only the needed keys are read, each whole at once.
@@ -222,7 +225,8 @@ def load_dataset(path: str | Path, task: str | Task, mode: str = "transitions") 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     path, task = Path(path), get_task(task)
-    data = read_arrays(path, REQUIRED_KEYS, optional=("next_observations", "timeouts"))
+    extra = task.relabel.keys if task.relabel is not None else ()
+    data = read_arrays(path, REQUIRED_KEYS, optional=("next_observations", "timeouts", *extra))
     obs, act = data["observations"], data["actions"]
     n = obs.shape[0]
     if n == 0:
@@ -248,6 +252,8 @@ def load_dataset(path: str | Path, task: str | Task, mode: str = "transitions") 
 
     terminals = _flags(data, "terminals", n)
     rewards = np.asarray(data["rewards"], dtype=np.float32).reshape(n)
+    if task.relabel is not None:
+        rewards = relabel_rewards(path, data, task)
     if mode == "transitions" and "next_observations" in data:
         rows = slice(None)
         next_obs = data["next_observations"]
@@ -274,6 +280,20 @@ def load_dataset(path: str | Path, task: str | Task, mode: str = "transitions") 
         },
     }
     return TensorDict(out, batch_size=[terminated.shape[0]])
+
+
+def relabel_rewards(path: Path, data: dict, task: Task) -> np.ndarray:
+    """A variant task's rewards [N] (float32), recomputed from each row's ``actions`` and ``infos/*``."""
+    missing = [k for k in task.relabel.keys if k not in data]
+    if missing:
+        raise DatasetError(
+            f"{path}: task {task.name} relabels rewards from {', '.join(missing)}, which the file lacks; "
+            "collect it with `mopo-lightning collect` (it records them)"
+        )
+    rewards = task.relabel(data).astype(np.float32)
+    if not np.isfinite(rewards).all():
+        raise DatasetError(f"{path}: relabelled {task.name} rewards hold NaN or inf values")
+    return rewards
 
 
 def _f32(array: np.ndarray) -> torch.Tensor:

@@ -1,0 +1,124 @@
+"""``mopo-lightning report``: Table 2 (OOD) and Table 1 (D4RL) numbers from results.json files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mopo_lightning.cli import main
+from mopo_lightning.report import d4rl_kind, d4rl_table, episode_returns, load_run, ood_table
+
+
+def jump_dataset(path: Path) -> Path:
+    """7 rows: episode A (rows 0-2, timeout), episode B (rows 3-4, terminal), a partial episode (5-6).
+
+    halfcheetah-jump reward min(v_x, 3) - 0.1 ||a||^2 + 15 (z - z_reset) per row:
+    A: (1 - 0.15 + 1.5) + 3 + 2 = 7.35; B: -1 + 0.5 = -0.5; partial: 3 + 15 each (left out).
+    The stored ``rewards`` are deliberately different (all 100): the report must relabel.
+    """
+    actions = np.zeros((7, 6), np.float32)
+    actions[0] = 0.5  # 0.1 * 6 * 0.25 = 0.15
+    vx = np.array([1.0, 4.0, 2.0, -1.0, 0.5, 10.0, 10.0])
+    z0 = np.full(7, 0.7)
+    z = np.array([0.8, 0.7, 0.7, 0.7, 0.7, 1.7, 1.7])
+    terminals = np.array([0, 0, 0, 0, 1, 0, 0], bool)
+    timeouts = np.array([0, 0, 1, 0, 0, 0, 0], bool)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f["observations"] = np.zeros((7, 17), np.float32)
+        f["next_observations"] = np.zeros((7, 17), np.float32)
+        f["actions"], f["rewards"] = actions, np.full(7, 100.0, np.float32)
+        f["terminals"], f["timeouts"] = terminals, timeouts
+        f["infos/x_velocity"], f["infos/y_velocity"] = vx, np.zeros(7)
+        f["infos/torso_height"], f["infos/torso_height_at_reset"] = z, z0
+    return path
+
+
+def write_run(root: Path, name: str, task: str, dataset: str, seed: int, returns: list[float],
+              scores: list[float | None] | None = None, penalty_coef: float | None = 1.0) -> Path:
+    run_dir = root / "checkpoints" / name
+    run_dir.mkdir(parents=True)
+    scores = scores or [None] * len(returns)
+    evals = [{"sac_updates": 1000 * (i + 1), "return_mean": r, "return_std": 1.0, "normalized_score": s}
+             for i, (r, s) in enumerate(zip(returns, scores))]
+    data = {"task": task, "dataset": dataset, "seed": seed, "evaluations": evals,
+            "final_normalized_score": scores[-1], "seconds": {}}
+    if penalty_coef is not None:
+        data |= {"penalty_coef": penalty_coef, "rollout_length": 5}
+    (run_dir / "results.json").write_text(json.dumps(data))
+    return run_dir
+
+
+@pytest.fixture
+def runs(tmp_path) -> list[Path]:
+    jump_dataset(tmp_path / "data" / "hc-sac.hdf5")
+    rel = "data/hc-sac.hdf5"  # relative to the directory the fits ran in (the run root's parent)
+    return [
+        write_run(tmp_path, "jump-s0", "halfcheetah-jump", rel, 0, [5.0, 100.0]),
+        write_run(tmp_path, "jump-s1", "halfcheetah-jump", rel, 1, [7.0, 200.0]),
+        write_run(tmp_path, "jump-mbpo", "halfcheetah-jump", rel, 0, [80.0], penalty_coef=0.0),
+        write_run(tmp_path, "jump-l5", "halfcheetah-jump", rel, 0, [40.0], penalty_coef=5.0),  # its own row
+        write_run(tmp_path, "hop-s0", "hopper", "hopper-medium-replay-v2", 0, [1.0, 2.0], [30.0, 60.0]),
+        write_run(tmp_path, "hop-s1", "hopper", "hopper-medium-replay-v2", 1, [3.0], [70.0], penalty_coef=None),
+        write_run(tmp_path, "walk-s0", "walker2d", "walker2d-random-v2", 0, [3.0], [10.0], penalty_coef=5.0),
+        write_run(tmp_path, "hop-mbpo", "hopper", "hopper-medium-replay-v2", 0, [3.0], [20.0], penalty_coef=0.0),
+    ]
+
+
+def test_episode_returns_are_relabelled_and_skip_the_partial_tail(tmp_path):
+    path = jump_dataset(tmp_path / "d.hdf5")
+    np.testing.assert_allclose(episode_returns(path, "halfcheetah-jump"), [7.35, -0.5], atol=1e-5)
+    np.testing.assert_allclose(episode_returns(path, "halfcheetah"), [300.0, 200.0])
+
+
+def test_ood_table_numbers(runs):
+    rows = ood_table([load_run(r) for r in runs])
+    assert [(r["rollout_length"], r["penalty_coef"]) for r in rows] == [(5, 1.0), (5, 5.0)]
+    row = rows[0]
+    assert row["task"] == "halfcheetah-jump" and row["episodes"] == 2
+    assert row["batch_mean"] == pytest.approx((7.35 - 0.5) / 2, abs=1e-5)
+    assert row["batch_max"] == pytest.approx(7.35, abs=1e-5)
+    assert row["mopo"] == {"mean": 150.0, "std": 50.0, "n": 2}  # last evaluations: 100 and 200
+    assert row["mbpo"] == {"mean": 80.0, "std": 0.0, "n": 1}
+    assert rows[1]["mopo"] == {"mean": 40.0, "std": 0.0, "n": 1} and rows[1]["mbpo"] == row["mbpo"]
+    assert rows[1]["batch_max"] == row["batch_max"]
+
+
+def test_d4rl_table_numbers():
+    assert [d4rl_kind(n) for n in ("hopper-medium-replay-v2", "walker2d_medium_expert-v2", "hopper-random-v0",
+                                   "data/quick.hdf5")] == ["mixed", "medium-expert", "random", "quick"]
+
+
+def test_d4rl_table_groups_by_algorithm(runs):
+    table = d4rl_table([load_run(r) for r in runs])
+    assert table["MOPO"]["mixed"]["hopper"] == {"mean": 65.0, "std": 5.0, "n": 2}  # no penalty_coef: MOPO
+    assert table["MOPO"]["random"]["walker2d"] == {"mean": 10.0, "std": 0.0, "n": 1}
+    assert table["MBPO"] == {"mixed": {"hopper": {"mean": 20.0, "std": 0.0, "n": 1}}}
+    assert "halfcheetah-jump" not in str(table)
+
+
+def test_report_command_prints_both_tables(runs, capsys):
+    main(["report", *map(str, runs)])
+    out = capsys.readouterr().out
+    ood, mopo, mbpo = out.split("\n\n")
+    assert ood.startswith("Out-of-distribution tasks")
+    assert "batch mean" in ood and "batch max" in ood and "MOPO" in ood and "MBPO" in ood
+    cells = ood.splitlines()[3].split()
+    assert cells[:4] == ["halfcheetah-jump", "hc-sac.hdf5", "5", "1"]
+    assert cells[4:6] == ["3.4", "7.3"] or cells[4:6] == ["3.4", "7.4"]
+    assert "150.0 ± 50.0 (n=2)" in ood and cells[-1] == "80.0"
+    assert ood.splitlines()[4].split()[3] == "5" and ood.splitlines()[4].split()[-2:] == ["40.0", "80.0"]
+    assert mopo.startswith("MOPO on D4RL") and mbpo.startswith("MBPO on D4RL")
+    header, _, *lines = mopo.splitlines()[1:]
+    assert header.split() == ["dataset", "hopper", "walker2d"]
+    assert lines[0].split()[0] == "random" and lines[0].split()[1:] == ["-", "10.0"]
+    assert lines[1].split()[0] == "mixed" and "65.0 ± 5.0 (n=2)" in lines[1]
+    main(["report", str(runs[0]), "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert data["ood"][0]["mopo"]["mean"] == 100.0 and data["d4rl"] == {}
+    with pytest.raises(SystemExit, match="not a run's results.json"):
+        main(["report", str(runs[0]), str(jump_dataset(runs[0].parent / "x.hdf5"))])
