@@ -6,6 +6,7 @@ jsonargparse parsers of their own, so that each keeps its ``--help`` and ``--con
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
@@ -87,8 +88,28 @@ def quickstart_main(argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``mopo-lightning`` console script."""
+    """Entry point of the ``mopo-lightning`` console script.
+
+    Bad data, bad configs and non-finite training numbers end with one clear line, not a traceback
+    (``MOPO_TRACEBACK=1`` shows it).
+    """
+    from mopo_lightning.data.d4rl import DatasetError
+    from mopo_lightning.guards import ConfigError, NonFiniteError
+
+    try:
+        _main(argv)
+    except (DatasetError, ConfigError, NonFiniteError, FileNotFoundError) as error:
+        if os.environ.get("MOPO_TRACEBACK"):
+            raise
+        print(f"mopo-lightning: error: {error}", file=sys.stderr)
+        raise SystemExit(1 if isinstance(error, NonFiniteError) else 2) from None
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    if sys.platform.startswith("linux"):
+        # Off-screen rendering (evaluation videos) on headless machines; gymnasium would try GLFW first.
+        os.environ.setdefault("MUJOCO_GL", "egl")
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return

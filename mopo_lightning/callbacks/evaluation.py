@@ -8,6 +8,7 @@ without changing the result.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -19,6 +20,8 @@ import torch
 from torch import Tensor
 
 from mopo_lightning.tasks import Task, get_task
+
+log = logging.getLogger(__name__)
 
 ActFn = Callable[[Tensor], Tensor]
 """Batched deterministic policy: observation [B, O] -> action [B, A]."""
@@ -92,6 +95,9 @@ class MuJoCoEvaluation(L.Callback):
         every_n_epochs: int = 1,
         seed: int = 100_000,
         task: str | None = None,
+        video_every_n_evals: int = 0,
+        video_size: int = 128,
+        video_frame_skip: int = 2,
     ) -> None:
         """
         Args:
@@ -101,6 +107,11 @@ class MuJoCoEvaluation(L.Callback):
             seed: episode i resets with ``seed + i``; kept apart from training seeds.
             task: task name; defaults to the DataModule's task (a variant such as ``halfcheetah-jump``
                 scores its own reward).
+            video_every_n_evals: log a video of episode 0 to TensorBoard every n evaluations (0: off).
+                Rendered off-screen by MuJoCo (``MUJOCO_GL=egl`` or ``osmesa``); skipped with a log line
+                when no renderer is available.
+            video_size: video width and height in pixels.
+            video_frame_skip: keep every n-th frame (smaller GIFs).
         """
         super().__init__()
         self.num_episodes = num_episodes
@@ -108,6 +119,9 @@ class MuJoCoEvaluation(L.Callback):
         self.every_n_epochs = every_n_epochs
         self.seed = seed
         self.task = task
+        self.video_every_n_evals = video_every_n_evals
+        self.video_size = video_size
+        self.video_frame_skip = video_frame_skip
         self.history: list[dict[str, float]] = []
 
     def _task(self, trainer: L.Trainer) -> Task:
@@ -170,10 +184,35 @@ class MuJoCoEvaluation(L.Callback):
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         metrics = self.run(trainer, pl_module)
-        pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=False)
+        # Every rank holds the same gathered numbers: log them once.
+        pl_module.log_dict(metrics, on_step=False, on_epoch=True, rank_zero_only=True)
         name, key = ("score", "eval/normalized_score") if "eval/normalized_score" in metrics else (
             "return", "eval/return_mean")
-        pl_module.log(name, metrics[key], prog_bar=True, logger=False)
+        pl_module.log(name, metrics[key], prog_bar=True, logger=False, rank_zero_only=True)
         updates = int(getattr(pl_module, "sac_updates", trainer.global_step))
         # a variant has no normalised score: NaN in the history (results.json, TensorBoard's hp_metric)
         self.history.append({"sac_updates": updates, "eval/normalized_score": float("nan"), **metrics})
+        if self.video_every_n_evals and len(self.history) % self.video_every_n_evals == 0:
+            self.log_video(trainer, pl_module, updates)
+
+    def log_video(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
+        """Render episode 0 and write it to TensorBoard (rank 0); turn videos off if rendering fails."""
+        writer = getattr(trainer.logger, "experiment", None)
+        if not trainer.is_global_zero or not hasattr(writer, "_get_file_writer"):
+            return
+        from mopo_lightning.callbacks.video import log_gif, render_episode
+
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            frames = render_episode(self._task(trainer), lambda obs: pl_module.act(obs, deterministic=True),
+                                    self.seed, self.max_episode_steps, self.video_size, self.video_frame_skip,
+                                    pl_module.device)
+        except Exception as error:  # no OpenGL backend, no Pillow, ...
+            log.warning("evaluation videos are off: MuJoCo could not render off-screen (%s: %s); "
+                        "set MUJOCO_GL=egl or osmesa", type(error).__name__, error)
+            self.video_every_n_evals = 0
+            return
+        finally:
+            pl_module.train(was_training)
+        log_gif(writer, "eval/video", frames, step, fps=50.0 / self.video_frame_skip)
