@@ -7,6 +7,7 @@ reader (``mopo-lightning report``, a notebook) always sees the latest complete s
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -21,12 +22,23 @@ from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
 HP_METRIC = "hp/final_normalized_score"
 
 
+def _strict(value: Any) -> Any:
+    """NaN and inf become null: strict JSON readers reject them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file in the same directory, then rename it into place."""
+    """Write strict JSON through a temporary file in the same directory, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    tmp.write_text(json.dumps(_strict(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 
@@ -35,7 +47,8 @@ class RunResults(L.Callback):
 
     Fields: ``task``, ``dataset``, ``seed``, ``dynamics`` (holdout MSE of the elites, elites, epochs,
     seconds), ``evaluations`` (list of {``sac_updates``, ``return_mean``, ``normalized_score``}),
-    ``final_normalized_score`` (the latest evaluation) and ``seconds`` per stage.
+    ``final_normalized_score`` and ``final_return`` (the latest evaluation; the score is null for
+    variants without D4RL reference scores) and ``seconds`` per stage.
     """
 
     def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
@@ -64,6 +77,7 @@ class RunResults(L.Callback):
         self._offset = float(self.data["seconds"].get("policy", 0.0)) if done else 0.0
         evals = self.data["evaluations"]
         self.data["final_normalized_score"] = evals[-1]["normalized_score"] if evals else None
+        self.data["final_return"] = evals[-1]["return_mean"] if evals else None
         self._log_hparams(trainer)
 
     def _log_hparams(self, trainer: L.Trainer) -> None:
@@ -86,17 +100,20 @@ class RunResults(L.Callback):
         latest = evaluation.history[-1]
         if self.data["evaluations"] and self.data["evaluations"][-1]["sac_updates"] == latest["sac_updates"]:
             return  # no new evaluation this epoch
+        score = latest["eval/normalized_score"]
+        score = None if score is None or not math.isfinite(score) else score  # variants: no D4RL score
         self.data["evaluations"].append(
             {
                 "sac_updates": latest["sac_updates"],
                 "return_mean": latest["eval/return_mean"],
                 "return_std": latest["eval/return_std"],
-                "normalized_score": latest["eval/normalized_score"],
+                "normalized_score": score,
             }
         )
-        self.data["final_normalized_score"] = latest["eval/normalized_score"]
-        if trainer.logger is not None:
-            trainer.logger.log_metrics({HP_METRIC: latest["eval/normalized_score"]}, step=latest["sac_updates"])
+        self.data["final_normalized_score"] = score
+        self.data["final_return"] = latest["eval/return_mean"]
+        if trainer.logger is not None and score is not None:
+            trainer.logger.log_metrics({HP_METRIC: score}, step=latest["sac_updates"])
         self.save()
 
     def save(self) -> None:
