@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Literal
+from typing import TYPE_CHECKING, Literal
 
 import lightning as L
 import torch
@@ -23,6 +23,7 @@ from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from mopo_lightning.data.d4rl import load_dataset, resolve_dataset
+from mopo_lightning.data.mixed_batches import MixedBatches
 from mopo_lightning.guards import ConfigError, assert_finite
 from mopo_lightning.tasks import Task, get_task
 
@@ -188,7 +189,7 @@ class D4RLDataModule(L.LightningDataModule):
         )
 
     # ------------------------------------------------------------------ stage 2: model rollouts and mixed batches
-    def attach_dynamics(self, ensemble: "GaussianEnsemble") -> None:
+    def attach_dynamics(self, ensemble: GaussianEnsemble) -> None:
         """Switch to the policy stage: rollouts go through ``ensemble`` from now on."""
         self.ensemble = ensemble.eval()
         self.ensemble.requires_grad_(False)
@@ -221,6 +222,7 @@ class D4RLDataModule(L.LightningDataModule):
         Rows that terminate stop; their terminal transition is stored. Returns statistics to log.
         """
         from mopo_lightning.envs.model_env import PenalizedModelEnv
+        from mopo_lightning.envs.rollout import branched_rollout
 
         if self.ensemble is None:
             raise RuntimeError("no dynamics attached: call attach_dynamics(ensemble) before the policy stage")
@@ -241,41 +243,9 @@ class D4RLDataModule(L.LightningDataModule):
             device=device,
             seed=int(torch.randint(2**31 - 1, (1,), generator=self.generator)),
         )
-        obs = self.real["observation"][start_idx].to(device)
-        td = env.reset(TensorDict({"observation": obs}, batch_size=[n], device=device))
-        alive = torch.ones(n, dtype=torch.bool, device=device)
-        kept, raw, pen, rew = [], [], [], []
-        for _ in range(hp.rollout_length):
-            td = policy(td)
-            td.set("_step", alive.unsqueeze(-1))  # PenalizedModelEnv sends only live rows to the ensemble
-            td = env.step(td)
-            step = td[alive]
-            nxt = step["next"]
-            raw.append(nxt["raw_reward"])
-            pen.append(nxt["penalty"])
-            rew.append(nxt["reward"])
-            terminated = nxt["terminated"]
-            kept.append(
-                TensorDict(
-                    {
-                        "observation": step["observation"],
-                        "action": step["action"],
-                        "next": {
-                            "observation": nxt["observation"],
-                            "reward": nxt["reward"],
-                            "terminated": terminated,
-                            "truncated": torch.zeros_like(terminated),
-                            "done": terminated,
-                        },
-                    },
-                    batch_size=step.batch_size,
-                )
-            )
-            alive = alive & ~td["next", "terminated"].reshape(n)
-            if not alive.any():
-                break
-            td = TensorDict({"observation": td["next", "observation"]}, batch_size=[n], device=device)
-        data = torch.cat(kept).cpu()
+        data, diagnostics = branched_rollout(env, policy, self.real["observation"][start_idx].to(device),
+                                             hp.rollout_length)
+        data = data.cpu()
         updates = int(getattr(self.trainer.lightning_module, "sac_updates", 0)) if self._has_trainer() else 0
         assert_finite(
             {"model prediction (next observation)": data["next", "observation"],
@@ -283,19 +253,19 @@ class D4RLDataModule(L.LightningDataModule):
             f"in the model rollout before SAC update {updates}",
         )
         self.model_buffer.extend(data)
-        raw_t, pen_t, rew_t = torch.cat(raw), torch.cat(pen), torch.cat(rew)
+        pen, raw, rew = (diagnostics[k] for k in ("penalty", "raw_reward", "penalized_reward"))
         self.last_rollout_stats = {
             "rollout/start_states": float(n),
             "rollout/transitions": float(data.shape[0]),
-            "rollout/termination_rate": float(1.0 - alive.float().mean()),
-            "rollout/raw_reward_mean": float(raw_t.mean()),
-            "rollout/penalized_reward_mean": float(rew_t.mean()),
-            "rollout/penalty_mean": float(pen_t.mean()),
-            "rollout/penalty_max": float(pen_t.max()),
+            "rollout/termination_rate": float(data["next", "terminated"].sum()) / n,
+            "rollout/raw_reward_mean": float(raw.mean()),
+            "rollout/penalized_reward_mean": float(rew.mean()),
+            "rollout/penalty_mean": float(pen.mean()),
+            "rollout/penalty_max": float(pen.max()),
             "rollout/model_buffer_size": float(len(self.model_buffer)),
             "rollout/real_size": float(self.real.shape[0]),
         }
-        self._rollout_tensors = {"penalty": pen_t.cpu(), "penalized_reward": rew_t.cpu(), "raw_reward": raw_t.cpu()}
+        self._rollout_tensors = {k: v.cpu() for k, v in diagnostics.items()}
         return self.last_rollout_stats
 
     def sample_batch(self) -> TensorDict:
@@ -339,39 +309,7 @@ class D4RLDataModule(L.LightningDataModule):
                             "per-rank capacity)", capacity, rows.shape[0])
                 self.model_buffer.extend(oldest_first[-capacity:])
 
-    def train_dataloader(self) -> "MixedBatches":
+    def train_dataloader(self) -> MixedBatches:
         if self.ensemble is None:
             raise RuntimeError("the policy stage needs a dynamics ensemble: call attach_dynamics() first")
         return MixedBatches(self)
-
-
-class MixedBatches:
-    """One epoch of SAC batches; rolls the current actor out every ``rollout_freq`` batches.
-
-    The counter starts from the module's ``sac_updates``, so a resumed run rolls out on the same
-    schedule. Lightning fetches one batch ahead, so the rolled-out actor may be one update older.
-    """
-
-    def __init__(self, datamodule: D4RLDataModule) -> None:
-        self.dm = datamodule
-
-    def __len__(self) -> int:
-        return self.dm.hparams.updates_per_epoch
-
-    def __iter__(self) -> Iterator[TensorDict]:
-        dm = self.dm
-        module = dm.trainer.lightning_module
-        updates = int(module.sac_updates)
-        freq = dm.hparams.rollout_freq
-        for _ in range(len(self)):
-            if updates % freq == 0 or dm.model_buffer is None or len(dm.model_buffer) == 0:
-                stats = dm.rollout(module.policy_module(), device=module.device)
-                logger = dm.trainer.logger
-                if logger is not None:
-                    logger.log_metrics(stats, step=updates)
-                    experiment = getattr(logger, "experiment", None)
-                    if hasattr(experiment, "add_histogram"):
-                        for name, values in dm._rollout_tensors.items():
-                            experiment.add_histogram(f"rollout/{name}", values, updates)
-            yield dm.sample_batch()
-            updates += 1
