@@ -7,6 +7,8 @@ Datasets are made by the tests themselves with the project's collector and cache
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,22 @@ def halfcheetah_2100() -> Path:
 def dataset_factory():
     """``collected_dataset`` itself, for tests that need datasets of their own choosing."""
     return collected_dataset
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``mopo-lightning ARGS`` in a subprocess, as a user would; fail with its output if it fails."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "mopo_lightning.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def read_hdf5(path: str | Path) -> dict:
+    """Every dataset of an HDF5 file, by its full name (``infos/qpos``, ...)."""
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import collected_dataset
+from conftest import collected_dataset, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "conf" / "quickstart.yaml"
@@ -24,12 +24,6 @@ TINY = [
 ]
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "mopo_lightning.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
 
 
 def scalar_tags(logdir: Path) -> set[str]:

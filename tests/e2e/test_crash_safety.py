@@ -18,7 +18,7 @@ from mopo_lightning.data.datamodule import D4RLDataModule
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.guards import NonFiniteError
 from mopo_lightning.policy.sac import SACModule
-from test_cli import run_cli
+from conftest import run_cli
 from test_resume import workdir  # noqa: F401  (shared fixture: a tiny trained dynamics checkpoint)
 
 

@@ -10,7 +10,8 @@ from conftest import collected_dataset
 
 from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.policy.sac import SACModule
-from test_cli import QUICKSTART, run_cli
+from conftest import run_cli
+from test_cli import QUICKSTART
 
 EVAL_SEED = 100_000
 

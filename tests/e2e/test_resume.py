@@ -15,7 +15,8 @@ import pytest
 import torch
 from conftest import collected_dataset
 
-from test_cli import QUICKSTART, run_cli
+from conftest import run_cli
+from test_cli import QUICKSTART
 
 SMALL = [
     "--config", str(QUICKSTART),

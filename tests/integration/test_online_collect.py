@@ -9,10 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
+
+from conftest import read_hdf5
 
 from mopo_lightning.data.d4rl import load_dataset
 from mopo_lightning.data.online import SACCollectConfig, collect_sac
@@ -24,11 +25,6 @@ SAC = {"start_steps": 400, "update_after": 200, "updates_per_step": 1.0, "batch_
        "checkpoint_every": 300, "log_every_episodes": 1}
 
 
-def read(path) -> dict[str, np.ndarray]:
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +65,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_file(tmp_path, uninterrupt
     assert first >= killed_at
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "hopper-sac.hdf5"]  # no ckpt, no temp files
 
-    got, want = read(out), read(uninterrupted)
+    got, want = read_hdf5(out), read_hdf5(uninterrupted)
     assert sorted(got) == sorted(want)
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
@@ -78,7 +74,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_file(tmp_path, uninterrupt
 
 
 def test_updates_schedule_and_learning(uninterrupted):
-    data = read(uninterrupted)
+    data = read_hdf5(uninterrupted)
     assert data["metadata/behavior_policy"] == b"sac" and data["metadata/steps"] == RUN["steps"]
     assert data["metadata/sac_updates"] == RUN["steps"] - SAC["update_after"] + 1
     for key in ("infos/x_velocity", "infos/torso_height", "infos/torso_height_at_reset", "infos/qpos"):
@@ -99,7 +95,7 @@ def test_behaviour_reward_and_fractional_updates(tmp_path):
     sac = SACCollectConfig(behaviour_reward="halfcheetah-capped", start_steps=100, update_after=100,
                            updates_per_step=0.25, batch_size=32, hidden_dim=32)
     path = collect_sac("halfcheetah", 300, tmp_path / "hc.hdf5", seed=0, quiet=True, sac=sac)
-    data = read(path)
+    data = read_hdf5(path)
     ctrl = 0.1 * np.square(data["actions"].astype(np.float64)).sum(1)
     np.testing.assert_allclose(data["rewards"], np.minimum(data["infos/x_velocity"], 3.0) - ctrl, atol=1e-5)
     assert data["metadata/sac_updates"] == (300 - 100 + 1) // 4

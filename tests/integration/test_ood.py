@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import read_hdf5
 
 from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.data.collect import collect
@@ -23,11 +24,6 @@ from mopo_lightning.tasks import get_task
 LIMIT = 100  # short time limit: every file holds several resets
 
 
-def read(path) -> dict[str, np.ndarray]:
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +54,7 @@ def test_registry_variants_win_and_d4rl_names_still_map():
 
 def replay_rewards(path, variant: str) -> tuple[np.ndarray, np.ndarray]:
     """Replay the file's actions in the variant's own env (same seed, same resets): rewards, next obs."""
-    data = read(path)
+    data = read_hdf5(path)
     env = get_task(variant).make_env(max_episode_steps=LIMIT)
     env.reset(seed=int(data["metadata/seed"]))
     ends = data["terminals"] | data["timeouts"]
@@ -78,11 +74,11 @@ def test_relabelled_rewards_equal_the_evaluation_wrapper(files, base, variant):
     path = files[base]
     relabelled = load_dataset(path, variant)["next", "reward"].squeeze(-1).numpy()
     env_rewards, next_obs = replay_rewards(path, variant)
-    np.testing.assert_array_equal(next_obs, read(path)["next_observations"])  # the very same transitions
+    np.testing.assert_array_equal(next_obs, read_hdf5(path)["next_observations"])  # the very same transitions
     np.testing.assert_allclose(relabelled, env_rewards, rtol=0, atol=1e-5)
     # the base task keeps the file's rewards, which differ from the variant's
     base_rewards = load_dataset(path, base)["next", "reward"].squeeze(-1).numpy()
-    np.testing.assert_array_equal(base_rewards, read(path)["rewards"])
+    np.testing.assert_array_equal(base_rewards, read_hdf5(path)["rewards"])
     assert np.abs(base_rewards - relabelled).max() > 0.05
     # qlearning mode keeps a subset of the rows, with the same relabelled rewards
     q = load_dataset(path, variant, mode="qlearning")["next", "reward"].squeeze(-1).numpy()
@@ -91,7 +87,7 @@ def test_relabelled_rewards_equal_the_evaluation_wrapper(files, base, variant):
 
 def test_halfcheetah_rewards_from_the_simulator_state(files):
     """jump / capped rewards written out from qpos: v_x by finite difference, z = 0.7 + rootz."""
-    data, dt = read(files["halfcheetah"]), 0.05
+    data, dt = read_hdf5(files["halfcheetah"]), 0.05
     qpos, act = data["infos/qpos"], data["actions"].astype(np.float64)
     ends = data["terminals"] | data["timeouts"]
     starts = np.concatenate([[0], np.flatnonzero(ends)[:-1] + 1])
@@ -114,7 +110,7 @@ def test_ant_rewards_match_ant_v4_with_contact_costs(files):
     """Ant-v4 with use_contact_forces=True (same physics) charges the contact cost in its own reward."""
     import gymnasium as gym
 
-    data = read(files["ant"])
+    data = read_hdf5(files["ant"])
     env = gym.make("Ant-v4", use_contact_forces=True, max_episode_steps=LIMIT)
     env.reset(seed=3)
     ends = data["terminals"] | data["timeouts"]
@@ -139,7 +135,7 @@ def test_ant_rewards_match_ant_v4_with_contact_costs(files):
 def test_variant_needs_the_infos(tmp_path, files):
     """A D4RL file without the relabelling infos is refused with the missing key named."""
     path = tmp_path / "plain.hdf5"
-    src = read(files["halfcheetah"])
+    src = read_hdf5(files["halfcheetah"])
     with h5py.File(path, "w") as f:
         for key in ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations"):
             f.create_dataset(key, data=src[key])
