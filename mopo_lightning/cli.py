@@ -18,7 +18,6 @@ commands:
   fit          train MOPO: dynamics ensemble, then SAC on the penalised model (LightningCLI)
   collect      collect a D4RL-format dataset in a real MuJoCo env (--policy sac: online SAC, checkpointed)
   data info    summarise a D4RL-format dataset (add --json for JSON)
-  quickstart   collect the quickstart dataset and summarise it
   report       the paper's tables (D4RL scores, OOD returns) from run directories
 
 Run `mopo-lightning COMMAND --help` for a command's options.
@@ -71,20 +70,6 @@ def info_main(argv: Sequence[str]) -> None:
     main_info(cfg.file, task=cfg.task, json=cfg.json)
 
 
-QUICKSTART_DATA = "data/quickstart/hopper-random-20k.hdf5"
-
-
-def quickstart_main(argv: Sequence[str]) -> None:
-    """Collect the embedded default dataset (a small random-policy Hopper set) and summarise it."""
-    from pathlib import Path
-
-    from mopo_lightning.data.collect import collect
-    from mopo_lightning.data.summary import main_info
-
-    path = Path(QUICKSTART_DATA)
-    if not path.exists():
-        collect("hopper", steps=20_000, path=path, policy="random", seed=0)
-    main_info(str(path), task="hopper", json=False)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -124,8 +109,6 @@ def _main(argv: Sequence[str] | None = None) -> None:
         if not rest or rest[0] != "info":
             raise SystemExit("usage: mopo-lightning data info FILE [--task T] [--json]")
         info_main(rest[1:])
-    elif command == "quickstart":
-        quickstart_main(rest)
     elif command == "report":
         from mopo_lightning.report import main as report_main
 
