@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import collected_dataset  # noqa: E402
 
 from mopo_lightning.callbacks.evaluation import evaluate_policy  # noqa: E402
-from mopo_lightning.data.datamodule import D4RLDataModule  # noqa: E402
+from mopo_lightning.training.datamodule import D4RLDataModule  # noqa: E402
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble  # noqa: E402
 from mopo_lightning.policy.sac import SACModule  # noqa: E402
 

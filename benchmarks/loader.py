@@ -24,7 +24,7 @@ torch.set_num_threads(1)
 
 import h5py
 
-from mopo_lightning.data.collect import collect
+from mopo_lightning.collection.collect import collect
 from mopo_lightning.data.d4rl import infer_timeouts, load_dataset
 
 RESULTS = Path(__file__).parent / "results"

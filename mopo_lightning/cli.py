@@ -25,8 +25,8 @@ Run `mopo-lightning COMMAND --help` for a command's options.
 
 
 def _collect_parser() -> ArgumentParser:
-    from mopo_lightning.data.collect import collect
-    from mopo_lightning.data.online import SACCollectConfig
+    from mopo_lightning.collection.collect import collect
+    from mopo_lightning.collection.online import SACCollectConfig
 
     parser = ArgumentParser(prog="mopo-lightning collect", description=collect.__doc__)
     parser.add_argument("--config", action="config", help="YAML with any of the options below")
@@ -46,14 +46,14 @@ def _info_parser() -> ArgumentParser:
 
 def collect_main(argv: Sequence[str]) -> None:
     """`mopo-lightning collect`: run a policy in the real env and write a D4RL-schema file."""
-    from mopo_lightning.data.collect import collect
+    from mopo_lightning.collection.collect import collect
 
     parser = _collect_parser()
     cfg = parser.parse_args(list(argv))
     kwargs = {k: v for k, v in cfg.as_dict().items() if k not in ("config", "__path__")}
     sac = kwargs.pop("sac")
     if kwargs["policy"] == "sac":
-        from mopo_lightning.data.online import SACCollectConfig, collect_sac
+        from mopo_lightning.collection.online import SACCollectConfig, collect_sac
 
         kwargs.pop("policy")
         path = collect_sac(**kwargs, sac=SACCollectConfig(**sac))

@@ -12,7 +12,6 @@ are linked from ``data.task``, never typed into YAML.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -25,7 +24,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, GracefulStop, MOPOCheckpoint, RNGStates
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
 from mopo_lightning.callbacks.results import RunResults
-from mopo_lightning.data.datamodule import D4RLDataModule
+from mopo_lightning.files import atomic_path
+from mopo_lightning.training.datamodule import D4RLDataModule
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.tasks import get_task
@@ -184,10 +184,8 @@ class MOPOCLI(LightningCLI):
         start = time.perf_counter()
         trainer.fit(module, train_dataloaders=data.train, val_dataloaders=data.holdout)
         seconds = time.perf_counter() - start
-        tmp = path.with_name(f".{path.name}.tmp")
-        trainer.save_checkpoint(tmp, weights_only=True)  # weights, buffers, hparams: no optimiser
-        if trainer.is_global_zero:
-            os.replace(tmp, path)
+        with atomic_path(path) as tmp:  # rank 0 writes; the other ranks' blocks write nothing
+            trainer.save_checkpoint(tmp, weights_only=True)  # weights, buffers, hparams: no optimiser
         return module, {**dynamics_summary(module), "seconds": seconds, "checkpoint": str(path)}
 
 

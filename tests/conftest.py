@@ -26,7 +26,7 @@ def collected_dataset(
 
     ``max_episode_steps`` shortens the time limit (so that small files hold timeouts).
     """
-    from mopo_lightning.data.collect import collect
+    from mopo_lightning.collection.collect import collect
 
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     limit = "" if max_episode_steps is None else f"-t{max_episode_steps}"

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mopo_lightning.envs.wrappers import make_env
 from mopo_lightning.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def evaluate_policy(
     if n == 0:
         return EvalResult(np.zeros(0), np.zeros(0, dtype=np.int64))
     envs = gym.vector.SyncVectorEnv(
-        [lambda: task.make_env(max_episode_steps=max_episode_steps) for _ in range(n)],
+        [lambda: make_env(task, max_episode_steps=max_episode_steps) for _ in range(n)],
         autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
     )
     try:

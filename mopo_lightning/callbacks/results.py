@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
+from mopo_lightning.files import write_text_atomic
 
 
 HP_METRIC = "hp/final_normalized_score"
@@ -35,11 +35,7 @@ def _strict(value: Any) -> Any:
 
 def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
     """Write strict JSON through a temporary file in the same directory, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(_strict(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(_strict(data), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 class RunResults(L.Callback):

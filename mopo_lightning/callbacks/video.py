@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mopo_lightning.envs.wrappers import make_env
 from mopo_lightning.tasks import Task
 
 
@@ -29,7 +30,7 @@ def render_episode(
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
     """Frames [T, H, W, 3] (uint8) of one episode, every ``frame_skip``-th step."""
-    env = task.make_env(render_mode="rgb_array", width=size, height=size, max_episode_steps=max_episode_steps)
+    env = make_env(task, render_mode="rgb_array", width=size, height=size, max_episode_steps=max_episode_steps)
     try:
         obs, _ = env.reset(seed=seed)
         frames = [env.render()]

@@ -1,1 +1,1 @@
-
+"""Offline datasets: locate, download, read, validate and summarise. Imports only the task registry."""

@@ -35,7 +35,10 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from mopo_lightning.files import atomic_path
+from mopo_lightning.progress import progress
 from mopo_lightning.tasks import Task, get_task
+from mopo_lightning.transitions import transitions
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 MODES = ("transitions", "qlearning")
@@ -122,50 +125,37 @@ def resolve_dataset(
 def download_file(url: str, dest: str | Path, quiet: bool = False, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``dest`` through a temporary file renamed into place only when complete."""
     dest = Path(dest)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
+        with atomic_path(dest, tag="part") as tmp, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             done = 0
-            with _byte_progress(total, dest.name, quiet) as advance:
+            with open(tmp, "wb") as out, progress(total, f"download {dest.name}", quiet, unit="bytes") as advance:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     done += len(chunk)
                     advance(len(chunk))
-        if total is not None and done != total:
-            raise OSError(f"transfer cut after {done} of {total} bytes")
-        os.replace(tmp, dest)
+            if total is not None and done != total:
+                raise OSError(f"transfer cut after {done} of {total} bytes")
     except (OSError, http.client.HTTPException, ValueError) as err:
         # URLError and timeouts are OSErrors; IncompleteRead an HTTPException; bad URLs ValueErrors
         raise DatasetDownloadError(
             f"could not download {url} to {dest} ({type(err).__name__}: {err}); "
             "download it there yourself, or pass --data.path FILE"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 
-class _byte_progress:
-    """Rich download bar yielding ``advance(nbytes)``; silent when quiet."""
-
-    def __init__(self, total: int | None, name: str, quiet: bool) -> None:
-        self.total, self.name, self.quiet, self.bar = total, name, quiet, None
-
-    def __enter__(self):
-        if self.quiet:
-            return lambda n: None
-        from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
-
-        self.bar = Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn())
-        self.bar.start()
-        task_id = self.bar.add_task(f"download {self.name}", total=self.total)
-        return lambda n: self.bar.advance(task_id, n)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+def write_hdf5(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[str, str | int | float]) -> Path:
+    """Write arrays and ``metadata/*`` scalars in D4RL's schema to ``path``, atomically."""
+    path = Path(path)
+    with atomic_path(path, tag="part") as tmp:
+        # track_times=False keeps the bytes reproducible: same arguments, same file.
+        with h5py.File(tmp, "w", track_order=True) as f:
+            for key, value in arrays.items():
+                f.create_dataset(key, data=value, track_times=False)
+            for key, value in metadata.items():
+                f.create_dataset(f"metadata/{key}", data=value, track_times=False)
+    return path
 
 
 # ---------------------------------------------------------------- reading and validating
@@ -266,20 +256,14 @@ def load_dataset(path: str | Path, task: str | Task, mode: str = "transitions") 
         if rows.size == 0:
             raise DatasetError(f"{path}: empty dataset (no rows left in qlearning mode)")
 
-    terminated = torch.from_numpy(terminals[rows]).unsqueeze(-1)
-    truncated = torch.from_numpy(truncated[rows]).unsqueeze(-1)
-    out = {
-        "observation": _f32(obs[rows]),
-        "action": _f32(act[rows]),
-        "next": {
-            "observation": _f32(next_obs),
-            "reward": _f32(rewards[rows]).unsqueeze(-1),
-            "terminated": terminated,
-            "truncated": truncated,
-            "done": terminated | truncated,
-        },
-    }
-    return TensorDict(out, batch_size=[terminated.shape[0]])
+    return transitions(
+        observation=_f32(obs[rows]),
+        action=_f32(act[rows]),
+        next_observation=_f32(next_obs),
+        reward=_f32(rewards[rows]),
+        terminated=torch.from_numpy(terminals[rows]),
+        truncated=torch.from_numpy(truncated[rows]),
+    )
 
 
 def relabel_rewards(path: Path, data: dict, task: Task) -> np.ndarray:

@@ -14,7 +14,7 @@ import torch
 from conftest import collected_dataset
 
 from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, MOPOCheckpoint
-from mopo_lightning.data.datamodule import D4RLDataModule
+from mopo_lightning.training.datamodule import D4RLDataModule
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.guards import NonFiniteError
 from mopo_lightning.policy.sac import SACModule

@@ -6,8 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from mopo_lightning.data.collect import collect
+from mopo_lightning.collection.collect import collect
 from mopo_lightning.data.summary import summarize
+from mopo_lightning.envs.wrappers import make_env
 from mopo_lightning.tasks import get_task
 
 
@@ -100,7 +101,7 @@ def test_state_replays_rows(name, dataset_factory):
     """set_state(qpos[i], qvel[i]) then step(actions[i]) gives next_observations[i] (and the reward)."""
     path = dataset_factory(name, 5_000, seed=0, policy="falling")
     data = arrays(path)
-    env = get_task(name).make_env()
+    env = make_env(name)
     env.reset(seed=123)  # a different start: every row's outcome must come from the stored state
     sim = env.unwrapped
     ends = np.flatnonzero(data["terminals"] | data["timeouts"])

@@ -8,7 +8,7 @@ import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 
-from mopo_lightning.data.datamodule import D4RLDataModule
+from mopo_lightning.training.datamodule import D4RLDataModule
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.policy.sac import SACModule
 from conftest import collected_dataset

@@ -18,7 +18,7 @@ from scipy.stats import spearmanr
 from mopo_lightning.data.d4rl import load_dataset
 from mopo_lightning.dynamics.batches import dynamics_dataloaders
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
-from mopo_lightning.tasks import get_task
+from mopo_lightning.envs.wrappers import make_env
 
 EPOCHS = 40
 
@@ -83,7 +83,7 @@ def _perturbed_transitions(n: int = 400, seed: int = 0):
     rows = rng.choice(len(obs_data), size=n, replace=False)
     scale = 10 ** rng.uniform(-2.5, 0.5, size=n)  # 0.003 .. 3 data standard deviations
     qpos_std, qvel_std = qpos_data.std(0), qvel_data.std(0)
-    env = get_task("hopper").make_env()
+    env = make_env("hopper")
     env.reset(seed=seed)
     sim = env.unwrapped
     obs, act, truth = [], [], []

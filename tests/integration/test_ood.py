@@ -16,9 +16,10 @@ import torch
 from conftest import read_hdf5
 
 from mopo_lightning.callbacks.evaluation import evaluate_policy
-from mopo_lightning.data.collect import collect
+from mopo_lightning.collection.collect import collect
 from mopo_lightning.data.d4rl import DatasetError, load_dataset
-from mopo_lightning.envs.wrappers import REWARDS, RelabelReward
+from mopo_lightning.envs.rewards import REWARDS
+from mopo_lightning.envs.wrappers import RelabelReward, make_env
 from mopo_lightning.tasks import get_task
 
 LIMIT = 100  # short time limit: every file holds several resets
@@ -48,14 +49,14 @@ def test_registry_variants_win_and_d4rl_names_still_map():
     assert (jump.obs_dim, jump.act_dim, jump.env_id) == (17, 6, "HalfCheetah-v4")
     assert math.isnan(jump.normalized_score(100.0)) and not jump.has_reference_scores
     assert get_task("halfcheetah").has_reference_scores
-    assert isinstance(jump.make_env(), RelabelReward)
-    assert get_task("ant-angle").make_env().observation_space.shape == (27,)
+    assert isinstance(make_env(jump), RelabelReward)
+    assert make_env("ant-angle").observation_space.shape == (27,)
 
 
 def replay_rewards(path, variant: str) -> tuple[np.ndarray, np.ndarray]:
     """Replay the file's actions in the variant's own env (same seed, same resets): rewards, next obs."""
     data = read_hdf5(path)
-    env = get_task(variant).make_env(max_episode_steps=LIMIT)
+    env = make_env(variant, max_episode_steps=LIMIT)
     env.reset(seed=int(data["metadata/seed"]))
     ends = data["terminals"] | data["timeouts"]
     rewards, next_obs = [], []
@@ -149,7 +150,7 @@ def test_evaluation_scores_the_variant_reward():
     act = lambda obs: torch.zeros(obs.shape[0], 6)
     jump = evaluate_policy("halfcheetah-jump", act, [0, 1], seed=5, max_episode_steps=30)
     plain = evaluate_policy("halfcheetah", act, [0, 1], seed=5, max_episode_steps=30)
-    env = get_task("halfcheetah-jump").make_env(max_episode_steps=30)
+    env = make_env("halfcheetah-jump", max_episode_steps=30)
     env.reset(seed=5)
     expected = 0.0
     for _ in range(30):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from mopo_lightning.data.collect import collect
+from mopo_lightning.collection.collect import collect
 from mopo_lightning.data.d4rl import load_dataset
 
 REPO = Path(__file__).resolve().parents[2]

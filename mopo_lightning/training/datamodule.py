@@ -23,7 +23,7 @@ from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from mopo_lightning.data.d4rl import load_dataset, resolve_dataset
-from mopo_lightning.data.mixed_batches import MixedBatches
+from mopo_lightning.training.mixed_batches import MixedBatches
 from mopo_lightning.guards import ConfigError, assert_finite
 from mopo_lightning.tasks import Task, get_task
 
@@ -141,7 +141,7 @@ class D4RLDataModule(L.LightningDataModule):
         if hp.path is not None:
             path = Path(hp.path)
             if not path.exists() and hp.collect_steps:
-                from mopo_lightning.data.collect import collect
+                from mopo_lightning.collection.collect import collect
 
                 log.info("collecting %d %s steps into %s", hp.collect_steps, hp.collect_policy, path)
                 collect(self.task_spec, steps=hp.collect_steps, path=path, policy=hp.collect_policy, seed=hp.seed)

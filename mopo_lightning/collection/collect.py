@@ -11,7 +11,7 @@ D4RL tooling read them alike:
   ``observations[i]`` shows, so ``set_state(qpos[i], qvel[i]); step(actions[i])`` replays row i;
 - ``infos/x_velocity``, ``infos/y_velocity``, ``infos/torso_height``, ``infos/torso_height_at_reset`` [N]
   f64 (after step i), and for Ant ``infos/contact_forces`` [N, 84] f32 (clipped to [-1, 1]): what the
-  out-of-distribution rewards need to relabel row i (``envs/wrappers.py``, MOPO reference section 8);
+  out-of-distribution rewards need to relabel row i (``envs/rewards.py``, MOPO reference section 8);
 - ``metadata/*``: scalar datasets (task, env_id, behavior_policy, seed, steps, max_episode_steps, collector),
   strings stored the way D4RL stores ``metadata/algorithm``.
 
@@ -20,14 +20,15 @@ If the step budget ends mid-episode the last row carries no flag, as in D4RL's o
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from mopo_lightning.envs.wrappers import InfoRecorder, ensure_relabel_infos
+from mopo_lightning.collection.recorder import InfoRecorder
+from mopo_lightning.data.d4rl import write_hdf5
+from mopo_lightning.envs.wrappers import ensure_relabel_infos, make_env
+from mopo_lightning.progress import progress
 from mopo_lightning.tasks import Task, get_task
 
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -98,7 +99,7 @@ def collect(
         raise ValueError(f"steps must be positive, got {steps}")
     path = Path(path)
     env_kwargs = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
-    env = ensure_relabel_infos(task.make_env(**env_kwargs))
+    env = ensure_relabel_infos(make_env(task, **env_kwargs))
     sim = env.unwrapped
     pi = make_policy(policy, env, seed)
 
@@ -114,7 +115,7 @@ def collect(
     infos = InfoRecorder(steps)
 
     obs, _ = env.reset(seed=seed)
-    with _progress(steps, f"collect {task.name}", quiet) as advance:
+    with progress(steps, f"collect {task.name}", quiet) as advance:
         for i in range(steps):
             qpos_buf[i], qvel_buf[i] = sim.data.qpos, sim.data.qvel
             # Cast before stepping so that the stored action is exactly the one the env received.
@@ -140,7 +141,7 @@ def collect(
         "seed": int(seed),
         "steps": int(steps),
         "max_episode_steps": int(max_episode_steps or env.spec.max_episode_steps or 0),
-        "collector": "mopo_lightning.data.collect",
+        "collector": "mopo_lightning.collection.collect",
     }
     arrays = {
         "observations": obs_buf,
@@ -154,44 +155,3 @@ def collect(
         **infos.arrays(),
     }
     return write_hdf5(path, arrays, metadata)
-
-
-def write_hdf5(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[str, str | int]) -> Path:
-    """Write arrays and ``metadata/*`` scalars to ``path`` via a temporary file renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        # track_times=False keeps the bytes reproducible: same arguments, same file.
-        with h5py.File(tmp, "w", track_order=True) as f:
-            for key, value in arrays.items():
-                f.create_dataset(key, data=value, track_times=False)
-            for key, value in metadata.items():
-                f.create_dataset(f"metadata/{key}", data=value, track_times=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-class _progress:
-    """A rich progress bar that yields an ``advance(n)`` function (a no-op when quiet)."""
-
-    def __init__(self, total: int, description: str, quiet: bool) -> None:
-        self.total, self.description, self.quiet, self.bar = total, description, quiet, None
-
-    def __enter__(self) -> Callable[[int], None]:
-        if self.quiet:
-            return lambda n: None
-        from rich.progress import Progress
-
-        self.bar = Progress(transient=False)
-        self.bar.start()
-        self.task_id = self.bar.add_task(self.description, total=self.total)
-        return lambda n: self.bar.advance(self.task_id, n)
-
-    def __exit__(self, exc_type, *exc) -> None:
-        if self.bar is not None:
-            if exc_type is None:
-                self.bar.update(self.task_id, completed=self.total)
-            self.bar.stop()

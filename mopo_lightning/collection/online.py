@@ -15,14 +15,13 @@ Checkpoints: at the first episode end after every ``checkpoint_every`` steps the
 (infos included), and the states of torch's RNG, the collector's RNG and the env's RNG. They are
 taken between episodes, so the env needs only its RNG state to go on, and a collection that was
 killed and resumed writes exactly the file an uninterrupted one writes. ``path`` is written once, at
-the end, by ``collect.write_hdf5`` (same schema and metadata style as ``collect``).
+the end, by ``data.d4rl.write_hdf5`` (same schema and metadata style as ``collect``).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,10 +30,15 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from mopo_lightning.data.collect import _progress, write_hdf5
-from mopo_lightning.envs.wrappers import REWARDS, InfoRecorder, RelabelReward, ensure_relabel_infos
+from mopo_lightning.collection.recorder import InfoRecorder
+from mopo_lightning.data.d4rl import write_hdf5
+from mopo_lightning.envs.rewards import REWARDS
+from mopo_lightning.envs.wrappers import RelabelReward, ensure_relabel_infos, make_env
+from mopo_lightning.files import atomic_path, remove_stale_temps
 from mopo_lightning.policy.sac import SACModule
+from mopo_lightning.progress import progress
 from mopo_lightning.tasks import Task, get_task
+from mopo_lightning.transitions import transitions
 
 
 @dataclass
@@ -43,7 +47,7 @@ class SACCollectConfig:
 
     Args:
         behaviour_reward: reward SAC trains on and the file stores: ``env`` (the env's own) or a name of
-            ``envs.wrappers.REWARDS`` (``halfcheetah-capped``, ``ant-forward``).
+            ``envs.rewards.REWARDS`` (``halfcheetah-capped``, ``ant-forward``).
         start_steps: uniformly random actions for this many first steps (exploration warm-up).
         update_after: no SAC update before the buffer holds this many steps.
         updates_per_step: SAC updates per env step; fractions are spread evenly (0.25: one every 4 steps).
@@ -107,7 +111,7 @@ class OnlineSACCollector:
         if cfg.behaviour_reward != "env" and cfg.behaviour_reward not in REWARDS:
             raise ValueError(f"behaviour_reward must be 'env' or one of {sorted(REWARDS)}")
         self.max_episode_steps = max_episode_steps
-        env = ensure_relabel_infos(self.task.make_env(
+        env = ensure_relabel_infos(make_env(self.task, 
             **({} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)})))
         self.env = env if cfg.behaviour_reward == "env" else RelabelReward(env, cfg.behaviour_reward)
         self.ckpt = Path(cfg.checkpoint) if cfg.checkpoint else self.path.with_name(self.path.name + ".ckpt")
@@ -137,8 +141,7 @@ class OnlineSACCollector:
     # ------------------------------------------------------------------ the loop
     def run(self) -> Path:
         """Collect (resuming when a checkpoint exists), write the file, drop the checkpoint."""
-        for stale in self.ckpt.parent.glob(f".{self.ckpt.name}.*.tmp"):
-            stale.unlink(missing_ok=True)  # a temporary file left by a kill during a save
+        remove_stale_temps(self.ckpt)  # a temporary file left by a kill during a save
         obs, _ = self.env.reset(seed=self.seed)
         if self.ckpt.exists():
             self.load()
@@ -146,7 +149,7 @@ class OnlineSACCollector:
             obs, _ = self.env.reset()  # the env RNG was restored: the same reset as without the stop
         sim, start, t0 = self.env.unwrapped, time.perf_counter(), self.t
         episode_return = 0.0
-        with _progress(self.steps, f"online SAC {self.task.name}", self.quiet) as advance:
+        with progress(self.steps, f"online SAC {self.task.name}", self.quiet) as advance:
             advance(self.t)
             while self.t < self.steps:
                 i = self.t
@@ -201,12 +204,8 @@ class OnlineSACCollector:
         idx = self.rng.integers(0, n, size=self.cfg.batch_size)
         b = {k: torch.from_numpy(self.buf[k][idx]) for k in
              ("observations", "actions", "rewards", "terminals", "timeouts", "next_observations")}
-        terminated, truncated = b["terminals"].unsqueeze(-1), b["timeouts"].unsqueeze(-1)
-        return TensorDict({
-            "observation": b["observations"], "action": b["actions"],
-            "next": {"observation": b["next_observations"], "reward": b["rewards"].unsqueeze(-1),
-                     "terminated": terminated, "truncated": truncated, "done": terminated | truncated},
-        }, batch_size=[len(idx)])
+        return transitions(b["observations"], b["actions"], b["next_observations"], b["rewards"],
+                           terminated=b["terminals"], truncated=b["timeouts"])
 
     # ------------------------------------------------------------------ checkpoints
     def _identity(self) -> dict:
@@ -230,13 +229,8 @@ class OnlineSACCollector:
             "rng": json.dumps(self.rng.bit_generator.state),
             "env_rng": json.dumps(self.env.unwrapped.np_random.bit_generator.state),
         }
-        self.ckpt.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.ckpt.with_name(f".{self.ckpt.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.ckpt)
+        with atomic_path(self.ckpt) as tmp:
+            torch.save(state, tmp)
 
     def load(self) -> None:
         """Restore the state saved by ``save`` (refusing a checkpoint of a different collection)."""
@@ -277,7 +271,7 @@ class OnlineSACCollector:
             "updates_per_step": float(cfg.updates_per_step),
             "sac_updates": int(self.agent.sac_updates),
             "episodes": len(self.returns),
-            "collector": "mopo_lightning.data.online",
+            "collector": "mopo_lightning.collection.online",
         }
 
     def _log(self, message: str) -> None:

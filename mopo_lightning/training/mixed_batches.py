@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from tensordict import TensorDict
 
 if TYPE_CHECKING:  # pragma: no cover
-    from mopo_lightning.data.datamodule import D4RLDataModule
+    from mopo_lightning.training.datamodule import D4RLDataModule
 
 
 class MixedBatches:

@@ -1,0 +1,1 @@
+"""Behaviour-data collection in the real MuJoCo envs: scripted policies and online SAC (above ``policy/``)."""

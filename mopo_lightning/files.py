@@ -1,0 +1,57 @@
+"""Atomic file writes: the one way this project replaces a file.
+
+A kill at any moment must leave either the old file or the new one, never a half-written one: every
+writer (downloads, HDF5 datasets, checkpoints, ``results.json``) writes a temporary file in the target's
+directory, flushes it to disk and renames it into place (``os.replace`` is atomic on POSIX).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def temp_path(path: str | Path, tag: str = "tmp") -> Path:
+    """The hidden temporary name ``.NAME.PID.TAG`` beside ``path`` (pid: concurrent writers never collide)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{tag}")
+
+
+@contextmanager
+def atomic_path(path: str | Path, tag: str = "tmp") -> Iterator[Path]:
+    """Yield a temporary path to write; on success fsync it and rename it to ``path``.
+
+    On an exception the temporary file is removed and ``path`` is untouched. A block that wrote nothing
+    (e.g. a non-zero DDP rank whose checkpoint rank 0 writes) changes nothing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path, tag)
+    try:
+        yield tmp
+        if tmp.exists():
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace ``path`` by ``text`` (UTF-8) atomically."""
+    write_bytes_atomic(path, text.encode())
+
+
+def remove_stale_temps(path: str | Path) -> None:
+    """Delete temporary files of ``path`` left by a writer that was killed mid-write."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.*.*"):
+        stale.unlink(missing_ok=True)

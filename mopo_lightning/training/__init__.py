@@ -1,0 +1,1 @@
+"""The policy stage's training data: the DataModule and the mixed real/model batches."""
