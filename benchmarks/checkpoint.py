@@ -39,7 +39,7 @@ def main() -> None:
     dm.attach_dynamics(ensemble)
     sac = SACModule(dm.obs_dim, dm.act_dim)
     for _ in range(5):
-        dm.rollout(sac.policy_module())
+        dm.model_rollouts().rollout(sac.policy_module())
     for _ in range(3):  # optimiser states exist
         sac.update(dm.sample_batch())
     checkpoint = {
@@ -59,9 +59,9 @@ def main() -> None:
         fresh = D4RLDataModule(**dm.hparams)
         fresh.load_state_dict(loaded["D4RLDataModule"])
         load_s = time.perf_counter() - start
-        assert len(fresh.model_buffer) == len(dm.model_buffer)
+        assert len(fresh.rollouts) == len(dm.rollouts)
     figures = {
-        "model_buffer_rows": len(dm.model_buffer),
+        "model_buffer_rows": len(dm.rollouts),
         "checkpoint_mb": size / 2**20,
         "save_seconds": save_s,
         "load_and_restore_seconds": load_s,

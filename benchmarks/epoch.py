@@ -49,7 +49,7 @@ def main() -> None:
     policy = sac.policy_module()
 
     start = time.perf_counter()
-    stats = dm.rollout(policy)
+    stats = dm.model_rollouts().rollout(policy).scalars
     rollout_s = time.perf_counter() - start
 
     for _ in range(20):  # warm-up

@@ -21,11 +21,12 @@ import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, GracefulStop, MOPOCheckpoint, RNGStates
+from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, EpochCheckpoint, GracefulStop, RNGStates
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
 from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.files import atomic_path
 from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.training.mixed_batches import tensorboard_rollout_log
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.tasks import get_task
@@ -121,9 +122,7 @@ class MOPOCLI(LightningCLI):
             {"task": data.task, "dataset": data.dataset or data.path, "seed": self._cfg("seed_everything"),
              "penalty_coef": data.penalty_coef, "rollout_length": data.rollout_length},
         )
-        checkpoint = MOPOCheckpoint(dirpath=self.run_dir / "sac", filename="epoch{epoch:04d}",
-                                    auto_insert_metric_name=False, save_last="link", save_top_k=1,
-                                    every_n_epochs=1)
+        checkpoint = EpochCheckpoint(self.run_dir / "sac", every_n_epochs=1, keep=1)
         # SAC optimises manually with three backward passes per update; DDP's reducer then needs
         # find_unused_parameters (each pass touches only its own network), so plain "ddp" is upgraded.
         if config.get("strategy") in ("ddp", "ddp_spawn"):
@@ -149,6 +148,11 @@ class MOPOCLI(LightningCLI):
             print(f"dynamics saved to {self.run_dir / 'dynamics.ckpt'}")
             return
         datamodule.attach_dynamics(dynamics.ensemble)
+        logger = self.trainer.logger
+        datamodule.bind_learner(model, log=None if logger is None else tensorboard_rollout_log(logger))
+        if ckpt_path == "last":
+            last = self.run_dir / "sac" / EpochCheckpoint.LAST
+            ckpt_path = str(last) if last.exists() else None
         self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         if self.trainer.is_global_zero:
             print(f"results: {self.results.path}")

@@ -2,7 +2,7 @@
 
 - ``AtomicCheckpointIO`` writes every checkpoint to a temporary file in the same directory and renames
   it into place, so a kill during a save leaves the previous file intact.
-- ``MOPOCheckpoint`` keeps ``last.ckpt`` as a symbolic link to the newest complete checkpoint, swapped
+- ``EpochCheckpoint`` keeps ``last.ckpt`` as a symbolic link to the newest complete checkpoint, swapped
   atomically (a new link under a temporary name, then rename), so ``--ckpt_path last`` never finds a
   half-written or missing file.
 - ``RNGStates`` stores the torch, numpy and python RNG states as tensors (Lightning stores none, and
@@ -19,8 +19,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mopo_lightning.files import atomic_path
@@ -34,38 +33,46 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
-class MOPOCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose ``last.ckpt`` link is replaced atomically."""
+def link_last(trainer: L.Trainer, target: str | Path, link: str | Path) -> None:
+    """Point the symbolic link ``link`` at ``target`` atomically (new link under a temporary name, rename)."""
+    if trainer.is_global_zero:
+        link = Path(link)
+        tmp = link.with_name(f".{link.name}.tmp")
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        os.symlink(os.path.relpath(target, link.parent), tmp)
+        os.replace(tmp, link)
+    trainer.strategy.barrier("link_last")
 
-    @staticmethod
-    def _link_checkpoint(trainer: L.Trainer, filepath: str, linkpath: str) -> None:
-        if trainer.is_global_zero:
-            tmp = os.path.join(os.path.dirname(linkpath), f".{os.path.basename(linkpath)}.tmp")
-            if os.path.lexists(tmp):
-                os.remove(tmp)
-            os.symlink(os.path.relpath(filepath, os.path.dirname(linkpath)), tmp)
-            os.replace(tmp, linkpath)
-        trainer.strategy.barrier()
 
-    def _remove_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
-        # The file last.ckpt points at is removed only after the link has moved to the new file,
-        # so at every moment last.ckpt resolves to a complete checkpoint.
-        last = os.path.join(self.dirpath or "", self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
-        if os.path.islink(last) and os.path.realpath(last) == os.path.realpath(filepath):
-            self._deferred = getattr(self, "_deferred", []) + [filepath]
+class EpochCheckpoint(Checkpoint):
+    """``epochNNNN.ckpt`` after every ``every_n_epochs`` epochs, ``last.ckpt`` linked to the newest.
+
+    Built on Lightning's public API only (a ``Checkpoint`` runs after the other callbacks' epoch-end
+    hooks; ``trainer.save_checkpoint`` writes through ``AtomicCheckpointIO``). The newest ``keep``
+    epoch checkpoints are kept; an older file is deleted only after ``last.ckpt`` has moved off it, so at
+    every moment ``last.ckpt`` resolves to a complete checkpoint.
+    """
+
+    LAST = "last.ckpt"
+
+    def __init__(self, dirpath: str | Path, every_n_epochs: int = 1, keep: int = 1) -> None:
+        self.dirpath, self.every_n_epochs, self.keep = Path(dirpath), every_n_epochs, keep
+
+    @property
+    def last(self) -> Path:
+        return self.dirpath / self.LAST
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        if get_filesystem(filepath).exists(filepath):
-            super()._remove_checkpoint(trainer, filepath)
-
-    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, Any]) -> None:
-        super()._save_last_checkpoint(trainer, monitor_candidates)
-        deferred, self._deferred = getattr(self, "_deferred", []), []
-        last = os.path.join(self.dirpath or "", self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
-        for filepath in deferred:
-            if os.path.realpath(last) != os.path.realpath(filepath):
-                super()._remove_checkpoint(trainer, filepath)
-            else:
-                self._deferred.append(filepath)
+        path = self.dirpath / f"epoch{trainer.current_epoch:04d}.ckpt"
+        trainer.save_checkpoint(path)
+        link_last(trainer, path, self.last)
+        if trainer.is_global_zero:
+            epochs = sorted(self.dirpath.glob("epoch[0-9]*.ckpt"), key=lambda p: int(p.stem[5:]))
+            for old in epochs[: -self.keep]:
+                old.unlink(missing_ok=True)
 
 
 def rng_state() -> dict[str, torch.Tensor]:
@@ -155,7 +162,7 @@ class GracefulStop(L.Callback):
             return
         path = self.dirpath / "interrupted.ckpt"
         trainer.save_checkpoint(path, weights_only=False)  # everything needed to resume
-        MOPOCheckpoint._link_checkpoint(trainer, str(path), str(self.dirpath / "last.ckpt"))
+        link_last(trainer, path, self.dirpath / EpochCheckpoint.LAST)
         updates = int(getattr(pl_module, "sac_updates", trainer.global_step))
         print(f"\nsignal {self.signum}: saved {path} after {updates} SAC updates; "
               f"resume with --ckpt_path last", flush=True)

@@ -85,7 +85,7 @@ class RunResults(L.Callback):
         hp = datamodule.hparams
         params = {"task": hp.task, "dataset": str(hp.dataset or hp.path), "seed": hp.seed,
                   "rollout_length": hp.rollout_length, "penalty_coef": hp.penalty_coef,
-                  "real_ratio": hp.real_ratio, "penalty": hp.penalty}
+                  "real_ratio": hp.real_ratio, "penalty_kind": hp.penalty_kind}
         score = self.data["final_normalized_score"]
         logger.log_hyperparams(params, metrics={HP_METRIC: float("nan") if score is None else score})
 

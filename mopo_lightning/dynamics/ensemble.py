@@ -44,12 +44,12 @@ class GaussianEnsemble(nn.Module):
         num_members: int = 7,
         num_elites: int = 5,
         hidden_dim: int = 200,
-        num_hidden: int = 4,
+        num_layers: int = 4,
         weight_decays: Sequence[float] = DEFAULT_WEIGHT_DECAYS,
     ) -> None:
         super().__init__()
-        if len(weight_decays) != num_hidden + 1:
-            raise ValueError(f"need {num_hidden + 1} weight decays (hidden layers + head), got {weight_decays}")
+        if len(weight_decays) != num_layers + 1:
+            raise ValueError(f"need {num_layers + 1} weight decays (hidden layers + head), got {weight_decays}")
         if not 0 < num_elites <= num_members:
             raise ValueError(f"num_elites must be in [1, {num_members}], got {num_elites}")
         self.obs_dim, self.act_dim = obs_dim, act_dim
@@ -57,7 +57,7 @@ class GaussianEnsemble(nn.Module):
         self.in_dim, self.out_dim = obs_dim + act_dim, 1 + obs_dim
         self.weight_decays = tuple(float(w) for w in weight_decays)
 
-        sizes = [self.in_dim] + [hidden_dim] * num_hidden + [2 * self.out_dim]
+        sizes = [self.in_dim] + [hidden_dim] * num_layers + [2 * self.out_dim]
         self.weights = nn.ParameterList()  # [E, in, out] per layer; the last one is the fused head
         self.biases = nn.ParameterList()  # [E, 1, out]
         for fan_in, fan_out in itertools.pairwise(sizes):

@@ -37,7 +37,7 @@ class DynamicsModule(LightningModule):
         num_members: ensemble members trained (all of them enter MOPO's penalty).
         num_elites: lowest-holdout-MSE members used to sample model transitions.
         hidden_dim: width of each hidden layer.
-        num_hidden: number of hidden SiLU layers.
+        num_layers: number of hidden SiLU layers.
         weight_decays: per-layer decay on weights, hidden layers then the output head.
         lr: Adam learning rate.
         logvar_loss_coef: weight of the learned log-variance bounds in the loss.
@@ -54,7 +54,7 @@ class DynamicsModule(LightningModule):
         num_members: int = 7,
         num_elites: int = 5,
         hidden_dim: int = 200,
-        num_hidden: int = 4,
+        num_layers: int = 4,
         weight_decays: tuple[float, ...] = DEFAULT_WEIGHT_DECAYS,
         lr: float = 1e-3,
         logvar_loss_coef: float = 0.01,
@@ -67,7 +67,7 @@ class DynamicsModule(LightningModule):
         weight_decays = tuple(float(w) for w in weight_decays)
         self.save_hyperparameters()
         self.ensemble = GaussianEnsemble(
-            obs_dim, act_dim, num_members, num_elites, hidden_dim, num_hidden, weight_decays
+            obs_dim, act_dim, num_members, num_elites, hidden_dim, num_layers, weight_decays
         )
         self.early_stopping = MemberwiseEarlyStopping(
             num_members, improvement_threshold, max_epochs_since_update

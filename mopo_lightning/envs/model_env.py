@@ -5,7 +5,7 @@ Sources: MOPO (Yu et al. 2020, arXiv 2005.13239), section 4 and algorithm 2, and
 its Gaussian sample gives both the reward and the next state, and the reward is penalised by
 lambda * u(s, a) with u = max_i ||sigma_i(s, a)||_2 over all members (the reward column included).
 The authors' code also has the disagreement penalty max_i ||mu_i[s'] - mean_j mu_j[s']||_2, offered
-here as ``penalty="disagreement"``; the paper uses the mean reward, offered as ``reward_mode="mean"``.
+here as ``penalty_kind="disagreement"``; the paper uses the mean reward, offered as ``reward_mode="mean"``.
 
 The pure function ``model_step`` does the work, so rollout code can step any subset of rows
 without the env; ``PenalizedModelEnv._step`` calls it (on the ``_step``-masked rows only).
@@ -21,7 +21,7 @@ from torch import Tensor
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from mopo_lightning.tasks import TerminationFn
+from mopo_lightning.envs.termination import TerminationFn
 
 PenaltyKind = Literal["aleatoric", "disagreement"]
 RewardMode = Literal["sample", "mean"]
@@ -60,7 +60,7 @@ def model_step(
     termination_fn: TerminationFn,
     penalty_coef: float,
     generator: torch.Generator | None = None,
-    penalty: PenaltyKind = "aleatoric",
+    penalty_kind: PenaltyKind = "aleatoric",
     reward_mode: RewardMode = "sample",
 ) -> TensorDict:
     """One penalised model step for a batch of rows: obs [B, O], action [B, A] -> "next" TensorDict [B].
@@ -70,8 +70,6 @@ def model_step(
     Only the chosen elite's Gaussian is sampled: the same distribution as sampling every member and
     keeping the chosen one (the authors' code), with 1/E of the random numbers.
     """
-    if reward_mode not in ("sample", "mean"):
-        raise ValueError(f"unknown reward_mode {reward_mode!r}; expected 'sample' or 'mean'")
     mean, std = ensemble.predict(obs, action)  # [E, B, 1 + O] each
     batch = obs.shape[0]
     elites = ensemble.elites.to(mean.device)
@@ -81,9 +79,9 @@ def model_step(
     mu, sigma = mean[member, rows], std[member, rows]  # [B, 1 + O]
     eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
     sample = mu + eps * sigma
-    raw_reward = (mu if reward_mode == "mean" else sample)[:, :1]  # [B, 1]
+    raw_reward = {"sample": sample, "mean": mu}[reward_mode][:, :1]  # [B, 1]; KeyError for other modes
     next_obs = sample[:, 1:]  # [B, O]
-    u = uncertainty_penalty(mean, std, penalty).unsqueeze(-1)  # [B, 1]
+    u = uncertainty_penalty(mean, std, penalty_kind).unsqueeze(-1)  # [B, 1]
     terminated = termination_fn(obs, action, next_obs).reshape(batch, 1)
     return TensorDict(
         observation=next_obs,
@@ -107,11 +105,10 @@ class PenalizedModelEnv(EnvBase):
     Done: ``terminated`` from the task's termination function on (s, a, s'); ``done = terminated``;
     ``truncated`` is always False (horizons are the caller's business).
 
-    Reset needs start states, since a model has no initial-state distribution of its own: either
-    pass them (``env.reset(TensorDict({"observation": starts}, [N]))``; with a ``_reset`` mask the
-    masked rows take the given rows), or give ``init_states`` [M, O] (e.g. the dataset's
-    observations) and rows are drawn uniformly from it. Rollouts that auto-reset done rows need
-    ``init_states``. Randomness (elite choice, noise, init draws) uses the env's own generator.
+    Reset needs start states, since a model has no initial-state distribution of its own: pass them as
+    ``env.reset(TensorDict({"observation": starts}, [N]))`` (with a ``_reset`` mask the masked rows take
+    the given rows). Rollouts stop rows that are done (``envs.rollout.branched_rollout``); they never
+    auto-reset. Randomness (elite choice, noise) uses the env's own generator.
     """
 
     def __init__(
@@ -122,9 +119,8 @@ class PenalizedModelEnv(EnvBase):
         batch_size: int,
         obs_dim: int,
         act_dim: int,
-        penalty: PenaltyKind = "aleatoric",
+        penalty_kind: PenaltyKind = "aleatoric",
         reward_mode: RewardMode = "sample",
-        init_states: Tensor | None = None,
         device: torch.device | str | None = None,
         seed: int | None = None,
     ) -> None:
@@ -136,9 +132,8 @@ class PenalizedModelEnv(EnvBase):
             batch_size: number of rows N stepped together.
             obs_dim: observation size O.
             act_dim: action size A.
-            penalty: "aleatoric" (max std norm, MOPO's default) or "disagreement".
+            penalty_kind: "aleatoric" (max std norm, MOPO's default) or "disagreement".
             reward_mode: "sample" (authors' code) or "mean" (the paper) for the elite's reward.
-            init_states: optional [M, O] pool that resets draw start states from.
             device: device of the env and its generator (default: the ensemble's).
             seed: seed of the env's generator (default: drawn from torch's global RNG).
         """
@@ -146,16 +141,9 @@ class PenalizedModelEnv(EnvBase):
             params = getattr(ensemble, "parameters", None)
             device = next(iter(params()), torch.empty(0)).device if callable(params) else "cpu"
         super().__init__(device=device, batch_size=torch.Size([batch_size]))
-        if penalty not in ("aleatoric", "disagreement"):
-            raise ValueError(f"unknown penalty {penalty!r}; expected 'aleatoric' or 'disagreement'")
-        if reward_mode not in ("sample", "mean"):
-            raise ValueError(f"unknown reward_mode {reward_mode!r}; expected 'sample' or 'mean'")
         self.ensemble, self.termination_fn = ensemble, termination_fn
-        self.penalty_coef, self.penalty, self.reward_mode = float(penalty_coef), penalty, reward_mode
+        self.penalty_coef, self.penalty_kind, self.reward_mode = float(penalty_coef), penalty_kind, reward_mode
         self.obs_dim, self.act_dim = obs_dim, act_dim
-        if init_states is not None and init_states.shape[-1] != obs_dim:
-            raise ValueError(f"init_states must be [M, {obs_dim}], got {tuple(init_states.shape)}")
-        self.init_states = None if init_states is None else init_states.to(self.device)
         self.generator = torch.Generator(device=self.device)
         self._set_seed(seed)
         self._make_specs()
@@ -179,17 +167,12 @@ class PenalizedModelEnv(EnvBase):
     def _reset(self, tensordict: TensorDictBase | None = None, **kwargs) -> TensorDict:
         n = self.batch_size[0]
         given = None if tensordict is None else tensordict.get("observation", None)
-        if given is not None:
-            obs = given.to(self.device).clone()
-        elif self.init_states is not None:
-            idx = torch.randint(self.init_states.shape[0], (n,), generator=self.generator, device=self.device)
-            obs = self.init_states[idx]
-        else:
+        if given is None:
             raise ValueError(
                 "PenalizedModelEnv has no initial-state distribution: pass start states as "
-                "env.reset(TensorDict({'observation': starts}, batch_size=[N])) or build the env "
-                "with init_states=<dataset observations> (needed for auto-resetting rollouts)."
+                "env.reset(TensorDict({'observation': starts}, batch_size=[N]))"
             )
+        obs = given.to(self.device).clone()
         zeros = torch.zeros(n, 1, device=self.device)
         flags = torch.zeros(n, 1, dtype=torch.bool, device=self.device)
         return TensorDict(
@@ -210,7 +193,7 @@ class PenalizedModelEnv(EnvBase):
             "termination_fn": self.termination_fn,
             "penalty_coef": self.penalty_coef,
             "generator": self.generator,
-            "penalty": self.penalty,
+            "penalty_kind": self.penalty_kind,
             "reward_mode": self.reward_mode,
         }
         if partial is None or bool(partial.all()):

@@ -1,4 +1,9 @@
-"""MBPO-style branched rollouts through the penalised model (MOPO reference, section 1 step 4).
+"""MBPO-style branched model rollouts and the FIFO model buffer they fill (MOPO reference, section 1 step 4).
+
+``ModelRollouts`` is the one owner of the rollout: the penalised env's settings (penalty, reward mode, h),
+this rank's share of the start states, the schedule (every ``rollout_freq`` SAC updates), the model buffer
+(``model_retain_epochs`` rollouts, FIFO) and the statistics of each rollout. It knows nothing of Lightning:
+the policy and the update count are handed to it by the caller.
 
 Every start row is stepped until it terminates or ``horizon`` steps pass; a row's terminal transition is
 kept and the row stops there. Rows that are done stay in the env's batch but are masked out with
@@ -7,27 +12,38 @@ TorchRL's ``_step`` key, so only live rows reach the ensemble.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import Tensor
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
-from mopo_lightning.envs.model_env import PenalizedModelEnv
+from mopo_lightning.envs.model_env import EnsemblePredictor, PenalizedModelEnv, PenaltyKind, RewardMode
+from mopo_lightning.envs.termination import TerminationFn
+from mopo_lightning.guards import assert_finite
+from mopo_lightning.transitions import NEXT_OBSERVATION, REWARD, TERMINATED, transitions
+
+log = logging.getLogger(__name__)
+logging.getLogger("torchrl").setLevel(logging.WARNING)
+
+Policy = Callable[[TensorDictBase], TensorDictBase]
+"""A TorchRL policy: reads ``observation``, writes ``action``."""
 
 
 @torch.no_grad()
 def branched_rollout(
     env: PenalizedModelEnv,
-    policy: Callable[[TensorDictBase], TensorDictBase],
+    policy: Policy,
     start_obs: Tensor,
     horizon: int,
 ) -> tuple[TensorDict, dict[str, Tensor]]:
     """Roll ``policy`` from ``start_obs`` [N, O] for up to ``horizon`` steps.
 
-    Returns the transitions of rows alive at each step (batch [M], the replay-buffer keys of
-    ``docs/interfaces.md``) and the per-transition diagnostics ``penalty``, ``raw_reward`` and
-    ``penalized_reward`` ([M, 1] each), for logging.
+    Returns the transitions of rows alive at each step (batch [M], ``transitions.TRANSITION_KEYS``) and the
+    per-transition diagnostics ``penalty``, ``raw_reward`` and ``penalized_reward`` ([M, 1] each).
     """
     n, device = start_obs.shape[0], start_obs.device
     td = env.reset(TensorDict({"observation": start_obs}, batch_size=[n], device=device))
@@ -39,13 +55,8 @@ def branched_rollout(
         td = env.step(td)
         step = td[alive]
         nxt = step["next"]
-        terminated = nxt["terminated"]
-        kept.append(TensorDict({
-            "observation": step["observation"],
-            "action": step["action"],
-            "next": {"observation": nxt["observation"], "reward": nxt["reward"], "terminated": terminated,
-                     "truncated": torch.zeros_like(terminated), "done": terminated},
-        }, batch_size=step.batch_size))
+        kept.append(transitions(step["observation"], step["action"], nxt["observation"], nxt["reward"],
+                                terminated=nxt["terminated"]))
         diagnostics["penalty"].append(nxt["penalty"])
         diagnostics["raw_reward"].append(nxt["raw_reward"])
         diagnostics["penalized_reward"].append(nxt["reward"])
@@ -54,3 +65,160 @@ def branched_rollout(
             break
         td = TensorDict({"observation": td["next", "observation"]}, batch_size=[n], device=device)
     return torch.cat(kept), {k: torch.cat(v) for k, v in diagnostics.items()}
+
+
+@dataclass
+class RolloutStats:
+    """What one rollout reports: scalars for ``rollout/*`` and per-transition tensors for histograms."""
+
+    scalars: dict[str, float]
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+
+
+class ModelRollouts:
+    """Branched rollouts of the current policy into a FIFO model buffer; see the module docstring.
+
+    Under DDP each rank rolls out its own share of ``rollout_batch_size`` (the shares add up exactly) and
+    keeps its own buffer of ``model_retain_epochs * h * share`` rows. All randomness (start states, the
+    env's seed, buffer sampling) comes from ``generator``, which the caller owns and checkpoints.
+    """
+
+    def __init__(
+        self,
+        start_states: Tensor,
+        termination_fn: TerminationFn,
+        act_dim: int,
+        *,
+        rollout_length: int,
+        rollout_batch_size: int,
+        rollout_freq: int,
+        model_retain_epochs: int,
+        penalty_coef: float,
+        penalty_kind: PenaltyKind,
+        reward_mode: RewardMode,
+        sample_size: int,
+        generator: torch.Generator,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        """
+        Args:
+            start_states: [M, O] real observations that rollouts branch from (uniformly drawn).
+            termination_fn: the task's ``(obs, action, next_obs) -> terminated``.
+            act_dim: action size of the policy.
+            rollout_length: h, steps per rollout.
+            rollout_batch_size: start states per rollout over all ranks (MOPO: 50,000).
+            rollout_freq: SAC updates between rollouts (MOPO: 1000).
+            model_retain_epochs: rollouts the FIFO buffer keeps (MOPO: 5).
+            penalty_coef: lambda of r - lambda * u.
+            penalty_kind: ``aleatoric`` (MOPO) or ``disagreement``.
+            reward_mode: ``sample`` (authors' code) or ``mean`` (paper).
+            sample_size: model rows per ``sample()``.
+            generator: the caller's generator (checkpointed by the caller).
+            rank: this process's rank; world_size: the number of ranks.
+        """
+        self.start_states, self.termination_fn, self.act_dim = start_states, termination_fn, act_dim
+        self.rollout_length, self.rollout_freq = rollout_length, rollout_freq
+        self.penalty_coef, self.penalty_kind, self.reward_mode = penalty_coef, penalty_kind, reward_mode
+        self.generator = generator
+        self.share = rollout_batch_size // world_size + int(rank < rollout_batch_size % world_size)
+        self.buffer = TensorDictReplayBuffer(
+            storage=LazyTensorStorage(model_retain_epochs * rollout_length * self.share),
+            batch_size=sample_size,
+            generator=generator,
+        )
+        self.ensemble: EnsemblePredictor | None = None
+
+    def __len__(self) -> int:
+        """Rows in the model buffer."""
+        return len(self.buffer)
+
+    @property
+    def capacity(self) -> int:
+        return self.buffer.storage.max_size
+
+    def attach(self, ensemble: EnsemblePredictor) -> None:
+        """Roll out through ``ensemble`` from now on."""
+        self.ensemble = ensemble
+
+    def due(self, updates: int) -> bool:
+        """A rollout is due before update ``updates``: on the schedule, or whenever the buffer is empty."""
+        return updates % self.rollout_freq == 0 or len(self.buffer) == 0
+
+    @torch.no_grad()
+    def rollout(self, policy: Policy, updates: int = 0, device: torch.device | str = "cpu") -> RolloutStats:
+        """Branch h-step rollouts of ``policy`` from this rank's share of start states into the buffer.
+
+        ``updates`` (SAC updates so far) only names the moment in a non-finite error.
+        """
+        if self.ensemble is None:
+            raise RuntimeError("no dynamics attached: call attach(ensemble) before rolling out")
+        n = self.share
+        start_idx = torch.randint(self.start_states.shape[0], (n,), generator=self.generator)
+        env = PenalizedModelEnv(
+            self.ensemble.to(device),
+            self.termination_fn,
+            penalty_coef=self.penalty_coef,
+            batch_size=n,
+            obs_dim=self.start_states.shape[-1],
+            act_dim=self.act_dim,
+            penalty_kind=self.penalty_kind,
+            reward_mode=self.reward_mode,
+            device=device,
+            seed=int(torch.randint(2**31 - 1, (1,), generator=self.generator)),
+        )
+        data, diagnostics = branched_rollout(env, policy, self.start_states[start_idx].to(device),
+                                             self.rollout_length)
+        data = data.cpu()
+        assert_finite(
+            {"model prediction (next observation)": data[NEXT_OBSERVATION],
+             "model prediction (penalised reward)": data[REWARD]},
+            f"in the model rollout before SAC update {updates}",
+        )
+        self.buffer.extend(data)
+        pen, raw, rew = (diagnostics[k] for k in ("penalty", "raw_reward", "penalized_reward"))
+        scalars = {
+            "rollout/start_states": float(n),
+            "rollout/transitions": float(data.shape[0]),
+            "rollout/termination_rate": float(data[TERMINATED].sum()) / n,
+            "rollout/raw_reward_mean": float(raw.mean()),
+            "rollout/penalized_reward_mean": float(rew.mean()),
+            "rollout/penalty_mean": float(pen.mean()),
+            "rollout/penalty_max": float(pen.max()),
+            "rollout/model_buffer_size": float(len(self.buffer)),
+            "rollout/real_size": float(self.start_states.shape[0]),
+        }
+        return RolloutStats(scalars, {k: v.cpu() for k, v in diagnostics.items()})
+
+    def sample(self) -> TensorDict:
+        """``sample_size`` rows of the model buffer, uniformly."""
+        if len(self.buffer) == 0:
+            raise RuntimeError("the model buffer is empty: roll out before sampling")
+        return self.buffer.sample()
+
+    # ------------------------------------------------------------------ checkpoint state
+    def state_dict(self) -> dict:
+        """The buffer's filled rows (not its capacity) and its writer position, as plain tensors."""
+        n = len(self.buffer)
+        if not n:
+            return {}
+        return {
+            "model_buffer": self.buffer.storage[:n].to_dict(),  # plain tensors: weights_only loads
+            "model_buffer_cursor": torch.tensor(self.buffer.writer.state_dict()["_cursor"]),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Refill the buffer; with the same layout the FIFO order and sampling continue exactly."""
+        if "model_buffer" not in state:
+            return
+        rows = TensorDict.from_dict(state["model_buffer"], auto_batch_size=True, batch_dims=1)
+        cursor = int(state["model_buffer_cursor"])
+        if rows.shape[0] <= self.capacity:  # same layout and cursor: sampling continues exactly
+            self.buffer.extend(rows)
+            writer_state = self.buffer.writer.state_dict()
+            self.buffer.writer.load_state_dict({**writer_state, "_cursor": cursor})
+        else:  # e.g. a single-process checkpoint resumed on several ranks: keep the newest rows
+            oldest_first = torch.cat([rows[cursor:], rows[:cursor]]) if cursor else rows
+            log.warning("model buffer: keeping the newest %d of %d checkpointed rows (smaller "
+                        "per-rank capacity)", self.capacity, rows.shape[0])
+            self.buffer.extend(oldest_first[-self.capacity:])

@@ -2,20 +2,21 @@
 
 MOPO (Yu et al. 2020) follows MBPO (Janner et al. 2019) here: every ``rollout_freq`` SAC updates the
 current stochastic actor is branched from ``rollout_batch_size`` real start states for h steps through
-the uncertainty-penalised model, and the transitions go into a FIFO model buffer that keeps
-``model_retain_epochs`` rollouts. Each SAC batch takes ``int(batch_size * real_ratio)`` real rows
-(12 of 256, as the authors' ``int``) and the rest from the model buffer.
+the uncertainty-penalised model (``envs.rollout.ModelRollouts``, which owns the rollouts and the model
+buffer). Each SAC batch takes ``int(batch_size * real_ratio)`` real rows (12 of 256, as the authors'
+``int``) and the rest from the model buffer.
 
-The DataModule owns the real transitions, the holdout split of stage 1, the model buffer and the
-rollouts (style.md: what training cannot do without belongs to the module or the DataModule, not to a
-callback). Under DDP each rank rolls out its own share of start states with its own seed.
+The DataModule owns the real transitions, the holdout split of stage 1 and the sampling generator, and
+composes the rollouts (style.md: what training cannot do without belongs to the module or the
+DataModule, not to a callback). The learner is handed to it explicitly (``bind_learner``), so the data
+side never reaches into the trainer. Under DDP each rank samples and rolls out with its own seed.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import lightning as L
 import torch
@@ -23,25 +24,15 @@ from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from mopo_lightning.data.d4rl import load_dataset, resolve_dataset
-from mopo_lightning.training.mixed_batches import MixedBatches
-from mopo_lightning.guards import ConfigError, assert_finite
+from mopo_lightning.dynamics.batches import DynamicsData, dynamics_dataloaders
+from mopo_lightning.envs.model_env import EnsemblePredictor
+from mopo_lightning.envs.rollout import ModelRollouts
+from mopo_lightning.guards import ConfigError
 from mopo_lightning.tasks import Task, get_task
-
-if TYPE_CHECKING:  # pragma: no cover
-    from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+from mopo_lightning.training.mixed_batches import Learner, MixedBatches, RolloutLog
+from mopo_lightning.transitions import TRANSITION_KEYS
 
 log = logging.getLogger(__name__)
-logging.getLogger("torchrl").setLevel(logging.WARNING)
-
-TRANSITION_KEYS = (
-    "observation",
-    "action",
-    ("next", "observation"),
-    ("next", "reward"),
-    ("next", "terminated"),
-    ("next", "truncated"),
-    ("next", "done"),
-)
 
 
 class D4RLDataModule(L.LightningDataModule):
@@ -64,7 +55,7 @@ class D4RLDataModule(L.LightningDataModule):
         model_retain_epochs: int = 5,
         updates_per_epoch: int = 1000,
         penalty_coef: float = 1.0,
-        penalty: Literal["aleatoric", "disagreement"] = "aleatoric",
+        penalty_kind: Literal["aleatoric", "disagreement"] = "aleatoric",
         reward_mode: Literal["sample", "mean"] = "sample",
         holdout_ratio: float = 0.2,
         max_holdout: int = 1000,
@@ -92,7 +83,7 @@ class D4RLDataModule(L.LightningDataModule):
             model_retain_epochs: rollouts the FIFO model buffer keeps (MOPO: 5).
             updates_per_epoch: SAC updates per Lightning epoch (MOPO: 1000); evaluation runs per epoch.
             penalty_coef: lambda of r - lambda * u (per task, reference section 4); 0 gives MBPO.
-            penalty: ``aleatoric`` max_i ||sigma_i|| (MOPO) or ``disagreement`` of the member means.
+            penalty_kind: ``aleatoric`` max_i ||sigma_i|| (MOPO) or ``disagreement`` of the member means.
             reward_mode: ``sample`` the chosen elite's reward (authors' code) or its ``mean`` (paper).
             holdout_ratio: stage-1 holdout fraction, capped at ``max_holdout`` rows.
             max_holdout: cap of the stage-1 holdout (MOPO: 1000).
@@ -114,12 +105,13 @@ class D4RLDataModule(L.LightningDataModule):
         if penalty_coef < 0:
             raise ConfigError(f"data.penalty_coef (lambda) must be >= 0 (0 gives MBPO), got {penalty_coef}")
         self.real: TensorDict | None = None
-        self.ensemble: GaussianEnsemble | None = None
-        self.model_buffer: TensorDictReplayBuffer | None = None
+        self.ensemble: EnsemblePredictor | None = None
+        self.rollouts: ModelRollouts | None = None
         self.real_buffer: TensorDictReplayBuffer | None = None
         self.generator = torch.Generator()
         self._seeded_rank: int | None = None
-        self.last_rollout_stats: dict[str, float] = {}
+        self._learner: Learner | None = None
+        self._rollout_log: RolloutLog | None = None
 
     # ------------------------------------------------------------------ sizes, linked into the modules
     @property
@@ -159,10 +151,7 @@ class D4RLDataModule(L.LightningDataModule):
         if self._seeded_rank != self._rank():
             self._seeded_rank = self._rank()
             self.generator.manual_seed(self.hparams.seed + 7919 * self._seeded_rank)
-            self.model_buffer = self.real_buffer = None  # sized for the rank's share of the rollouts
-
-    def _has_trainer(self) -> bool:
-        return getattr(self, "trainer", None) is not None and self.trainer.lightning_module is not None
+            self.rollouts = self.real_buffer = None  # sized for the rank's share of the rollouts
 
     def _rank(self) -> int:
         trainer = getattr(self, "trainer", None)
@@ -173,10 +162,8 @@ class D4RLDataModule(L.LightningDataModule):
         return trainer.world_size if trainer is not None else 1
 
     # ------------------------------------------------------------------ stage 1: the dynamics ensemble
-    def dynamics_data(self, num_members: int):
+    def dynamics_data(self, num_members: int) -> DynamicsData:
         """Holdout split and per-member bootstrap batches of the real transitions (same on every rank)."""
-        from mopo_lightning.dynamics.batches import dynamics_dataloaders
-
         self.setup()
         hp = self.hparams
         return dynamics_dataloaders(
@@ -189,10 +176,16 @@ class D4RLDataModule(L.LightningDataModule):
         )
 
     # ------------------------------------------------------------------ stage 2: model rollouts and mixed batches
-    def attach_dynamics(self, ensemble: GaussianEnsemble) -> None:
+    def attach_dynamics(self, ensemble: EnsemblePredictor) -> None:
         """Switch to the policy stage: rollouts go through ``ensemble`` from now on."""
         self.ensemble = ensemble.eval()
         self.ensemble.requires_grad_(False)
+        if self.rollouts is not None:
+            self.rollouts.attach(self.ensemble)
+
+    def bind_learner(self, learner: Learner, log: RolloutLog | None = None) -> None:
+        """The learner whose policy is rolled out and whose update count drives the schedule."""
+        self._learner, self._rollout_log = learner, log
 
     def _build_buffers(self) -> None:
         hp = self.hparams
@@ -202,77 +195,34 @@ class D4RLDataModule(L.LightningDataModule):
             storage=LazyTensorStorage(real.shape[0]), batch_size=self.n_real, generator=self.generator
         )
         self.real_buffer.extend(real)
-        capacity = hp.model_retain_epochs * hp.rollout_length * self._rank_rollout_size()
-        self.model_buffer = TensorDictReplayBuffer(
-            storage=LazyTensorStorage(capacity),
-            batch_size=hp.batch_size - self.n_real,
-            generator=self.generator,
-        )
-
-    def _rank_rollout_size(self) -> int:
-        """This rank's share of ``rollout_batch_size`` (the shares add up to it exactly)."""
-        world, rank = self._world(), self._rank()
-        total = self.hparams.rollout_batch_size
-        return total // world + int(rank < total % world)
-
-    @torch.no_grad()
-    def rollout(self, policy, device: torch.device | str = "cpu") -> dict[str, float]:
-        """Branch h-step rollouts of ``policy`` from real start states into the model buffer.
-
-        Rows that terminate stop; their terminal transition is stored. Returns statistics to log.
-        """
-        from mopo_lightning.envs.model_env import PenalizedModelEnv
-        from mopo_lightning.envs.rollout import branched_rollout
-
-        if self.ensemble is None:
-            raise RuntimeError("no dynamics attached: call attach_dynamics(ensemble) before the policy stage")
-        if self.model_buffer is None:
-            self._build_buffers()
-        hp = self.hparams
-        n = self._rank_rollout_size()
-        start_idx = torch.randint(self.real.shape[0], (n,), generator=self.generator)
-        env = PenalizedModelEnv(
-            self.ensemble.to(device),
+        self.rollouts = ModelRollouts(
+            self.real["observation"],
             self.task_spec.termination_fn,
+            self.act_dim,
+            rollout_length=hp.rollout_length,
+            rollout_batch_size=hp.rollout_batch_size,
+            rollout_freq=hp.rollout_freq,
+            model_retain_epochs=hp.model_retain_epochs,
             penalty_coef=hp.penalty_coef,
-            batch_size=n,
-            obs_dim=self.obs_dim,
-            act_dim=self.act_dim,
-            penalty=hp.penalty,
+            penalty_kind=hp.penalty_kind,
             reward_mode=hp.reward_mode,
-            device=device,
-            seed=int(torch.randint(2**31 - 1, (1,), generator=self.generator)),
+            sample_size=hp.batch_size - self.n_real,
+            generator=self.generator,
+            rank=self._rank(),
+            world_size=self._world(),
         )
-        data, diagnostics = branched_rollout(env, policy, self.real["observation"][start_idx].to(device),
-                                             hp.rollout_length)
-        data = data.cpu()
-        updates = int(getattr(self.trainer.lightning_module, "sac_updates", 0)) if self._has_trainer() else 0
-        assert_finite(
-            {"model prediction (next observation)": data["next", "observation"],
-             "model prediction (penalised reward)": data["next", "reward"]},
-            f"in the model rollout before SAC update {updates}",
-        )
-        self.model_buffer.extend(data)
-        pen, raw, rew = (diagnostics[k] for k in ("penalty", "raw_reward", "penalized_reward"))
-        self.last_rollout_stats = {
-            "rollout/start_states": float(n),
-            "rollout/transitions": float(data.shape[0]),
-            "rollout/termination_rate": float(data["next", "terminated"].sum()) / n,
-            "rollout/raw_reward_mean": float(raw.mean()),
-            "rollout/penalized_reward_mean": float(rew.mean()),
-            "rollout/penalty_mean": float(pen.mean()),
-            "rollout/penalty_max": float(pen.max()),
-            "rollout/model_buffer_size": float(len(self.model_buffer)),
-            "rollout/real_size": float(self.real.shape[0]),
-        }
-        self._rollout_tensors = {k: v.cpu() for k, v in diagnostics.items()}
-        return self.last_rollout_stats
+        if self.ensemble is not None:
+            self.rollouts.attach(self.ensemble)
+
+    def model_rollouts(self) -> ModelRollouts:
+        """The rollout owner, built for this rank on first use."""
+        if self.rollouts is None:
+            self._build_buffers()
+        return self.rollouts
 
     def sample_batch(self) -> TensorDict:
         """One SAC batch: ``n_real`` real rows, the rest from the model buffer (real first)."""
-        if self.model_buffer is None or len(self.model_buffer) == 0:
-            raise RuntimeError("the model buffer is empty: roll out before sampling")
-        parts = [self.model_buffer.sample()]
+        parts = [self.model_rollouts().sample()]  # drawn first: the generator's order of draws is fixed
         if self.n_real:
             parts.insert(0, self.real_buffer.sample())
         return torch.cat(parts)
@@ -281,10 +231,8 @@ class D4RLDataModule(L.LightningDataModule):
     def state_dict(self) -> dict:
         """The sampling generator and the model buffer's filled rows (not its whole capacity)."""
         state: dict = {"generator": self.generator.get_state()}
-        if self.model_buffer is not None and len(self.model_buffer):
-            n = len(self.model_buffer)
-            state["model_buffer"] = self.model_buffer.storage[:n].to_dict()  # plain tensors: weights_only loads
-            state["model_buffer_cursor"] = torch.tensor(self.model_buffer._writer._cursor)
+        if self.rollouts is not None:
+            state.update(self.rollouts.state_dict())
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -297,19 +245,12 @@ class D4RLDataModule(L.LightningDataModule):
             self.generator.manual_seed(seed)
         if "model_buffer" in state_dict:
             self._build_buffers()
-            rows = TensorDict.from_dict(state_dict["model_buffer"], auto_batch_size=True, batch_dims=1)
-            cursor = int(state_dict["model_buffer_cursor"])
-            capacity = self.model_buffer.storage.max_size
-            if rows.shape[0] <= capacity:  # same layout and cursor: sampling continues exactly
-                self.model_buffer.extend(rows)
-                self.model_buffer._writer._cursor = cursor
-            else:  # e.g. a single-process checkpoint resumed on several ranks: keep the newest rows
-                oldest_first = torch.cat([rows[cursor:], rows[:cursor]]) if cursor else rows
-                log.warning("model buffer: keeping the newest %d of %d checkpointed rows (smaller "
-                            "per-rank capacity)", capacity, rows.shape[0])
-                self.model_buffer.extend(oldest_first[-capacity:])
+            self.rollouts.load_state_dict(state_dict)
 
     def train_dataloader(self) -> MixedBatches:
         if self.ensemble is None:
             raise RuntimeError("the policy stage needs a dynamics ensemble: call attach_dynamics() first")
-        return MixedBatches(self)
+        if self._learner is None:
+            raise RuntimeError("the policy stage needs a learner: call bind_learner(sac_module) first")
+        return MixedBatches(self.model_rollouts(), self.sample_batch, self._learner,
+                            self.hparams.updates_per_epoch, log=self._rollout_log)

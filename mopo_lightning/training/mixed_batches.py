@@ -1,43 +1,68 @@
-"""The policy stage's training batches: rollouts on schedule, then mixed real/model samples."""
+"""The policy stage's training batches: rollouts on schedule, then mixed real/model samples.
+
+The batch iterable is handed its collaborators explicitly: the rollout owner, the batch sampler, the
+learner (its current policy, update count and device) and a log function. It reads nothing from a
+Trainer, so the data side never drives the learner.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
+import torch
 from tensordict import TensorDict
 
-if TYPE_CHECKING:  # pragma: no cover
-    from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.envs.rollout import ModelRollouts, Policy, RolloutStats
+
+RolloutLog = Callable[[RolloutStats, int], None]
+"""Receives each rollout's statistics and the SAC-update count at which it ran."""
+
+
+class Learner(Protocol):
+    """What the batches need of the policy learner (``policy.sac.SACModule`` fits)."""
+
+    sac_updates: torch.Tensor
+    device: torch.device
+
+    def policy_module(self) -> Policy:
+        """The current stochastic policy (live weights, no gradients)."""
+        ...
+
+
+def tensorboard_rollout_log(logger: Any) -> RolloutLog:
+    """A ``RolloutLog`` writing ``rollout/*`` scalars, and histograms where the logger can draw them."""
+
+    def log(stats: RolloutStats, step: int) -> None:
+        logger.log_metrics(stats.scalars, step=step)
+        experiment = getattr(logger, "experiment", None)
+        if hasattr(experiment, "add_histogram"):
+            for name, values in stats.tensors.items():
+                experiment.add_histogram(f"rollout/{name}", values, step)
+
+    return log
 
 
 class MixedBatches:
-    """One epoch of SAC batches; rolls the current actor out every ``rollout_freq`` batches.
+    """One epoch of SAC batches; rolls the learner's current policy out when the schedule says so.
 
-    The counter starts from the module's ``sac_updates``, so a resumed run rolls out on the same
+    The counter starts from the learner's ``sac_updates``, so a resumed run rolls out on the same
     schedule. Lightning fetches one batch ahead, so the rolled-out actor may be one update older.
     """
 
-    def __init__(self, datamodule: D4RLDataModule) -> None:
-        self.dm = datamodule
+    def __init__(self, rollouts: ModelRollouts, sample: Callable[[], TensorDict], learner: Learner,
+                 length: int, log: RolloutLog | None = None) -> None:
+        self.rollouts, self.sample, self.learner, self.length, self.log = rollouts, sample, learner, length, log
 
     def __len__(self) -> int:
-        return self.dm.hparams.updates_per_epoch
+        return self.length
 
     def __iter__(self) -> Iterator[TensorDict]:
-        dm = self.dm
-        module = dm.trainer.lightning_module
-        updates = int(module.sac_updates)
-        freq = dm.hparams.rollout_freq
-        for _ in range(len(self)):
-            if updates % freq == 0 or dm.model_buffer is None or len(dm.model_buffer) == 0:
-                stats = dm.rollout(module.policy_module(), device=module.device)
-                logger = dm.trainer.logger
-                if logger is not None:
-                    logger.log_metrics(stats, step=updates)
-                    experiment = getattr(logger, "experiment", None)
-                    if hasattr(experiment, "add_histogram"):
-                        for name, values in dm._rollout_tensors.items():
-                            experiment.add_histogram(f"rollout/{name}", values, updates)
-            yield dm.sample_batch()
+        updates = int(self.learner.sac_updates)
+        for _ in range(self.length):
+            if self.rollouts.due(updates):
+                stats = self.rollouts.rollout(self.learner.policy_module(), updates, self.learner.device)
+                if self.log is not None:
+                    self.log(stats, updates)
+            yield self.sample()
             updates += 1

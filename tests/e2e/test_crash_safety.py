@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import collected_dataset
 
-from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, MOPOCheckpoint
+from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, EpochCheckpoint
 from mopo_lightning.training.datamodule import D4RLDataModule
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.guards import NonFiniteError
@@ -47,8 +47,8 @@ class PoisonActor(L.Callback):
 def test_nan_in_sac_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     dm = _hopper_datamodule()
     module = SACModule(dm.obs_dim, dm.act_dim, hidden_dim=32)
-    checkpoint = MOPOCheckpoint(dirpath=tmp_path, filename="epoch{epoch:04d}", auto_insert_metric_name=False,
-                                save_last="link", every_n_epochs=1)
+    checkpoint = EpochCheckpoint(tmp_path, every_n_epochs=1, keep=1)
+    dm.bind_learner(module)
     trainer = L.Trainer(max_epochs=4, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[PoisonActor(before_update=60), checkpoint], plugins=[AtomicCheckpointIO()])
     with pytest.raises(NonFiniteError, match=r"non-finite sac/\w+ at SAC update 61"):
@@ -65,7 +65,7 @@ def test_nan_in_model_predictions_stops_the_rollout():
         dm.ensemble.weights[-1].fill_(float("nan"))
     module = SACModule(dm.obs_dim, dm.act_dim, hidden_dim=32)
     with pytest.raises(NonFiniteError, match=r"model prediction \(next observation\) in the model rollout"):
-        dm.rollout(module.policy_module())
+        dm.model_rollouts().rollout(module.policy_module())
 
 
 def test_nan_in_dynamics_training_names_the_step():

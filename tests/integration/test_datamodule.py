@@ -48,11 +48,11 @@ def cheetah_path():
 
 def test_batch_mixes_real_and_model_rows_in_ratio(cheetah_path):
     dm = _datamodule("halfcheetah", cheetah_path)
-    dm.rollout(_random_policy(dm.act_dim))
+    dm.model_rollouts().rollout(_random_policy(dm.act_dim))
     batch = dm.sample_batch()
     assert batch.shape == (256,)
     assert dm.n_real == 12  # int(256 * 0.05), as the authors' code
-    real_rows, model_rows = _rows(dm.real), _rows(dm.model_buffer[:])
+    real_rows, model_rows = _rows(dm.real), _rows(dm.rollouts.buffer[:])
     head, tail = batch[:12], batch[12:]
     assert _rows(head) <= real_rows
     assert _rows(tail) <= model_rows
@@ -61,31 +61,31 @@ def test_batch_mixes_real_and_model_rows_in_ratio(cheetah_path):
 
 def test_real_ratio_zero_and_one(cheetah_path):
     dm = _datamodule("halfcheetah", cheetah_path, real_ratio=0.0)
-    dm.rollout(_random_policy(dm.act_dim))
-    assert _rows(dm.sample_batch()) <= _rows(dm.model_buffer[:])
+    dm.model_rollouts().rollout(_random_policy(dm.act_dim))
+    assert _rows(dm.sample_batch()) <= _rows(dm.rollouts.buffer[:])
     dm = _datamodule("halfcheetah", cheetah_path, real_ratio=1.0)
-    dm.rollout(_random_policy(dm.act_dim))
+    dm.model_rollouts().rollout(_random_policy(dm.act_dim))
     assert _rows(dm.sample_batch()) <= _rows(dm.real)
 
 
 def test_model_buffer_is_fifo_with_retain_epochs(cheetah_path):
     dm = _datamodule("halfcheetah", cheetah_path)  # halfcheetah never terminates: 100 x 3 rows per rollout
     policy = _random_policy(dm.act_dim)
-    dm.rollout(policy)
-    first = _rows(dm.model_buffer[:])
-    assert len(dm.model_buffer) == 300
-    dm.rollout(policy)
-    assert len(dm.model_buffer) == 600 and first <= _rows(dm.model_buffer[:])
-    dm.rollout(policy)  # capacity 2 rollouts: the first is evicted, the second kept
-    assert len(dm.model_buffer) == 600
-    assert not (first & _rows(dm.model_buffer[:]))
+    dm.model_rollouts().rollout(policy)
+    first = _rows(dm.rollouts.buffer[:])
+    assert len(dm.rollouts) == 300
+    dm.model_rollouts().rollout(policy)
+    assert len(dm.rollouts) == 600 and first <= _rows(dm.rollouts.buffer[:])
+    dm.model_rollouts().rollout(policy)  # capacity 2 rollouts: the first is evicted, the second kept
+    assert len(dm.rollouts) == 600
+    assert not (first & _rows(dm.rollouts.buffer[:]))
 
 
 def test_terminated_rows_stop_and_terminal_transitions_are_stored():
     dm = _datamodule("hopper", collected_dataset("hopper", 2_000, seed=0), rollout_batch_size=400,
                      rollout_length=4)
-    stats = dm.rollout(_random_policy(dm.act_dim))
-    data = dm.model_buffer[:]
+    stats = dm.model_rollouts().rollout(_random_policy(dm.act_dim)).scalars
+    data = dm.rollouts.buffer[:]
     terminated = data["next", "terminated"].squeeze(-1)
     # An untrained model drifts hopper states out of the healthy range: some rows end early.
     assert terminated.any()
@@ -100,14 +100,16 @@ def test_terminated_rows_stop_and_terminal_transitions_are_stored():
 def test_rollout_schedule_in_training(cheetah_path):
     dm = _datamodule("halfcheetah", cheetah_path, updates_per_epoch=25, rollout_freq=10)
     calls: list[int] = []
-    original = dm.rollout
+    rollouts = dm.model_rollouts()
+    original = rollouts.rollout
 
-    def counting_rollout(policy, device="cpu"):
+    def counting_rollout(policy, updates=0, device="cpu"):
         calls.append(int(module.sac_updates))
-        return original(policy, device)
+        return original(policy, updates, device)
 
-    dm.rollout = counting_rollout
+    rollouts.rollout = counting_rollout
     module = SACModule(dm.obs_dim, dm.act_dim, hidden_dim=32)
+    dm.bind_learner(module)
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu", devices=1)
     trainer.fit(module, datamodule=dm)

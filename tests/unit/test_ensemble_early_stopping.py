@@ -113,7 +113,7 @@ def test_module_follows_the_rule_and_ignores_the_sanity_check():
     script = [[4.0, 3.0, 2.0, 100.0], [4.0, 3.0, 2.0, 99.0], [1.0, 3.0, 2.0, 99.0]]
     script += [[1.0, 3.0, 2.0, 100.0]] * 6 + [[0.0, 0.0, 0.0, 0.0]] * 5  # never reached
     module = ScriptedHoldout(
-        script, obs_dim=3, act_dim=2, num_members=4, num_elites=2, hidden_dim=8, num_hidden=2,
+        script, obs_dim=3, act_dim=2, num_members=4, num_elites=2, hidden_dim=8, num_layers=2,
         weight_decays=(1e-4, 1e-4, 1e-4),
     )
     data = _tiny_data()
@@ -136,7 +136,7 @@ def test_module_follows_the_rule_and_ignores_the_sanity_check():
 
 def test_module_caps_epochs_and_refuses_unnormalised_training():
     data = _tiny_data()
-    kwargs = {"obs_dim": 3, "act_dim": 2, "num_members": 4, "num_elites": 2, "hidden_dim": 8, "num_hidden": 2,
+    kwargs = {"obs_dim": 3, "act_dim": 2, "num_members": 4, "num_elites": 2, "hidden_dim": 8, "num_layers": 2,
                   "weight_decays": (1e-4, 1e-4, 1e-4)}
     trainer_kwargs = {"max_epochs": -1, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
                           "enable_model_summary": False, "accelerator": "cpu", "num_sanity_val_steps": 0}
