@@ -12,6 +12,7 @@ are linked from ``data.task``, never typed into YAML.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -25,6 +26,7 @@ from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, EpochChec
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
 from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.files import atomic_path
+from mopo_lightning.guards import ConfigError
 from mopo_lightning.training.datamodule import D4RLDataModule
 from mopo_lightning.training.mixed_batches import tensorboard_rollout_log
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
@@ -42,6 +44,34 @@ def dynamics_summary(module: DynamicsModule) -> dict[str, Any]:
         "elites": [int(i) for i in elites],
         "epochs": int(module.early_stopping.num_updates),
     }
+
+
+RENAMED_KEYS = {"data.penalty": "data.penalty_kind", "dynamics.num_hidden": "dynamics.num_layers"}
+"""Config keys renamed in 0.2 (old -> new): an old key fails with one line naming the new one."""
+
+
+def check_renamed_keys(argv: list[str]) -> None:
+    """Raise ``ConfigError`` for a renamed key on the command line or in a ``--config`` YAML."""
+    import yaml
+
+    def refuse(old: str, where: str) -> None:
+        raise ConfigError(f"{where}: `{old}` was renamed to `{RENAMED_KEYS[old]}`")
+
+    for i, token in enumerate(argv):
+        key = token.removeprefix("--").split("=", 1)[0]
+        if token.startswith("--") and key in RENAMED_KEYS:
+            refuse(key, "command line")
+        if token == "--config" and i + 1 < len(argv) or token.startswith("--config="):
+            path = Path(argv[i + 1] if token == "--config" else token.split("=", 1)[1])
+            tree = yaml.safe_load(path.read_text()) if path.is_file() else None
+            for old in RENAMED_KEYS:
+                node = tree
+                for part in old.split("."):
+                    node = node.get(part) if isinstance(node, dict) and part in node else None
+                    if node is None:
+                        break
+                else:
+                    refuse(old, str(path))
 
 
 def _log_period(log_every_n_steps: int | None) -> int:
@@ -89,6 +119,11 @@ class MOPOCLI(LightningCLI):
         parser.link_arguments("seed_everything", "data.seed")
         # SAC logs every n updates itself; Lightning must flush at the same period or it re-writes stale values.
         parser.link_arguments("trainer.log_every_n_steps", "model.log_every_n", compute_fn=_log_period)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        if args is None or isinstance(args, list):
+            check_renamed_keys(sys.argv[1:] if args is None else list(args))
+        super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
         torch.set_num_threads(self._cfg("num_threads"))
