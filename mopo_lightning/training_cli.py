@@ -13,7 +13,6 @@ are linked from ``data.task``, never typed into YAML.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -25,25 +24,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, EpochCheckpoint, GracefulStop, RNGStates
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
 from mopo_lightning.callbacks.results import RunResults
-from mopo_lightning.files import atomic_path
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.training.stage1 import dynamics_stage
 from mopo_lightning.training.mixed_batches import tensorboard_rollout_log
-from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
+from mopo_lightning.dynamics.module import DynamicsModule
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.tasks import get_task
-
-
-def dynamics_summary(module: DynamicsModule) -> dict[str, Any]:
-    """What results.json records of stage 1: holdout MSE (elites and members), elites, epochs."""
-    best = module.early_stopping.best_mse
-    elites = module.ensemble.elites
-    return {
-        "holdout_mse_elites": float(best[elites].mean()),
-        "holdout_mse_members": [float(v) for v in best],
-        "elites": [int(i) for i in elites],
-        "epochs": int(module.early_stopping.num_updates),
-    }
 
 
 RENAMED_KEYS = {"data.penalty": "data.penalty_kind", "dynamics.num_hidden": "dynamics.num_layers"}
@@ -194,38 +181,22 @@ class MOPOCLI(LightningCLI):
             print(f"TensorBoard logs: tensorboard --logdir {self.run_dir / 'tensorboard'}")
 
     def dynamics_stage(self, datamodule: D4RLDataModule) -> tuple[DynamicsModule, dict[str, Any]]:
-        """Load ``dynamics.ckpt`` when it exists, else train the ensemble and save it atomically."""
-        path = Path(self._cfg("dynamics_checkpoint") or self.run_dir / "dynamics.ckpt")
-        if path.exists():
-            module = load_dynamics(path)
-            print(f"dynamics: loaded {path} (delete it to retrain)")
-            return module, {**dynamics_summary(module), "seconds": 0.0, "checkpoint": str(path)}
-        if self._cfg("dynamics_checkpoint"):
-            raise FileNotFoundError(f"--dynamics_checkpoint {path} does not exist")
-        hparams = dict(self._cfg("dynamics"))
-        module = DynamicsModule(obs_dim=datamodule.obs_dim, act_dim=datamodule.act_dim, **hparams)
-        data = datamodule.dynamics_data(module.hparams.num_members)
-        module.fit_normalizer(data.train_inputs)
+        """Stage 1 through ``training.stage1.dynamics_stage`` with this run's settings."""
         trainer_cfg = self._get(self.config_init, "trainer", default={})
-        trainer = L.Trainer(
-            accelerator=trainer_cfg.get("accelerator", "auto"),
-            devices=trainer_cfg.get("devices", "auto"),
-            strategy=trainer_cfg.get("strategy", "auto"),
-            num_nodes=trainer_cfg.get("num_nodes", 1),
-            # the module stops itself (member-wise early stopping, epoch and time caps)
-            max_epochs=module.hparams.max_epochs or -1,
-            num_sanity_val_steps=0,
+        return dynamics_stage(
+            datamodule,
+            hparams=dict(self._cfg("dynamics")),
+            run_dir=self.run_dir,
+            checkpoint=self._cfg("dynamics_checkpoint"),
+            trainer_kwargs={
+                "accelerator": trainer_cfg.get("accelerator", "auto"),
+                "devices": trainer_cfg.get("devices", "auto"),
+                "strategy": trainer_cfg.get("strategy", "auto"),
+                "num_nodes": trainer_cfg.get("num_nodes", 1),
+                "log_every_n_steps": _log_period(trainer_cfg.get("log_every_n_steps")),
+            },
             logger=self._logger("dynamics"),
-            enable_checkpointing=False,
-            default_root_dir=str(self.run_dir),
-            log_every_n_steps=_log_period(trainer_cfg.get("log_every_n_steps")),
         )
-        start = time.perf_counter()
-        trainer.fit(module, train_dataloaders=data.train, val_dataloaders=data.holdout)
-        seconds = time.perf_counter() - start
-        with atomic_path(path) as tmp:  # rank 0 writes; the other ranks' blocks write nothing
-            trainer.save_checkpoint(tmp, weights_only=True)  # weights, buffers, hparams: no optimiser
-        return module, {**dynamics_summary(module), "seconds": seconds, "checkpoint": str(path)}
 
 
 def main(args: Any = None) -> None:
