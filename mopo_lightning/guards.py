@@ -21,6 +21,10 @@ class ConfigError(ValueError):
     """A configuration that cannot work, caught before any work is done."""
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or of another run; the message names the file."""
+
+
 def assert_finite(values: Mapping[str, Tensor], where: str) -> None:
     """Raise ``NonFiniteError`` naming the first non-finite entry of ``values`` and ``where`` it happened."""
     flags = torch.stack([torch.isfinite(v).all() for v in values.values()])
