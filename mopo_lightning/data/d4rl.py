@@ -14,6 +14,17 @@ Two modes (MOPO reference, section 6):
   (``timeouts[i]``, or without that key step 999 of D4RL's episode counter, see ``infer_timeouts``);
   terminal rows are kept; the last row is never emitted; ``truncated`` is all False.
 
+Validation (``validate``, shared by ``load_dataset`` and ``data info``) refuses, with one line naming the
+file and the fault: a path that is a directory, missing or not HDF5; missing keys; length mismatches;
+sizes that do not fit the task; NaN or inf; ``terminals``/``timeouts`` that are not exactly 0/1 (bool, or
+numbers 0 and 1: 0.5 is refused, not read as True); and magnitudes no MuJoCo run produces:
+``|x| > MAX_ABS_VALUE`` (1e6) in observations, next observations, rewards or actions. The bound is loose
+on purpose: the D4RL locomotion states are O(10) (Hopper and Walker2d clip velocities to +-10, contact
+forces are excluded), rewards per step O(10), so only corrupt data (1e30, uninitialised memory) reaches it.
+Actions get the same bound, not [-1, 1]: MuJoCo clamps controls to the actuator range, so a file whose
+actions slightly exceed the action box (float rounding, unclipped behaviour noise) still describes real
+transitions and is accepted.
+
 A variant task (``Task.relabel``, e.g. ``halfcheetah-jump``) gets its rewards recomputed from each row's
 ``actions`` and ``infos/*`` (MOPO reference section 8); everything else is read as for its base task.
 
@@ -44,6 +55,10 @@ REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 MODES = ("transitions", "qlearning")
 D4RL_MAX_EPISODE_STEPS = 1000
 """``env._max_episode_steps`` of every D4RL MuJoCo task; drives the step-999 rule."""
+MAX_ABS_VALUE = 1e6
+"""Largest magnitude accepted in observations, next observations, rewards and actions (module docstring)."""
+BOUNDED_KEYS = ("observations", "actions", "rewards", "next_observations")
+FLAG_KEYS = ("terminals", "timeouts")
 
 
 class DatasetError(ValueError):
@@ -106,6 +121,8 @@ def resolve_dataset(
     candidate = Path(name_or_path).expanduser()
     if candidate.is_file():
         return candidate
+    if candidate.is_dir():
+        raise DatasetError(f"{candidate}: is a directory, not an HDF5 file")
     text = str(name_or_path)
     if candidate.suffix in (".hdf5", ".h5") or os.sep in text:
         raise DatasetError(f"{candidate}: no such file")
@@ -148,37 +165,127 @@ def download_file(url: str, dest: str | Path, quiet: bool = False, timeout: floa
 def write_hdf5(path: str | Path, arrays: dict[str, np.ndarray], metadata: dict[str, str | int | float]) -> Path:
     """Write arrays and ``metadata/*`` scalars in D4RL's schema to ``path``, atomically."""
     path = Path(path)
-    with atomic_path(path, tag="part") as tmp:
-        # track_times=False keeps the bytes reproducible: same arguments, same file.
-        with h5py.File(tmp, "w", track_order=True) as f:
-            for key, value in arrays.items():
-                f.create_dataset(key, data=value, track_times=False)
-            for key, value in metadata.items():
-                f.create_dataset(f"metadata/{key}", data=value, track_times=False)
+    # track_times=False keeps the bytes reproducible: same arguments, same file.
+    with atomic_path(path, tag="part") as tmp, h5py.File(tmp, "w", track_order=True) as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value, track_times=False)
+        for key, value in metadata.items():
+            f.create_dataset(f"metadata/{key}", data=value, track_times=False)
     return path
 
 
 # ---------------------------------------------------------------- reading and validating
 
 
+def check_file(path: str | Path) -> Path:
+    """``path`` if it is an existing HDF5 file; else one-line ``DatasetError`` (directory, missing, not HDF5)."""
+    path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a directory, not an HDF5 file")
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file")
+    if not h5py.is_hdf5(path):
+        raise DatasetError(f"{path}: not a readable HDF5 file (no HDF5 signature: corrupt, cut or another format)")
+    return path
+
+
 def read_arrays(
     path: str | Path, keys: tuple[str, ...] = REQUIRED_KEYS, optional: tuple[str, ...] = ()
 ) -> dict:
     """Whole arrays for ``keys`` (required) and ``optional`` keys that exist; same first dimension."""
-    path = Path(path)
+    path = check_file(path)
     try:
         f = h5py.File(path, "r")
     except OSError as err:
-        raise DatasetError(f"{path}: not a readable HDF5 file ({err})") from None
+        raise DatasetError(f"{path}: not a readable HDF5 file ({_one_line(err)})") from None
     with f:
         missing = [k for k in keys if k not in f]
         if missing:
             raise DatasetError(f"{path}: missing key(s) {', '.join(missing)} (D4RL needs {', '.join(keys)})")
-        data = {k: f[k][()] for k in keys + tuple(k for k in optional if k in f)}
+        try:
+            data = {k: f[k][()] for k in keys + tuple(k for k in optional if k in f)}
+        except (OSError, KeyError, TypeError, AttributeError) as err:  # a truncated file, a group for a dataset
+            raise DatasetError(f"{path}: unreadable dataset ({_one_line(err)})") from None
     lengths = {k: (v.shape[0] if v.ndim else None) for k, v in data.items()}
     if len(set(lengths.values())) != 1:
         raise DatasetError(f"{path}: length mismatch between keys: {lengths}")
     return data
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+def read_validated(path: str | Path, task: str | Task) -> dict:
+    """The arrays ``load_dataset`` uses from ``path``, validated for ``task`` (see ``validate``)."""
+    task = get_task(task)
+    extra = task.relabel.keys if task.relabel is not None else ()
+    data = read_arrays(path, REQUIRED_KEYS, optional=("next_observations", "timeouts", *extra))
+    validate(path, data, task)
+    return data
+
+
+def validate(path: str | Path, data: dict, task: str | Task) -> None:
+    """Raise a one-line ``DatasetError`` naming ``path`` and the fault if ``data`` cannot serve ``task``.
+
+    The one validation behind ``load_dataset`` (``fit``) and ``summarize`` (``data info``): emptiness,
+    sizes against the task, a variant task's reward inputs, NaN/inf, magnitudes beyond ``MAX_ABS_VALUE``
+    and flags that are not exactly 0/1.
+    """
+    task = get_task(task)
+    obs, act = data["observations"], data["actions"]
+    n = obs.shape[0]
+    if n == 0:
+        raise DatasetError(f"{path}: empty dataset (0 rows)")
+    if obs.ndim != 2 or obs.shape[1] != task.obs_dim:
+        raise DatasetError(
+            f"{path}: observations have shape {obs.shape}, task {task.name} needs [N, {task.obs_dim}]"
+        )
+    if act.ndim != 2 or act.shape[1] != task.act_dim:
+        raise DatasetError(
+            f"{path}: actions have shape {act.shape}, task {task.name} needs [N, {task.act_dim}]"
+        )
+    for key in ("rewards", *FLAG_KEYS):
+        if key in data and data[key].size != n:
+            raise DatasetError(f"{path}: {key} must hold one value per row, got shape {data[key].shape}")
+    if "next_observations" in data and data["next_observations"].shape != obs.shape:
+        raise DatasetError(
+            f"{path}: next_observations have shape {data['next_observations'].shape}, not {obs.shape}"
+        )
+    if task.relabel is not None:
+        _check_relabel_keys(path, data, task)
+    for key in BOUNDED_KEYS:
+        if key not in data:
+            continue
+        values = np.asarray(data[key])
+        if not np.issubdtype(values.dtype, np.number) or np.issubdtype(values.dtype, np.complexfloating):
+            raise DatasetError(f"{path}: {key} must be real numbers, got dtype {values.dtype}")
+        rows = values.reshape(n, -1)
+        if not np.isfinite(rows).all():
+            bad = int((~np.isfinite(rows)).any(1).sum())
+            raise DatasetError(f"{path}: {key} hold NaN or inf values ({bad} rows)")
+        beyond = (np.abs(rows) > MAX_ABS_VALUE).any(1)
+        if beyond.any():
+            first = int(np.flatnonzero(beyond)[0])
+            raise DatasetError(
+                f"{path}: {key} hold values beyond +-{MAX_ABS_VALUE:g}, which no MuJoCo run reaches "
+                f"({int(beyond.sum())} rows, first row {first}: max |x| {np.abs(rows[first]).max():.3g})"
+            )
+    for key in FLAG_KEYS:
+        if key not in data:
+            continue
+        values = np.asarray(data[key]).reshape(n)
+        if values.dtype == np.bool_:
+            continue
+        if not np.issubdtype(values.dtype, np.number):
+            raise DatasetError(f"{path}: {key} must be bool or 0/1 numbers, got dtype {values.dtype}")
+        bad = ~np.isin(values, (0, 1))
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise DatasetError(
+                f"{path}: {key} must be exactly 0 or 1 ({int(bad.sum())} rows are not, "
+                f"first row {first}: {values[first]!r})"
+            )
 
 
 def infer_timeouts(terminals: np.ndarray, max_episode_steps: int = D4RL_MAX_EPISODE_STEPS) -> np.ndarray:
@@ -209,36 +316,15 @@ def _flags(data: dict, key: str, n: int) -> np.ndarray:
 def load_dataset(path: str | Path, task: str | Task, mode: str = "transitions") -> TensorDict:
     """Read and validate a D4RL-schema HDF5 file into a transition TensorDict of batch size [N].
 
-    Raises ``DatasetError`` naming the file and the fault for: missing keys, length mismatches,
-    observation/action sizes that do not fit ``task``, NaN or inf values, and empty datasets.
+    Raises a one-line ``DatasetError`` naming the file and the fault for everything ``validate`` refuses
+    (and for a file that is missing, a directory, not HDF5, or lacks keys).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     path, task = Path(path), get_task(task)
-    extra = task.relabel.keys if task.relabel is not None else ()
-    data = read_arrays(path, REQUIRED_KEYS, optional=("next_observations", "timeouts", *extra))
+    data = read_validated(path, task)
     obs, act = data["observations"], data["actions"]
     n = obs.shape[0]
-    if n == 0:
-        raise DatasetError(f"{path}: empty dataset (0 rows)")
-    if obs.ndim != 2 or obs.shape[1] != task.obs_dim:
-        raise DatasetError(
-            f"{path}: observations have shape {obs.shape}, task {task.name} needs [N, {task.obs_dim}]"
-        )
-    if act.ndim != 2 or act.shape[1] != task.act_dim:
-        raise DatasetError(
-            f"{path}: actions have shape {act.shape}, task {task.name} needs [N, {task.act_dim}]"
-        )
-    if data["rewards"].size != n or data["terminals"].size != n:
-        raise DatasetError(f"{path}: rewards/terminals must hold one value per row")
-    if "next_observations" in data and data["next_observations"].shape != obs.shape:
-        raise DatasetError(
-            f"{path}: next_observations have shape {data['next_observations'].shape}, not {obs.shape}"
-        )
-    for key in ("observations", "actions", "rewards", "next_observations"):
-        if key in data and not np.isfinite(data[key]).all():
-            bad = int((~np.isfinite(data[key])).reshape(n, -1).any(1).sum())
-            raise DatasetError(f"{path}: {key} hold NaN or inf values ({bad} rows)")
 
     terminals = _flags(data, "terminals", n)
     rewards = np.asarray(data["rewards"], dtype=np.float32).reshape(n)
@@ -268,16 +354,20 @@ def load_dataset(path: str | Path, task: str | Task, mode: str = "transitions") 
 
 def relabel_rewards(path: Path, data: dict, task: Task) -> np.ndarray:
     """A variant task's rewards [N] (float32), recomputed from each row's ``actions`` and ``infos/*``."""
+    _check_relabel_keys(path, data, task)
+    rewards = task.relabel(data).astype(np.float32)
+    if not np.isfinite(rewards).all():
+        raise DatasetError(f"{path}: relabelled {task.name} rewards hold NaN or inf values")
+    return rewards
+
+
+def _check_relabel_keys(path: str | Path, data: dict, task: Task) -> None:
     missing = [k for k in task.relabel.keys if k not in data]
     if missing:
         raise DatasetError(
             f"{path}: task {task.name} relabels rewards from {', '.join(missing)}, which the file lacks; "
             "collect it with `mopo-lightning collect` (it records them)"
         )
-    rewards = task.relabel(data).astype(np.float32)
-    if not np.isfinite(rewards).all():
-        raise DatasetError(f"{path}: relabelled {task.name} rewards hold NaN or inf values")
-    return rewards
 
 
 def _f32(array: np.ndarray) -> torch.Tensor:

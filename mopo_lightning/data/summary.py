@@ -4,6 +4,9 @@ Episodes are split after every row flagged ``terminals`` or ``timeouts`` (for fi
 ``timeouts``, D4RL's step-999 rule, see ``d4rl.infer_timeouts``). A trailing episode cut by the end of
 the file counts as an episode, and ``partial_last_episode`` says so. Returns are undiscounted sums
 of the behaviour rewards; their normalised scores use D4RL's reference returns.
+
+The file is validated for the task exactly as ``fit`` does (``d4rl.read_validated``, the same
+``validate``): a file that training refuses, ``data info`` refuses with the same message.
 """
 
 from __future__ import annotations
@@ -15,14 +18,18 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mopo_lightning.data.d4rl import DatasetError, episode_ends
+from mopo_lightning.data.d4rl import DatasetError, check_file, infer_timeouts, read_validated
 from mopo_lightning.tasks import Task, get_task
 
 
 def file_metadata(path: str | Path) -> dict[str, Any]:
     """The ``metadata/*`` scalars of a file (D4RL's and the collector's), strings decoded."""
     out: dict[str, Any] = {}
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({' '.join(str(err).split())})") from None
+    with f:
         group = f.get("metadata")
         if isinstance(group, h5py.Group):
             for key, ds in group.items():
@@ -47,17 +54,19 @@ def summarize(path: str | Path, task: str | Task | None = None) -> dict[str, Any
 
     ``task`` defaults to the file's ``metadata/task``, then to the task named by the file name.
     """
-    path = Path(path)
-    ends, data = episode_ends(path)
+    path = check_file(path)
     metadata = file_metadata(path)
     task = _pick_task(path, task, metadata)
+    data = read_validated(path, task)  # the same validation as load_dataset (fit)
+    n = data["observations"].shape[0]
+    terminals = np.asarray(data["terminals"]).reshape(n).astype(bool)
+    has_timeouts = "timeouts" in data
+    timeouts = np.asarray(data["timeouts"]).reshape(n).astype(bool) if has_timeouts else infer_timeouts(terminals)
+    ends = terminals | timeouts
     rewards = np.asarray(data["rewards"], dtype=np.float64).reshape(-1)
     returns, lengths, partial = episode_returns(rewards, ends)
-    with h5py.File(path, "r") as f:
-        obs_shape = tuple(f["observations"].shape) if "observations" in f else None
-        act_shape = tuple(f["actions"].shape) if "actions" in f else None
-        has_next = "next_observations" in f
-        has_timeouts = "timeouts" in f
+    obs_shape, act_shape = data["observations"].shape, data["actions"].shape
+    has_next = "next_observations" in data
 
     def stats(x: np.ndarray) -> dict[str, float | None]:
         if x.size == 0:
@@ -68,12 +77,12 @@ def summarize(path: str | Path, task: str | Task | None = None) -> dict[str, Any
         "file": str(path),
         "task": task.name,
         "transitions": int(rewards.size),
-        "observation_dim": obs_shape[1] if obs_shape and len(obs_shape) == 2 else None,
-        "action_dim": act_shape[1] if act_shape and len(act_shape) == 2 else None,
+        "observation_dim": obs_shape[1],
+        "action_dim": act_shape[1],
         "episodes": int(returns.size),
         "partial_last_episode": partial,
-        "terminals": int(data["terminals"].sum()),
-        "timeouts": int(data["timeouts"].sum()),
+        "terminals": int(terminals.sum()),
+        "timeouts": int(timeouts.sum()),
         "timeouts_key": has_timeouts,
         "next_observations_key": has_next,
         "episode_length": stats(lengths.astype(np.float64)),

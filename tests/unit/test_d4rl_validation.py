@@ -12,7 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
-from mopo_lightning.data.d4rl import DatasetError, load_dataset
+from mopo_lightning.data.d4rl import MAX_ABS_VALUE, DatasetError, load_dataset, resolve_dataset
+from mopo_lightning.data.summary import summarize
 
 
 def corrupt(src: Path, dst: Path, edit) -> Path:
@@ -74,33 +75,95 @@ CASES = {
     "inf_rewards": (replace("rewards", with_nan(5, np.inf)), "rewards hold NaN or inf values"),
     "nan_actions": (replace("actions", with_nan(0)), "actions hold NaN or inf values"),
     "empty": (empty, "empty dataset"),
+    "half_terminal": (
+        replace("terminals", lambda x: with_nan(7, 0.5)(x.astype(np.float32))), "terminals must be exactly 0 or 1"
+    ),
+    "half_timeout": (
+        replace("timeouts", lambda x: with_nan(4, 0.5)(x.astype(np.float32))),
+        "timeouts must be exactly 0 or 1 (1 rows are not, first row 4",
+    ),
+    "two_terminal": (replace("terminals", lambda x: with_nan(9, 2)(x.astype(np.int64))), "terminals must be"),
+    "huge_observations": (
+        replace("observations", with_nan(17, 1e30)),
+        f"observations hold values beyond +-{MAX_ABS_VALUE:g}, which no MuJoCo run reaches (1 rows, first row 17",
+    ),
+    "huge_next_observations": (replace("next_observations", with_nan(2, -2e6)), "next_observations hold values beyond"),
+    "huge_rewards": (replace("rewards", with_nan(5, 1e7)), "rewards hold values beyond"),
+    "huge_actions": (replace("actions", with_nan(5, 1e9)), "actions hold values beyond"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_refuses_broken_file(hopper_flags, tmp_path, case):
+    """fit (both modes) and `data info` refuse the file with the same one-line message."""
     edit, fault = CASES[case]
     path = corrupt(hopper_flags, tmp_path / f"{case}.hdf5", edit)
+    messages = []
     for mode in ("transitions", "qlearning"):
         with pytest.raises(DatasetError) as info:
             load_dataset(path, "hopper", mode=mode)
-        message = str(info.value)
-        assert str(path) in message and fault in message, message
+        messages.append(str(info.value))
+    with pytest.raises(DatasetError) as info:
+        summarize(path, "hopper")
+    messages.append(str(info.value))
+    assert len(set(messages)) == 1, messages
+    message = messages[0]
+    assert str(path) in message and fault in message and "\n" not in message, message
+
+
+def test_accepts_boundary_values(hopper_flags, tmp_path):
+    """Flags as 0.0/1.0 floats and values right at the bound are real data, not faults."""
+
+    def edit(f: h5py.File) -> None:
+        replace("terminals", lambda x: x.astype(np.float64))(f)
+        replace("timeouts", lambda x: x.astype(np.uint8))(f)
+        replace("actions", with_nan(3, 1.02))(f)  # slightly outside the action box: MuJoCo clamps it
+        replace("rewards", with_nan(3, MAX_ABS_VALUE))(f)
+
+    path = corrupt(hopper_flags, tmp_path / "boundary.hdf5", edit)
+    td = load_dataset(path, "hopper")
+    assert td.batch_size[0] == 1000 and float(td["action"][3, 0]) == pytest.approx(1.02)
+    assert summarize(path, "hopper")["transitions"] == 1000
 
 
 def test_refuses_wrong_task(hopper_flags):
-    with pytest.raises(
-        DatasetError, match=r"observations have shape \(1000, 11\), task walker2d needs \[N, 17\]"
-    ):
+    """`data info --task walker2d` on a hopper file refuses like fit, instead of printing walker2d scores."""
+    fault = r"observations have shape \(1000, 11\), task walker2d needs \[N, 17\]"
+    with pytest.raises(DatasetError, match=fault):
         load_dataset(hopper_flags, "walker2d")
+    with pytest.raises(DatasetError, match=fault):
+        summarize(hopper_flags, "walker2d")
 
 
-def test_refuses_non_hdf5_file(tmp_path):
+@pytest.mark.parametrize("content", [b"hello", b"\x89HDF\r\n\x1a\n" + b"\0" * 40, b""])
+def test_refuses_non_hdf5_file(tmp_path, content):
+    """Text, a cut HDF5 header and an empty file: one line naming the file, from fit and `data info`."""
     path = tmp_path / "not_hdf5.hdf5"
-    path.write_text("hello")
-    with pytest.raises(DatasetError, match="not a readable HDF5 file") as info:
-        load_dataset(path, "hopper")
-    assert str(path) in str(info.value)
+    path.write_bytes(content)
+    for read in (lambda: load_dataset(path, "hopper"), lambda: summarize(path, "hopper"), lambda: summarize(path)):
+        with pytest.raises(DatasetError, match="not a readable HDF5 file") as info:
+            read()
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_refuses_truncated_hdf5_file(hopper_flags, tmp_path):
+    path = tmp_path / "cut.hdf5"
+    path.write_bytes(hopper_flags.read_bytes()[:20_000])
+    for read in (lambda: load_dataset(path, "hopper"), lambda: summarize(path, "hopper")):
+        with pytest.raises(DatasetError) as info:
+            read()
+        assert str(path) in str(info.value) and "\n" not in str(info.value), str(info.value)
+
+
+def test_refuses_directory(tmp_path):
+    """`--data.path some_dir/`: one line, not an IsADirectoryError traceback."""
+    folder = tmp_path / "some_dir"
+    folder.mkdir()
+    for read in (lambda: resolve_dataset(f"{folder}/"), lambda: resolve_dataset(folder),
+                 lambda: load_dataset(folder, "hopper"), lambda: summarize(folder, "hopper")):
+        with pytest.raises(DatasetError, match="is a directory, not an HDF5 file") as info:
+            read()
+        assert str(folder) in str(info.value)
 
 
 def test_refuses_qlearning_file_with_no_rows_left(hopper_flags, tmp_path):
