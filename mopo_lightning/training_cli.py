@@ -26,6 +26,7 @@ from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
 from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.training.run_dir import RunDirectory
 from mopo_lightning.training.stage1 import dynamics_stage
 from mopo_lightning.training.mixed_batches import tensorboard_rollout_log
 from mopo_lightning.dynamics.module import DynamicsModule
@@ -97,8 +98,17 @@ class MOPOCLI(LightningCLI):
                             help="`dynamics` runs stage 1 alone and stops after saving dynamics.ckpt")
         parser.add_argument("--num_threads", type=int, default=1,
                             help="torch CPU threads; 1 avoids OpenMP spin-waiting on small machines")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="delete a run already in <run_root>/<run_name> and start fresh (never the default)")
+        parser.add_argument("--checkpoint_every_n_epochs", type=int, default=1,
+                            help="SAC checkpoint cadence; each holds the model buffer (~200 MB at h = 5)")
+        parser.add_argument("--keep_checkpoints", type=int, default=2,
+                            help="newest epoch checkpoints kept (a corrupt newest one falls back to the previous)")
         parser.add_argument("--dynamics_checkpoint", type=Optional[str], default=None,
                             help="load this dynamics.ckpt instead of <run_dir>/dynamics.ckpt")
+        parser.add_argument("--dynamics_cache", type=Optional[str], default=None,
+                            help="cache of trained ensembles keyed by their fingerprint, shared by runs "
+                                 "(default <run_root>/.dynamics_cache)")
         parser.add_class_arguments(DynamicsModule, "dynamics", skip={"obs_dim", "act_dim"}, instantiate=False)
         parser.add_lightning_class_args(MuJoCoEvaluation, "evaluation")
         parser.link_arguments("data.task", "model.obs_dim", compute_fn=_obs_dim)
@@ -144,7 +154,10 @@ class MOPOCLI(LightningCLI):
             {"task": data.task, "dataset": data.dataset or data.path, "seed": self._cfg("seed_everything"),
              "penalty_coef": data.penalty_coef, "rollout_length": data.rollout_length},
         )
-        checkpoint = EpochCheckpoint(self.run_dir / "sac", every_n_epochs=1, keep=1)
+        every, keep = self._cfg("checkpoint_every_n_epochs"), self._cfg("keep_checkpoints")
+        if every < 1 or keep < 1:
+            raise ConfigError(f"--checkpoint_every_n_epochs ({every}) and --keep_checkpoints ({keep}) must be >= 1")
+        checkpoint = EpochCheckpoint(self.run_dir / "sac", every_n_epochs=every, keep=keep)
         # SAC optimises manually with three backward passes per update; DDP's reducer then needs
         # find_unused_parameters (each pass touches only its own network), so plain "ddp" is upgraded.
         if config.get("strategy") in ("ddp", "ddp_spawn"):
@@ -158,8 +171,12 @@ class MOPOCLI(LightningCLI):
     # ------------------------------------------------------------------ the two stages
     def fit(self, model: SACModule, datamodule: D4RLDataModule, ckpt_path: Optional[str] = None,
             **kwargs: Any) -> None:
-        """Stage 1 (dynamics, or load it), then stage 2 (SAC on the penalised model)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        """Stage 1 (dynamics, or load it), then stage 2 (SAC on the penalised model).
+
+        The run directory and ``--ckpt_path`` are checked before any work (``training/run_dir.py``).
+        """
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        ckpt_path = RunDirectory(self.run_dir).prepare(config.as_dict(), ckpt_path, self._cfg("overwrite"))
         datamodule.prepare_data()
         datamodule.setup("fit")
         dynamics, info = self.dynamics_stage(datamodule)
@@ -172,9 +189,6 @@ class MOPOCLI(LightningCLI):
         datamodule.attach_dynamics(dynamics.ensemble)
         logger = self.trainer.logger
         datamodule.bind_learner(model, log=None if logger is None else tensorboard_rollout_log(logger))
-        if ckpt_path == "last":
-            last = self.run_dir / "sac" / EpochCheckpoint.LAST
-            ckpt_path = str(last) if last.exists() else None
         self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         if self.trainer.is_global_zero:
             print(f"results: {self.results.path}")
@@ -188,6 +202,7 @@ class MOPOCLI(LightningCLI):
             hparams=dict(self._cfg("dynamics")),
             run_dir=self.run_dir,
             checkpoint=self._cfg("dynamics_checkpoint"),
+            cache_dir=self._cfg("dynamics_cache") or Path(self._cfg("run_root")) / ".dynamics_cache",
             trainer_kwargs={
                 "accelerator": trainer_cfg.get("accelerator", "auto"),
                 "devices": trainer_cfg.get("devices", "auto"),
