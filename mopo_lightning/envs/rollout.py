@@ -2,17 +2,29 @@
 
 ``ModelRollouts`` is the one owner of the rollout: the penalised env's settings (penalty, reward mode, h),
 this rank's share of the start states, the schedule (every ``rollout_freq`` SAC updates), the model buffer
-(``model_retain_epochs`` rollouts, FIFO) and the statistics of each rollout. It knows nothing of Lightning:
-the policy and the update count are handed to it by the caller.
+(FIFO, ``model_retain_epochs`` epochs of rollouts) and the statistics of each rollout. It knows nothing of
+Lightning: the policy and the update count are handed to it by the caller.
 
 Every start row is stepped until it terminates or ``horizon`` steps pass; a row's terminal transition is
 kept and the row stops there. Rows that are done stay in the env's batch but are masked out with
 TorchRL's ``_step`` key, so only live rows reach the ensemble.
+
+Buffer capacity, as the authors' code (MBPO's ``_reallocate_model_pool``, kept by MOPO)::
+
+    rollouts_per_epoch = rollout_batch_size * epoch_length / model_train_freq
+    model_steps_per_epoch = int(rollout_length * rollouts_per_epoch)
+    new_pool_size = model_retain_epochs * model_steps_per_epoch
+
+i.e. ``model_retain_epochs`` EPOCHS of rollouts. Ours is ``model_retain_epochs * ceil(updates_per_epoch /
+rollout_freq) * h * share``: the rollouts one epoch can hold (our schedule counts updates across epochs, so
+an epoch holds up to the ceiling) of this rank's share. With MOPO's settings (rollout_freq 1000 = epoch
+1000) both are ``5 * h * 50,000``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -79,8 +91,9 @@ class ModelRollouts:
     """Branched rollouts of the current policy into a FIFO model buffer; see the module docstring.
 
     Under DDP each rank rolls out its own share of ``rollout_batch_size`` (the shares add up exactly) and
-    keeps its own buffer of ``model_retain_epochs * h * share`` rows. All randomness (start states, the
-    env's seed, buffer sampling) comes from ``generator``, which the caller owns and checkpoints.
+    keeps its own buffer of ``model_retain_epochs * rollouts_per_epoch * h * share`` rows, where
+    ``rollouts_per_epoch = ceil(updates_per_epoch / rollout_freq)`` (module docstring). All randomness
+    (start states, the env's seed, buffer sampling) comes from ``generator``, which the caller owns and checkpoints.
     """
 
     def __init__(
@@ -100,6 +113,7 @@ class ModelRollouts:
         generator: torch.Generator,
         rank: int = 0,
         world_size: int = 1,
+        updates_per_epoch: int | None = None,
     ) -> None:
         """
         Args:
@@ -109,21 +123,26 @@ class ModelRollouts:
             rollout_length: h, steps per rollout.
             rollout_batch_size: start states per rollout over all ranks (MOPO: 50,000).
             rollout_freq: SAC updates between rollouts (MOPO: 1000).
-            model_retain_epochs: rollouts the FIFO buffer keeps (MOPO: 5).
+            model_retain_epochs: epochs of rollouts the FIFO buffer keeps (MOPO: 5).
             penalty_coef: lambda of r - lambda * u.
             penalty_kind: ``aleatoric`` (MOPO) or ``disagreement``.
             reward_mode: ``sample`` (authors' code) or ``mean`` (paper).
             sample_size: model rows per ``sample()``.
             generator: the caller's generator (checkpointed by the caller).
             rank: this process's rank; world_size: the number of ranks.
+            updates_per_epoch: SAC updates per epoch (MOPO: 1000); ``None`` means ``rollout_freq``, i.e.
+                one rollout per epoch.
         """
         self.start_states, self.termination_fn, self.act_dim = start_states, termination_fn, act_dim
         self.rollout_length, self.rollout_freq = rollout_length, rollout_freq
         self.penalty_coef, self.penalty_kind, self.reward_mode = penalty_coef, penalty_kind, reward_mode
         self.generator = generator
         self.share = rollout_batch_size // world_size + int(rank < rollout_batch_size % world_size)
+        self.rollouts_per_epoch = math.ceil((updates_per_epoch or rollout_freq) / rollout_freq)
         self.buffer = TensorDictReplayBuffer(
-            storage=LazyTensorStorage(model_retain_epochs * rollout_length * self.share),
+            storage=LazyTensorStorage(
+                model_retain_epochs * self.rollouts_per_epoch * rollout_length * self.share
+            ),
             batch_size=sample_size,
             generator=generator,
         )

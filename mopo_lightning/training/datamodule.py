@@ -23,7 +23,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
-from mopo_lightning.data.d4rl import load_dataset, resolve_dataset
+from mopo_lightning.data.d4rl import DatasetError, load_dataset, resolve_dataset
 from mopo_lightning.dynamics.batches import DynamicsData, dynamics_dataloaders
 from mopo_lightning.envs.model_env import EnsemblePredictor
 from mopo_lightning.envs.rollout import ModelRollouts
@@ -45,8 +45,10 @@ class D4RLDataModule(L.LightningDataModule):
         path: str | None = None,
         mode: Literal["transitions", "qlearning"] = "transitions",
         data_dir: str | None = None,
+        collect_path: str | None = None,
         collect_steps: int | None = None,
         collect_policy: str = "random",
+        max_rows: int | None = None,
         batch_size: int = 256,
         real_ratio: float = 0.05,
         rollout_length: int = 5,
@@ -72,15 +74,25 @@ class D4RLDataModule(L.LightningDataModule):
             mode: ``transitions`` (use ``next_observations``, keep timeouts as non-terminal) or
                 ``qlearning`` (D4RL's ``qlearning_dataset``).
             data_dir: where D4RL files are looked up and downloaded.
-            collect_steps: if set and ``path`` does not exist, collect that many steps in the real env
-                with ``collect_policy`` first (the quickstart's self-made dataset).
+            collect_path: the one file a missing dataset may be collected into (the quickstart's
+                self-made dataset): when ``path`` does not exist and is this file, ``collect_steps`` steps
+                are collected there first. Any other missing ``path`` is an error, so a mistyped
+                ``--data.path`` never collects into the typo.
+            collect_steps: steps to collect into ``collect_path`` (with ``collect_policy``) when missing.
             collect_policy: policy for ``collect_steps`` (``random``, ``falling``).
+            max_rows: keep only the LAST ``max_rows`` loaded transitions (after ``mode``'s row selection),
+                as the authors' replay pool (``max_size`` 1e6) keeps the last 1M rows of a file, which
+                decides what their medium-expert runs trained on. The stage-1 holdout, the bootstrap
+                batches, the rollout start states and the real part of SAC batches all come from the
+                kept rows. ``None`` (default) keeps every row.
             batch_size: SAC batch size (MOPO: 256).
             real_ratio: fraction of each SAC batch drawn from the real data (MOPO: 0.05).
             rollout_length: model rollout horizon h (per task, MOPO reference section 4).
             rollout_batch_size: start states per rollout (MOPO: 50,000), split across ranks.
             rollout_freq: SAC updates between rollouts (MOPO: 1000).
-            model_retain_epochs: rollouts the FIFO model buffer keeps (MOPO: 5).
+            model_retain_epochs: epochs of rollouts the FIFO model buffer keeps (MOPO: 5), i.e.
+                ``model_retain_epochs * ceil(updates_per_epoch / rollout_freq)`` rollouts, as the authors'
+                pool (``envs.rollout``).
             updates_per_epoch: SAC updates per Lightning epoch (MOPO: 1000); evaluation runs per epoch.
             penalty_coef: lambda of r - lambda * u (per task, reference section 4); 0 gives MBPO.
             penalty_kind: ``aleatoric`` max_i ||sigma_i|| (MOPO) or ``disagreement`` of the member means.
@@ -98,6 +110,8 @@ class D4RLDataModule(L.LightningDataModule):
             raise ConfigError("D4RLDataModule needs `data.path` (an HDF5 file) or `data.dataset` (a D4RL name)")
         if not 0.0 <= real_ratio <= 1.0:
             raise ConfigError(f"data.real_ratio must be in [0, 1], got {real_ratio}")
+        if max_rows is not None and max_rows < 1:
+            raise ConfigError(f"data.max_rows must be at least 1 (or null for every row), got {max_rows}")
         for name in ("batch_size", "rollout_length", "rollout_batch_size", "rollout_freq", "model_retain_epochs",
                      "updates_per_epoch", "dynamics_batch_size"):
             if self.hparams[name] < 1:
@@ -131,21 +145,37 @@ class D4RLDataModule(L.LightningDataModule):
         """Resolve (and if configured, collect or download) the dataset file."""
         hp = self.hparams
         if hp.path is not None:
-            path = Path(hp.path)
-            if not path.exists() and hp.collect_steps:
+            path = Path(hp.path).expanduser()
+            if not path.exists():
+                if not (hp.collect_steps and self._is_collect_path(path)):
+                    hint = f" (only data.collect_path {hp.collect_path} is collected when missing)" \
+                        if hp.collect_steps and hp.collect_path else ""
+                    raise DatasetError(f"{path}: no such file{hint}")
                 from mopo_lightning.collection.collect import collect
 
-                log.info("collecting %d %s steps into %s", hp.collect_steps, hp.collect_policy, path)
+                message = (f"collecting {hp.collect_steps} {hp.collect_policy}-policy {self.task_spec.name} "
+                           f"steps into {path} (data.collect_path)")
+                print(f"mopo-lightning: {message}", flush=True)
+                log.info(message)
                 collect(self.task_spec, steps=hp.collect_steps, path=path, policy=hp.collect_policy, seed=hp.seed)
             return resolve_dataset(path)
         return resolve_dataset(hp.dataset, data_dir=hp.data_dir)
+
+    def _is_collect_path(self, path: Path) -> bool:
+        collect_path = self.hparams.collect_path
+        return collect_path is not None and path.resolve() == Path(collect_path).expanduser().resolve()
 
     def prepare_data(self) -> None:
         self.dataset_path()
 
     def setup(self, stage: str | None = None) -> None:
         if self.real is None:
-            self.real = load_dataset(self.dataset_path(), self.task_spec, mode=self.hparams.mode)
+            real = load_dataset(self.dataset_path(), self.task_spec, mode=self.hparams.mode)
+            max_rows = self.hparams.max_rows
+            if max_rows is not None and real.shape[0] > max_rows:
+                log.info("data.max_rows: keeping the last %d of %d transitions", max_rows, real.shape[0])
+                real = real[real.shape[0] - max_rows:].clone()  # as the authors' 1M-row FIFO pool
+            self.real = real
         # Seeded per rank, once the rank is known (the CLI calls setup before the launcher has run):
         # every rank samples its own batches and rolls out from its own start states.
         if self._seeded_rank != self._rank():
@@ -210,6 +240,7 @@ class D4RLDataModule(L.LightningDataModule):
             generator=self.generator,
             rank=self._rank(),
             world_size=self._world(),
+            updates_per_epoch=hp.updates_per_epoch,
         )
         if self.ensemble is not None:
             self.rollouts.attach(self.ensemble)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import math
+import shutil
+
 import lightning as L
 import pytest
 import torch
+from conftest import collected_dataset
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 
-from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.data.d4rl import DatasetError, load_dataset
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.policy.sac import SACModule
-from conftest import collected_dataset
+from mopo_lightning.training.datamodule import D4RLDataModule
 
 
 def _random_policy(act_dim: int, seed: int = 0) -> TensorDictModule:
@@ -24,8 +28,9 @@ def _random_policy(act_dim: int, seed: int = 0) -> TensorDictModule:
 
 
 def _datamodule(task: str, path, **overrides) -> D4RLDataModule:
-    kwargs = dict(task=task, path=str(path), batch_size=256, real_ratio=0.05, rollout_length=3,
-                  rollout_batch_size=100, model_retain_epochs=2, rollout_freq=10, updates_per_epoch=25, seed=0)
+    kwargs = {"task": task, "path": str(path), "batch_size": 256, "real_ratio": 0.05, "rollout_length": 3,
+              "rollout_batch_size": 100, "model_retain_epochs": 2, "rollout_freq": 10, "updates_per_epoch": 25,
+              "seed": 0}
     kwargs.update(overrides)
     dm = D4RLDataModule(**kwargs)
     dm.setup("fit")
@@ -69,7 +74,10 @@ def test_real_ratio_zero_and_one(cheetah_path):
 
 
 def test_model_buffer_is_fifo_with_retain_epochs(cheetah_path):
-    dm = _datamodule("halfcheetah", cheetah_path)  # halfcheetah never terminates: 100 x 3 rows per rollout
+    # one rollout per epoch (rollout_freq = updates_per_epoch = 10): capacity 2 rollouts
+    # halfcheetah never terminates: 100 x 3 rows per rollout
+    dm = _datamodule("halfcheetah", cheetah_path, updates_per_epoch=10)
+    assert dm.model_rollouts().capacity == 600
     policy = _random_policy(dm.act_dim)
     dm.model_rollouts().rollout(policy)
     first = _rows(dm.rollouts.buffer[:])
@@ -119,3 +127,99 @@ def test_rollout_schedule_in_training(cheetah_path):
     assert len(calls) == 5
     for expected, got in zip([0, 10, 20, 30, 40], calls):
         assert expected - 1 <= got <= expected
+
+
+@pytest.mark.parametrize(("rollout_freq", "updates_per_epoch", "rollouts_per_epoch"),
+                         [(10, 25, 3), (5, 25, 5), (1000, 1000, 1), (25, 10, 1)])
+def test_model_buffer_keeps_retain_epochs_of_rollouts(cheetah_path, rollout_freq, updates_per_epoch,
+                                                      rollouts_per_epoch):
+    """Capacity = model_retain_epochs * ceil(updates_per_epoch / rollout_freq) * h * share (authors' pool)."""
+    dm = _datamodule("halfcheetah", cheetah_path, rollout_freq=rollout_freq, updates_per_epoch=updates_per_epoch)
+    rollouts = dm.model_rollouts()
+    assert rollouts_per_epoch == math.ceil(updates_per_epoch / rollout_freq)
+    assert rollouts.capacity == 2 * rollouts_per_epoch * 3 * 100  # retain 2, h 3, 100 start states
+
+
+def test_model_buffer_holds_retain_epochs_when_rolling_out_more_often(cheetah_path):
+    """rollout_freq 10 < 25 updates per epoch: 3 rollouts an epoch, 2 epochs kept = 6 rollouts, FIFO."""
+    dm = _datamodule("halfcheetah", cheetah_path, rollout_freq=10, updates_per_epoch=25)
+    policy = _random_policy(dm.act_dim)
+    dm.model_rollouts().rollout(policy)
+    first = _rows(dm.rollouts.buffer[:])
+    for _ in range(5):
+        dm.model_rollouts().rollout(policy)
+    assert len(dm.rollouts) == 1800 and first <= _rows(dm.rollouts.buffer[:])
+    dm.model_rollouts().rollout(policy)  # the seventh rollout evicts the first
+    assert len(dm.rollouts) == 1800 and not (first & _rows(dm.rollouts.buffer[:]))
+
+
+def test_default_settings_keep_todays_capacity():
+    """MOPO's schedule (rollout_freq 1000 = 1000 updates per epoch): 5 * h * 50,000 rows."""
+    dm = D4RLDataModule(task="halfcheetah", path="unused.hdf5")
+    dm.real = load_dataset(collected_dataset("halfcheetah", 1_000, seed=0), "halfcheetah")
+    assert dm.model_rollouts().capacity == 5 * 5 * 50_000
+
+
+def test_max_rows_keeps_the_last_rows(cheetah_path):
+    full = load_dataset(cheetah_path, "halfcheetah")
+    dm = _datamodule("halfcheetah", cheetah_path, max_rows=300)
+    assert dm.real.shape == (300,)
+    assert (dm.real == full[-300:]).all()
+    kept = _rows(full[-300:])
+    assert _rows(dm.real) == kept
+    # the stage-1 holdout and bootstrap batches, and the rollout start states, come from the kept rows
+    data = dm.dynamics_data(num_members=3)
+    assert data.holdout_inputs.shape[0] == 60 and data.train_inputs.shape[0] == 240
+    assert {tuple(r) for r in data.holdout_inputs.tolist()} | {tuple(r) for r in data.train_inputs.tolist()} == kept
+    assert torch.equal(dm.model_rollouts().start_states, full["observation"][-300:])
+    # more rows than the file holds: everything is kept
+    assert _datamodule("halfcheetah", cheetah_path, max_rows=10_000).real.shape == full.shape
+    with pytest.raises(Exception, match="data.max_rows must be at least 1"):
+        D4RLDataModule(task="halfcheetah", path=str(cheetah_path), max_rows=0)
+
+
+@pytest.fixture
+def fake_collect(monkeypatch, cheetah_path):
+    """Replace the real-env collector by a copy of a cached file; record each call."""
+    import mopo_lightning.collection.collect as collect_module
+
+    calls = []
+
+    def collect(task, steps, path, policy, seed, **kwargs):
+        calls.append((steps, str(path), policy))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(cheetah_path, path)
+        return path
+
+    monkeypatch.setattr(collect_module, "collect", collect)
+    return calls
+
+
+def test_collects_only_into_collect_path(tmp_path, fake_collect, capsys):
+    target = tmp_path / "data" / "quick.hdf5"
+    dm = D4RLDataModule(task="halfcheetah", path=str(target), collect_path=str(target), collect_steps=1000)
+    dm.prepare_data()
+    assert fake_collect == [(1000, str(target), "random")]
+    line = capsys.readouterr().out.strip()
+    assert line.count("\n") == 0 and "collecting 1000" in line and str(target) in line, line
+    dm.setup("fit")
+    assert dm.real.shape == (1000,)
+    dm.prepare_data()  # present now: not collected again
+    assert len(fake_collect) == 1
+
+
+@pytest.mark.parametrize("collect_path", ["data/quick.hdf5", None])
+def test_missing_path_that_is_not_collect_path_is_an_error(tmp_path, fake_collect, collect_path, monkeypatch):
+    """A mistyped --data.path with the quickstart config refuses instead of collecting into the typo."""
+    monkeypatch.chdir(tmp_path)
+    typo = tmp_path / "data" / "quikc.hdf5"
+    dm = D4RLDataModule(task="halfcheetah", path=str(typo), collect_path=collect_path, collect_steps=1000)
+    with pytest.raises(DatasetError, match="quikc.hdf5: no such file") as info:
+        dm.prepare_data()
+    assert "\n" not in str(info.value)
+    assert fake_collect == [] and not typo.exists()
+    # the relative collect_path names the same file as an absolute path to it
+    if collect_path is not None:
+        D4RLDataModule(task="halfcheetah", path=str(tmp_path / collect_path), collect_path=collect_path,
+                       collect_steps=1000).prepare_data()
+        assert fake_collect == [(1000, str(tmp_path / collect_path), "random")]
