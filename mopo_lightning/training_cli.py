@@ -23,7 +23,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, EpochCheckpoint, GracefulStop, RNGStates
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
+from mopo_lightning.callbacks.progress_bar import StageProgressBar
 from mopo_lightning.callbacks.results import RunResults
+from mopo_lightning.console import quiet_third_party
+from mopo_lightning.data.d4rl import DatasetError
+from mopo_lightning.data.summary import summarize
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.training.datamodule import D4RLDataModule
 from mopo_lightning.training.run_dir import RunDirectory
@@ -86,7 +90,9 @@ class MOPOCLI(LightningCLI):
             seed_everything_default=0,
             args=args,
             run=run,
-            parser_kwargs={"description": "MOPO: model-based offline policy optimisation (Yu et al. 2020)"},
+            # exit_on_error=False: a parse error raises ArgumentError, which cli.main prints as one line
+            parser_kwargs={"description": "MOPO: model-based offline policy optimisation (Yu et al. 2020)",
+                           "prog": "mopo-lightning", "exit_on_error": False},
         )
 
     # ------------------------------------------------------------------ config tree
@@ -123,6 +129,7 @@ class MOPOCLI(LightningCLI):
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
+        quiet_third_party()
         torch.set_num_threads(self._cfg("num_threads"))
 
     # ------------------------------------------------------------------ run directory and trainer
@@ -148,6 +155,8 @@ class MOPOCLI(LightningCLI):
             config["logger"] = self._logger("sac")
         if config.get("default_root_dir") is None:
             config["default_root_dir"] = str(self.run_dir)
+        if config.get("enable_model_summary") is None:
+            config["enable_model_summary"] = False  # two tables of 'FLOPs 0' tell a user nothing
         data = self._cfg("data")
         self.results = RunResults(
             self.run_dir / "results.json",
@@ -166,6 +175,8 @@ class MOPOCLI(LightningCLI):
             config["plugins"] = [AtomicCheckpointIO()]
         extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
         callbacks = [*extra, self.results, RNGStates(), GracefulStop(self.run_dir / "sac"), checkpoint]
+        if config.get("enable_progress_bar") is not False:
+            callbacks.append(StageProgressBar("stage 2 (SAC)"))
         return self._instantiate_trainer(config, callbacks)
 
     # ------------------------------------------------------------------ the two stages
@@ -191,8 +202,33 @@ class MOPOCLI(LightningCLI):
         datamodule.bind_learner(model, log=None if logger is None else tensorboard_rollout_log(logger))
         self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         if self.trainer.is_global_zero:
-            print(f"results: {self.results.path}")
-            print(f"TensorBoard logs: tensorboard --logdir {self.run_dir / 'tensorboard'}")
+            print(self.closing_summary(datamodule, model))
+
+    def closing_summary(self, datamodule: D4RLDataModule, model: SACModule) -> str:
+        """What a user needs at the end: the score beside the data's own, updates, time per stage, paths."""
+        data, task = self.results.data, datamodule.task_spec
+        try:
+            behaviour = summarize(datamodule.dataset_path(), task)
+        except DatasetError:
+            behaviour = None
+        if task.has_reference_scores:
+            own = "" if behaviour is None else (f" (the data's own: mean {behaviour['normalized_score']['mean']:.2f}, "
+                                                f"best episode {behaviour['normalized_score']['max']:.2f})")
+            score = data.get("final_normalized_score")
+            headline = f"final normalised score {'n/a' if score is None else f'{score:.2f}'}{own}"
+        else:
+            own = "" if behaviour is None else (f" (the data's own: mean {behaviour['return']['mean']:.1f}, "
+                                                f"best episode {behaviour['return']['max']:.1f})")
+            ret = data.get("final_return")
+            headline = f"final return {'n/a' if ret is None else f'{ret:.1f}'}{own}"
+        seconds = data.get("seconds", {})
+        return "\n".join([
+            f"MOPO run {self.run_dir}: {headline}",
+            f"  SAC updates {int(model.sac_updates)}; wall time: stage 1 {seconds.get('dynamics', 0.0):.0f} s, "
+            f"stage 2 {seconds.get('policy', 0.0):.0f} s",
+            f"  results:     {self.results.path}",
+            f"  TensorBoard: tensorboard --logdir {self.run_dir / 'tensorboard'}",
+        ])
 
     def dynamics_stage(self, datamodule: D4RLDataModule) -> tuple[DynamicsModule, dict[str, Any]]:
         """Stage 1 through ``training.stage1.dynamics_stage`` with this run's settings."""

@@ -67,7 +67,7 @@ class EpochCheckpoint(Checkpoint):
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         path = self.dirpath / f"epoch{trainer.current_epoch:04d}.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # everything a resume needs
         link_last(trainer, path, self.last)
         if trainer.is_global_zero:
             epochs = sorted(self.dirpath.glob("epoch[0-9]*.ckpt"), key=lambda p: int(p.stem[5:]))
