@@ -129,6 +129,9 @@ class MuJoCoEvaluation(L.Callback):
         if self.task is not None:
             return get_task(self.task)
         datamodule = getattr(trainer, "datamodule", None)
+        spec = getattr(datamodule, "task_spec", None)  # the data's own task: env spec and score references
+        if isinstance(spec, Task):
+            return spec
         if datamodule is None or not hasattr(datamodule, "task"):
             raise ValueError("MuJoCoEvaluation needs a task: set `task` or use a DataModule with `.task`")
         return get_task(datamodule.task)
