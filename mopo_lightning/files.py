@@ -55,3 +55,14 @@ def remove_stale_temps(path: str | Path) -> None:
     path = Path(path)
     for stale in path.parent.glob(f".{path.name}.*.*"):
         stale.unlink(missing_ok=True)
+
+
+def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in ``chunk_size`` chunks (constant memory for any size)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()

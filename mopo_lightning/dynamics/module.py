@@ -77,6 +77,8 @@ class DynamicsModule(LightningModule):
         self._holdout_sse: Tensor | None = None  # [E]
         self._holdout_count = 0
         self._train_start: float | None = None
+        self._seconds_before = 0.0  # training seconds of earlier (resumed-from) runs
+        self.fingerprint: dict | None = None  # what made this model (dynamics/fingerprint.py), if known
 
     def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         """Raw inputs [E, B, in] or [B, in] -> (mean, logvar) [E, B, out]."""
@@ -102,6 +104,12 @@ class DynamicsModule(LightningModule):
                 )
             self.fit_normalizer(dataset.inputs)
         self._train_start = time.perf_counter()
+
+    @property
+    def train_seconds(self) -> float:
+        """Training time so far, across resumes (kept in checkpoints, so a loaded model reports it too)."""
+        running = 0.0 if self._train_start is None else time.perf_counter() - self._train_start
+        return self._seconds_before + running
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         inputs, targets = batch  # [E, B, in], [E, B, out]
@@ -145,7 +153,7 @@ class DynamicsModule(LightningModule):
         if self.hparams.max_epochs is not None and epochs >= self.hparams.max_epochs:
             stop = True
         if self.hparams.max_seconds is not None and self._train_start is not None:
-            stop = stop or time.perf_counter() - self._train_start > self.hparams.max_seconds
+            stop = stop or self.train_seconds > self.hparams.max_seconds  # resumed time counts
         # Ranks must agree (the time cap is read from each rank's own clock), or DDP would hang.
         stop = self.trainer.strategy.reduce_boolean_decision(bool(stop), all=False)
         if stop:
@@ -153,6 +161,7 @@ class DynamicsModule(LightningModule):
             self.trainer.should_stop = True
 
     def on_train_end(self) -> None:
+        self._seconds_before, self._train_start = self.train_seconds, None  # the clock stops here
         self.finalize()  # also when the trainer's own caps ended training
         if isinstance(self.logger, TensorBoardLogger):
             self.logger.experiment.add_text(
@@ -189,6 +198,17 @@ class DynamicsModule(LightningModule):
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.ensemble.parameters(), lr=self.hparams.lr, fused=True)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Plain floats and a dict of JSON values: they load with weights_only=True.
+        checkpoint["dynamics_train_seconds"] = float(self.train_seconds)
+        if self.fingerprint is not None:
+            checkpoint["dynamics_fingerprint"] = dict(self.fingerprint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._seconds_before = float(checkpoint.get("dynamics_train_seconds", 0.0))
+        self.fingerprint = checkpoint.get("dynamics_fingerprint")
 
 
 def load_dynamics(path: str | Path, map_location: str | torch.device = "cpu") -> DynamicsModule:

@@ -1,22 +1,52 @@
-"""Stage 1 of a run: train the dynamics ensemble to early stopping, or load the one this run already has.
+"""Stage 1 of a run: train the dynamics ensemble to early stopping, or load the one its settings made.
 
 Sources: MOPO reference section 3 (ensemble training, holdout, member-wise early stopping, elites).
-``<run_dir>/dynamics.ckpt`` (or an explicit ``--dynamics_checkpoint``) is loaded when it exists; otherwise
-the ensemble is trained through a Lightning Trainer and saved atomically (weights, buffers, hparams).
+
+Every model carries its fingerprint (``dynamics/fingerprint.py``: dataset bytes, stage-1 data settings,
+dynamics hyper-parameters), and is reused only on an exact match:
+1. ``--dynamics_checkpoint PATH``: loaded; a different fingerprint refuses (``ConfigError``, one line).
+2. ``<run_dir>/dynamics.ckpt``: the same.
+3. the cache entry ``<cache>/<key>/dynamics.ckpt`` (default cache ``<run_root>/.dynamics_cache``): loaded
+   and copied into the run directory. The copy (not a symlink) keeps a run directory whole when the
+   cache is pruned; ~3x the weights' size per run.
+4. otherwise the entry is trained under an exclusive ``flock`` on ``<entry>/lock``: a second process
+   wanting the same model waits, then loads it.
+Training is resumable: after every completed epoch ``<entry>/partial.ckpt`` (a full Lightning checkpoint:
+weights, early stopping and member snapshots, Adam, loops, RNG states, bootstrap epoch, elapsed seconds)
+is written atomically; a new start resumes from it with ``trainer.fit(ckpt_path=...)`` and ends with the
+same weights as an uninterrupted run. SIGINT/SIGTERM finish the current epoch, save it and exit 128 + N.
 """
 
 from __future__ import annotations
 
-import time
+import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
 
+from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, rng_state, set_rng_state
+from mopo_lightning.dynamics.batches import BootstrapBatches
+from mopo_lightning.dynamics.fingerprint import (
+    dataset_sha256,
+    dynamics_fingerprint,
+    exclusive_lock,
+    fingerprint_diff,
+    fingerprint_key,
+)
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
 from mopo_lightning.files import atomic_path
+from mopo_lightning.guards import ConfigError
 from mopo_lightning.training.datamodule import D4RLDataModule
+
+FINAL, PARTIAL, LOCK = "dynamics.ckpt", "partial.ckpt", "lock"
+BOOTSTRAP_EPOCH = "dynamics_bootstrap_epoch"  # top-level checkpoint key: epochs the train loader began
 
 
 def dynamics_summary(module: DynamicsModule) -> dict[str, Any]:
@@ -31,6 +61,81 @@ def dynamics_summary(module: DynamicsModule) -> dict[str, Any]:
     }
 
 
+class Stage1Checkpoint(Checkpoint):
+    """``partial.ckpt`` after every completed epoch; SIGINT/SIGTERM stop after the epoch is saved.
+
+    A ``Checkpoint`` runs after the module's epoch-end hooks, and the holdout scoring (early stopping,
+    snapshots) runs before them, so each file holds a whole epoch. The last epoch writes no partial file:
+    the final ``dynamics.ckpt`` follows it.
+    """
+
+    def __init__(self, path: Path, batches: BootstrapBatches) -> None:
+        self.path, self.batches = path, batches
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._pending_rng: dict[str, torch.Tensor] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending_rng = state_dict["rng"]
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[BOOTSTRAP_EPOCH] = int(self.batches.epoch)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending_rng is not None:
+            set_rng_state(self._pending_rng)
+            self._pending_rng = None
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.should_stop:
+            return  # training ends now; the final dynamics.ckpt is written next
+        trainer.save_checkpoint(self.path)  # atomic (AtomicCheckpointIO)
+        if self.signum is not None:
+            epochs = int(pl_module.early_stopping.num_updates)
+            self.restore_handlers()
+            print(f"\nsignal {self.signum}: stage 1 saved after {epochs} epochs; "
+                  "run the same command with --ckpt_path last to continue", flush=True)
+            raise SystemExit(128 + self.signum)
+
+    def restore_handlers(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.restore_handlers()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.restore_handlers()
+
+
+def _result(module: DynamicsModule, path: Path, key: str, loaded: bool) -> dict[str, Any]:
+    return {**dynamics_summary(module), "seconds": module.train_seconds, "loaded": loaded,
+            "fingerprint": key, "fingerprint_fields": module.fingerprint, "checkpoint": str(path)}
+
+
+def load_matching(path: Path, fingerprint: dict[str, Any], what: str) -> DynamicsModule:
+    """Load ``path``; refuse (``ConfigError``, one line) unless it was made with ``fingerprint``."""
+    module = load_dynamics(path)
+    if module.fingerprint is None:
+        raise ConfigError(f"{what} {path} has no fingerprint (trained before models recorded what made them); "
+                          "delete it to retrain")
+    diff = fingerprint_diff(module.fingerprint, fingerprint)
+    if diff:
+        raise ConfigError(f"{what} {path} was trained with other settings: {diff}; "
+                          "delete it (or use another --run_name) to train a matching model")
+    return module
+
+
 def dynamics_stage(
     datamodule: D4RLDataModule,
     *,
@@ -39,33 +144,91 @@ def dynamics_stage(
     checkpoint: str | None,
     trainer_kwargs: dict[str, Any],
     logger: Logger | None,
+    cache_dir: str | Path | None = None,
 ) -> tuple[DynamicsModule, dict[str, Any]]:
-    """Load ``dynamics.ckpt`` when it exists, else train the ensemble and save it atomically.
+    """Load the model these settings made (explicit, run directory, cache), else train it into the cache.
 
     Returns the module and the ``dynamics`` section of ``results.json``.
     """
-    path = Path(checkpoint or run_dir / "dynamics.ckpt")
-    if path.exists():
-        module = load_dynamics(path)
-        print(f"dynamics: loaded {path} (delete it to retrain)")
-        return module, {**dynamics_summary(module), "seconds": 0.0, "checkpoint": str(path)}
+    cache = Path(cache_dir) if cache_dir is not None else run_dir.parent / ".dynamics_cache"
+    fingerprint = dynamics_fingerprint(
+        dataset_sha256(datamodule.dataset_path(), cache), datamodule.hparams, hparams
+    )
+    key = fingerprint_key(fingerprint)
     if checkpoint:
-        raise FileNotFoundError(f"--dynamics_checkpoint {path} does not exist")
+        path = Path(checkpoint)
+        if not path.exists():
+            raise FileNotFoundError(f"--dynamics_checkpoint {path} does not exist")
+        module = load_matching(path, fingerprint, "--dynamics_checkpoint")
+        print(f"dynamics: loaded {path} (fingerprint {key})")
+        return module, _result(module, path, key, loaded=True)
+    own = run_dir / FINAL
+    if own.exists():
+        module = load_matching(own, fingerprint, "dynamics:")
+        print(f"dynamics: loaded {own} (fingerprint {key}; delete it to retrain)")
+        return module, _result(module, own, key, loaded=True)
+    entry = cache / key
+    final = entry / FINAL
+    trained: DynamicsModule | None = None
+    if not final.exists():
+        if rank_zero_only.rank == 0:  # DDP's other ranks start inside rank 0's fit: they must not wait
+            with exclusive_lock(entry / LOCK, on_wait=lambda: print(
+                    f"dynamics: waiting for another process training {entry}", flush=True)):
+                if not final.exists():
+                    trained = _train(datamodule, hparams, fingerprint, entry, run_dir, trainer_kwargs, logger)
+        else:
+            trained = _train(datamodule, hparams, fingerprint, entry, run_dir, trainer_kwargs, logger)
+    if trained is None:
+        module = load_matching(final, fingerprint, "dynamics cache entry")
+        print(f"dynamics: loaded {final} from the cache (fingerprint {key}); stage 1 not retrained")
+    else:
+        module = trained
+    if rank_zero_only.rank == 0:
+        with atomic_path(own) as tmp:
+            shutil.copyfile(final, tmp)
+    return module, {**_result(module, own, key, loaded=trained is None), "cache_entry": str(final)}
+
+
+def _train(
+    datamodule: D4RLDataModule,
+    hparams: dict[str, Any],
+    fingerprint: dict[str, Any],
+    entry: Path,
+    run_dir: Path,
+    trainer_kwargs: dict[str, Any],
+    logger: Logger | None,
+) -> DynamicsModule:
+    """Train (or resume) the ensemble of ``entry``; write ``entry/dynamics.ckpt``, drop ``partial.ckpt``."""
     module = DynamicsModule(obs_dim=datamodule.obs_dim, act_dim=datamodule.act_dim, **hparams)
+    module.fingerprint = fingerprint
     data = datamodule.dynamics_data(module.hparams.num_members)
     module.fit_normalizer(data.train_inputs)
+    batches = data.train.dataset
+    partial = entry / PARTIAL
+    resume = None
+    if partial.exists():
+        state = torch.load(partial, map_location="cpu", weights_only=True)
+        # The loader draws epoch k's order when its iterator starts, before any hook could set it.
+        batches.epoch = int(state[BOOTSTRAP_EPOCH])
+        resume = str(partial)
+        print(f"dynamics: resuming {partial} after {batches.epoch} epochs", flush=True)
+    saver = Stage1Checkpoint(partial, batches)
     trainer = L.Trainer(
         **trainer_kwargs,
         # the module stops itself (member-wise early stopping, epoch and time caps)
         max_epochs=module.hparams.max_epochs or -1,
         num_sanity_val_steps=0,
         logger=logger,
-        enable_checkpointing=False,
+        callbacks=[saver],
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
     )
-    start = time.perf_counter()
-    trainer.fit(module, train_dataloaders=data.train, val_dataloaders=data.holdout)
-    seconds = time.perf_counter() - start
-    with atomic_path(path) as tmp:  # rank 0 writes; the other ranks' blocks write nothing
-        trainer.save_checkpoint(tmp, weights_only=True)  # weights, buffers, hparams: no optimiser
-    return module, {**dynamics_summary(module), "seconds": seconds, "checkpoint": str(path)}
+    trainer.fit(module, train_dataloaders=data.train, val_dataloaders=data.holdout, ckpt_path=resume)
+    trainer.save_checkpoint(entry / FINAL, weights_only=True)  # weights, buffers, hparams, fingerprint, seconds
+    if trainer.is_global_zero:
+        partial.unlink(missing_ok=True)
+    if saver.signum is not None:  # a signal during the last epoch: stage 1 is complete, stop before stage 2
+        print(f"\nsignal {saver.signum}: stage 1 saved after {int(module.early_stopping.num_updates)} epochs; "
+              "run the same command with --ckpt_path last to continue", flush=True)
+        raise SystemExit(128 + saver.signum)
+    return module

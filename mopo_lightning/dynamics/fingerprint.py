@@ -1,0 +1,144 @@
+"""What made a dynamics ensemble: its fingerprint, the cache entry it names, and the entry's lock.
+
+A trained ensemble is identified by everything that shapes its weights (the "Runs you can trust" issue):
+- the dataset's bytes (SHA-256, hashed once per (path, size, mtime) and remembered on disk);
+- the loader and stage-1 data settings: ``data.task``, ``data.mode``, ``data.seed``, ``data.holdout_ratio``,
+  ``data.max_holdout``, ``data.dynamics_batch_size`` (and ``data.max_rows`` where the DataModule has it);
+- every ``DynamicsModule`` hyper-parameter (defaults filled in, so an omitted key equals its default).
+Stage-2 settings (h, lambda, SAC) are not in it, so runs that differ only there share one trained model.
+
+The fingerprint is a flat dict of JSON values; its key is the first 16 hex digits of the SHA-256 of its
+canonical JSON. A cache of trained ensembles is a directory of entries ``<cache>/<key>/`` holding
+``dynamics.ckpt`` (the final model), ``partial.ckpt`` (stage 1's resumable state while it trains) and
+``lock`` (``flock``-ed by the one process training the entry).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mopo_lightning.dynamics.module import DynamicsModule
+from mopo_lightning.files import sha256_file, write_text_atomic
+
+FINGERPRINT_VERSION = 1
+"""Bumped when the fingerprint's fields or the training code's numbers change."""
+STAGE1_DATA_KEYS = ("task", "mode", "seed", "holdout_ratio", "max_holdout", "dynamics_batch_size")
+"""DataModule hparams that shape stage 1 (always present)."""
+OPTIONAL_DATA_KEYS = ("max_rows", "max_transitions")
+"""Row caps some DataModule versions have: in the fingerprint when present."""
+_SKIPPED_DYNAMICS_KEYS = ("obs_dim", "act_dim")  # given by data.task
+
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, this process
+
+
+def _canonical(value: Any) -> Any:
+    """JSON-plain value: tuples -> lists, integral floats -> ints (120 and 120.0 are one setting)."""
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    return str(value)
+
+
+def dataset_sha256(path: str | Path, cache_dir: str | Path | None = None) -> str:
+    """SHA-256 of the dataset file, computed once per (path, size, mtime).
+
+    Remembered in this process and, with ``cache_dir``, in ``<cache_dir>/dataset_hashes/`` so that another
+    process (or a later run) does not read a 2 GB file again.
+    """
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key in _HASHES:
+        return _HASHES[key]
+    record = None
+    if cache_dir is not None:
+        name = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+        record = Path(cache_dir) / "dataset_hashes" / f"{name}.json"
+        try:
+            saved = json.loads(record.read_text())
+            if [saved["path"], saved["size"], saved["mtime_ns"]] == list(key):
+                _HASHES[key] = saved["sha256"]
+                return saved["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    digest = sha256_file(path)
+    _HASHES[key] = digest
+    if record is not None:
+        saved = {"path": key[0], "size": key[1], "mtime_ns": key[2], "sha256": digest}
+        write_text_atomic(record, json.dumps(saved) + "\n")
+    return digest
+
+
+def dynamics_fingerprint(
+    dataset_sha: str, data_hparams: Mapping[str, Any], dynamics_hparams: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The flat fingerprint dict: ``version``, ``data.sha256``, ``data.<key>``, ``dynamics.<key>``."""
+    signature = inspect.signature(DynamicsModule.__init__).parameters
+    defaults = {k: p.default for k, p in signature.items() if p.default is not inspect.Parameter.empty}
+    unknown = set(dynamics_hparams) - set(signature)
+    if unknown:
+        raise TypeError(f"not DynamicsModule hyper-parameters: {sorted(unknown)}")
+    dynamics = {**defaults, **dynamics_hparams}
+    fields: dict[str, Any] = {"version": FINGERPRINT_VERSION, "data.sha256": dataset_sha}
+    for key in (*STAGE1_DATA_KEYS, *OPTIONAL_DATA_KEYS):
+        if key in data_hparams:
+            fields[f"data.{key}"] = _canonical(data_hparams[key])
+    for key in sorted(dynamics):
+        if key not in _SKIPPED_DYNAMICS_KEYS:
+            fields[f"dynamics.{key}"] = _canonical(dynamics[key])
+    return fields
+
+
+def fingerprint_key(fingerprint: Mapping[str, Any]) -> str:
+    """16 hex digits naming the fingerprint (its cache entry's directory)."""
+    text = json.dumps(dict(fingerprint), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def fingerprint_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str:
+    """``key stored (now current)`` for every key that differs, comma-separated; '' when none does."""
+
+    def show(value: Any) -> str:
+        return value[:12] if isinstance(value, str) and len(value) == 64 else json.dumps(value)
+
+    missing = object()
+    parts = []
+    for key in sorted(set(stored) | set(current)):
+        old, new = stored.get(key, missing), current.get(key, missing)
+        if old != new:
+            old_s = "(absent)" if old is missing else show(old)
+            new_s = "(absent)" if new is missing else show(new)
+            parts.append(f"{key} {old_s} (now {new_s})")
+    return ", ".join(parts)
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing); block while another process holds it.
+
+    ``on_wait`` is called once if the lock is busy. The kernel releases the lock when its holder dies, so a
+    killed trainer never leaves an entry locked.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
