@@ -1,0 +1,156 @@
+"""Dynamics models identified by what made them: fingerprint, refusal on mismatch, shared cache, lock.
+
+Stage 1 runs through ``training.stage1.dynamics_stage`` on cached random Hopper data with a tiny ensemble
+(one hidden layer of 8, two epochs), so each training takes about a second.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import collected_dataset
+
+from mopo_lightning.dynamics.fingerprint import (
+    dataset_sha256,
+    dynamics_fingerprint,
+    exclusive_lock,
+    fingerprint_key,
+)
+from mopo_lightning.guards import ConfigError
+from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.training.stage1 import dynamics_stage
+
+TINY = {"hidden_dim": 8, "num_layers": 1, "weight_decays": (1e-5, 1e-4), "max_epochs": 2, "max_seconds": None}
+TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "enable_model_summary": False}
+
+
+def _datamodule(path: Path, **kwargs) -> D4RLDataModule:
+    return D4RLDataModule(task="hopper", path=str(path), **kwargs)
+
+
+def _stage1(path: Path, run_dir: Path, cache: Path, hparams: dict | None = None, checkpoint: str | None = None,
+            **data_kwargs):
+    return dynamics_stage(_datamodule(path, **data_kwargs), hparams={**TINY, **(hparams or {})}, run_dir=run_dir,
+                          checkpoint=checkpoint, trainer_kwargs=TRAINER, logger=False, cache_dir=cache)
+
+
+def _key(sha: str, hparams: dict | None = None, **data_kwargs) -> str:
+    dm = _datamodule(Path("unused.hdf5"), **data_kwargs)
+    return fingerprint_key(dynamics_fingerprint(sha, dm.hparams, {**TINY, **(hparams or {})}))
+
+
+def test_fingerprint_follows_what_shapes_the_model_and_nothing_else(tmp_path):
+    base = _key("a" * 64)
+    assert _key("a" * 64) == base
+    for changed in (_key("b" * 64), _key("a" * 64, {"hidden_dim": 16}), _key("a" * 64, {"max_epochs": 3}),
+                    _key("a" * 64, seed=1), _key("a" * 64, mode="qlearning"), _key("a" * 64, holdout_ratio=0.1),
+                    _key("a" * 64, max_holdout=500), _key("a" * 64, dynamics_batch_size=128)):
+        assert changed != base
+    for stage2 in ({"rollout_length": 1}, {"penalty_coef": 5.0}, {"batch_size": 128}, {"real_ratio": 0.5},
+                   {"rollout_batch_size": 10}, {"penalty_kind": "disagreement"}, {"updates_per_epoch": 7}):
+        assert _key("a" * 64, **stage2) == base, stage2
+    # An omitted hyper-parameter is its default; 120 and 120.0 are one setting.
+    dm = _datamodule(Path("unused.hdf5"))
+    assert dynamics_fingerprint("a" * 64, dm.hparams, {}) == dynamics_fingerprint(
+        "a" * 64, dm.hparams, {"num_members": 7, "max_seconds": None})
+    assert dynamics_fingerprint("a", dm.hparams, {"max_seconds": 120}) == dynamics_fingerprint(
+        "a", dm.hparams, {"max_seconds": 120.0})
+
+
+def test_dataset_hash_is_the_content_and_is_remembered_per_size_and_mtime(tmp_path):
+    source = collected_dataset("hopper", 2_000, seed=0)
+    copy = tmp_path / "copy.hdf5"
+    shutil.copyfile(source, copy)
+    cache = tmp_path / "cache"
+    first = dataset_sha256(copy, cache)
+    assert first == dataset_sha256(source)  # same bytes, another path: same hash
+    assert len(list((cache / "dataset_hashes").iterdir())) == 1
+    data = bytearray(copy.read_bytes())
+    data[-1] ^= 1
+    copy.write_bytes(bytes(data))
+    os.utime(copy, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new mtime, as any rewrite gives
+    assert dataset_sha256(copy, cache) != first
+    other = collected_dataset("hopper", 1_000, seed=0, max_episode_steps=25)
+    assert dataset_sha256(other) != dataset_sha256(source)
+
+
+def test_mismatched_model_refuses_naming_what_differs(tmp_path):
+    data = collected_dataset("hopper", 2_000, seed=0)
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    _, info = _stage1(data, run_dir, cache)
+    assert info["loaded"] is False and (run_dir / "dynamics.ckpt").exists()
+    with pytest.raises(ConfigError, match=r"dynamics.hidden_dim 8 \(now 16\)") as error:
+        _stage1(data, run_dir, cache, {"hidden_dim": 16})
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match=r"data.seed 0 \(now 3\)"):
+        _stage1(data, run_dir, cache, seed=3)
+    other = collected_dataset("hopper", 1_000, seed=0, max_episode_steps=25)
+    with pytest.raises(ConfigError, match=r"data.sha256 "):
+        _stage1(other, run_dir, cache)
+    with pytest.raises(ConfigError, match=r"--dynamics_checkpoint .* dynamics.max_epochs 2 \(now 3\)"):
+        _stage1(data, tmp_path / "run2", cache, {"max_epochs": 3}, checkpoint=str(run_dir / "dynamics.ckpt"))
+    # The same settings load it, and report its real training time.
+    module, again = _stage1(data, run_dir, cache, penalty_coef=3.0)
+    assert again["loaded"] is True and again["seconds"] == info["seconds"] > 0
+    assert again["fingerprint"] == info["fingerprint"] == fingerprint_key(module.fingerprint)
+
+
+def test_runs_differing_in_stage2_settings_share_one_trained_model(tmp_path, capsys):
+    data = collected_dataset("hopper", 2_000, seed=0)
+    cache = tmp_path / "cache"
+    first, info = _stage1(data, tmp_path / "h5", cache, rollout_length=5, penalty_coef=1.0)
+    entry = cache / info["fingerprint"] / "dynamics.ckpt"
+    assert info["cache_entry"] == str(entry) and not (entry.parent / "partial.ckpt").exists()
+    mtime = entry.stat().st_mtime_ns
+    capsys.readouterr()
+    second, again = _stage1(data, tmp_path / "h1", cache, rollout_length=1, penalty_coef=0.25)
+    assert "from the cache" in capsys.readouterr().out
+    assert again["loaded"] is True and again["seconds"] == info["seconds"]
+    assert entry.stat().st_mtime_ns == mtime  # not retrained
+    for key, value in first.state_dict().items():
+        assert torch.equal(value, second.state_dict()[key]), key
+    assert (tmp_path / "h1" / "dynamics.ckpt").read_bytes() == entry.read_bytes()  # the run holds a copy
+
+
+def test_lock_serialises_holders(tmp_path):
+    spans, waited = [], []
+
+    def hold(name: str) -> None:
+        with exclusive_lock(tmp_path / "lock", on_wait=lambda: waited.append(name)):
+            start = time.monotonic()
+            time.sleep(0.3)
+            spans.append((start, time.monotonic()))
+
+    threads = [threading.Thread(target=hold, args=(str(i),)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spans.sort()
+    assert len(spans) == 3 and len(waited) >= 1
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans  # never two holders at once
+
+
+def test_a_waiting_trainer_loads_what_the_lock_holder_trained(tmp_path, capsys):
+    data = collected_dataset("hopper", 2_000, seed=0)
+    _, trained = _stage1(data, tmp_path / "elsewhere", tmp_path / "other_cache")
+    cache = tmp_path / "cache"
+    entry = cache / trained["fingerprint"]
+    result = {}
+    with exclusive_lock(entry / "lock"):  # "another process" is training this entry
+        worker = threading.Thread(target=lambda: result.update(info=_stage1(data, tmp_path / "run", cache)[1]))
+        worker.start()
+        deadline = time.monotonic() + 60
+        while "waiting for another process" not in capsys.readouterr().out:
+            assert time.monotonic() < deadline and worker.is_alive()
+            time.sleep(0.05)
+        shutil.copyfile(trained["cache_entry"], entry / "dynamics.ckpt")  # ... and finishes
+    worker.join(60)
+    assert result["info"]["loaded"] is True and result["info"]["seconds"] == trained["seconds"]
