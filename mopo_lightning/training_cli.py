@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, EpochCheckpoint, GracefulStop, RNGStates
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
+from mopo_lightning.callbacks.premise import PremiseMonitor
 from mopo_lightning.callbacks.progress_bar import StageProgressBar
 from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.console import quiet_third_party
@@ -117,6 +118,7 @@ class MOPOCLI(LightningCLI):
                                  "(default <run_root>/.dynamics_cache)")
         parser.add_class_arguments(DynamicsModule, "dynamics", skip={"obs_dim", "act_dim"}, instantiate=False)
         parser.add_lightning_class_args(MuJoCoEvaluation, "evaluation")
+        parser.add_lightning_class_args(PremiseMonitor, "premise")  # MOPO's premise at each evaluation
         parser.link_arguments("data.task", "model.obs_dim", compute_fn=_obs_dim)
         parser.link_arguments("data.task", "model.act_dim", compute_fn=_act_dim)
         parser.link_arguments("seed_everything", "data.seed")

@@ -4,23 +4,30 @@ Episodes run as one gymnasium vector env with a single batched policy call per s
 always reset with seed ``seed + i``, so an evaluation is a pure function of the policy: two evaluations
 of the same weights give the same numbers, and the episodes can be split across ranks and gathered
 without changing the result.
+
+With ``record=True`` the episodes' real transitions come back too (``EvalResult.transitions``), for
+``callbacks.premise`` and anything else that listens to the evaluation (``MuJoCoEvaluation.listeners``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Protocol
 
 import gymnasium as gym
 import lightning as L
 import numpy as np
 import torch
+from tensordict import TensorDict
 from torch import Tensor
 
+from mopo_lightning.envs.premise import EPISODE, STEP
 from mopo_lightning.envs.wrappers import make_env
 from mopo_lightning.tasks import Task, get_task
+from mopo_lightning.transitions import transitions
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +37,26 @@ ActFn = Callable[[Tensor], Tensor]
 
 @dataclass
 class EvalResult:
-    """Per-episode returns and lengths, in episode-id order."""
+    """Per-episode returns and lengths, in episode-id order; the transitions when recorded.
+
+    ``transitions`` (``record=True``): a transition TensorDict [N] (``transitions.TRANSITION_KEYS``) plus
+    ``episode`` and ``step`` [N] (long), rows ordered by episode id, then step. ``("next", "observation")``
+    is the true next state even at an episode's last step (the observation the step returned, before the
+    vector env's next-step autoreset).
+    """
 
     returns: np.ndarray
     lengths: np.ndarray
+    transitions: TensorDict | None = None
+
+
+class EvaluationListener(Protocol):
+    """Called by ``MuJoCoEvaluation`` on every rank after each evaluation (``callbacks.premise``)."""
+
+    def on_evaluation(self, trainer: L.Trainer, pl_module: L.LightningModule, result: EvalResult,
+                      entry: dict[str, Any]) -> None:
+        """``result``: this rank's episodes (transitions recorded); ``entry``: the history row to add to."""
+        ...
 
 
 def evaluate_policy(
@@ -44,12 +67,17 @@ def evaluate_policy(
     max_episode_steps: int = 1000,
     device: torch.device | str = "cpu",
     policy_batch: int | None = None,
+    record: bool = False,
 ) -> EvalResult:
     """Run one episode per id in a vector env; episode ``i`` resets with seed ``seed + i``.
 
     The policy always sees a batch of ``policy_batch`` rows (default: ``max(ids) + 1``) with episode
     ``i`` in row ``i``: matmul results depend on the batch shape, and a chaotic env amplifies that
     last-bit difference, so a subset of episodes must be computed exactly as in the full batch.
+
+    ``record``: also return the transitions (``EvalResult.transitions``). With ``NEXT_STEP`` autoreset
+    the step that ends an episode returns its true final observation; the reset comes one step later, on
+    a step that is not recorded (its row is no longer running).
     """
     task = get_task(task)
     n = len(episode_ids)
@@ -65,6 +93,7 @@ def evaluate_policy(
         returns = np.zeros(n)
         lengths = np.zeros(n, dtype=np.int64)
         running = np.ones(n, dtype=bool)
+        steps: list[tuple[np.ndarray, ...]] = []  # per step, arrays over the n episodes
         batch = max(policy_batch or 0, int(rows.max()) + 1)
         obs_full = torch.zeros(batch, task.obs_dim, device=device)
         rows = rows.to(device)
@@ -72,13 +101,31 @@ def evaluate_policy(
             with torch.no_grad():
                 obs_full[rows] = torch.as_tensor(obs, dtype=torch.float32, device=device)
                 action = act(obs_full)[rows].cpu().numpy()
-            obs, reward, terminated, truncated, _ = envs.step(action)
+            next_obs, reward, terminated, truncated, _ = envs.step(action)
+            if record:
+                steps.append((obs, action, reward, next_obs, terminated, truncated, running.copy()))
+            obs = next_obs
             returns += np.where(running, reward, 0.0)
             lengths += running
             running &= ~(terminated | truncated)
     finally:
         envs.close()
-    return EvalResult(returns, lengths)
+    recorded = _stack(steps, list(episode_ids)) if record else None
+    return EvalResult(returns, lengths, recorded)
+
+
+def _stack(steps: list[tuple[np.ndarray, ...]], episode_ids: list[int]) -> TensorDict:
+    """Per-step arrays over episodes -> transitions [N] of the running rows, episode-major."""
+    as_t = lambda i, dtype=torch.float32: torch.as_tensor(
+        np.stack([step[i] for step in steps], axis=1), dtype=dtype)  # [n, T, ...]
+    n, horizon = len(episode_ids), len(steps)
+    keep = as_t(6, torch.bool)  # [n, T]
+    out = transitions(as_t(0)[keep], as_t(1)[keep], as_t(3)[keep], as_t(2)[keep],
+                      terminated=as_t(4, torch.bool)[keep], truncated=as_t(5, torch.bool)[keep])
+    ids = torch.as_tensor(episode_ids, dtype=torch.long)
+    out[EPISODE] = ids[:, None].expand(n, horizon)[keep]
+    out[STEP] = torch.arange(horizon)[None, :].expand(n, horizon)[keep]
+    return out
 
 
 class MuJoCoEvaluation(L.Callback):
@@ -123,7 +170,9 @@ class MuJoCoEvaluation(L.Callback):
         self.video_every_n_evals = video_every_n_evals
         self.video_size = video_size
         self.video_frame_skip = video_frame_skip
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, Any]] = []
+        self.listeners: list[EvaluationListener] = []  # e.g. callbacks.premise.PremiseMonitor
+        self.last_result: EvalResult | None = None  # this rank's share of the latest evaluation
 
     def _task(self, trainer: L.Trainer) -> Task:
         if self.task is not None:
@@ -153,7 +202,9 @@ class MuJoCoEvaluation(L.Callback):
                 max_episode_steps=self.max_episode_steps,
                 device=pl_module.device,
                 policy_batch=self.num_episodes,
+                record=bool(self.listeners),
             )
+            self.last_result = result
         finally:
             pl_module.train(was_training)
         returns, lengths = self._gather(trainer, pl_module, ids, result)
@@ -195,7 +246,10 @@ class MuJoCoEvaluation(L.Callback):
         pl_module.log(name, metrics[key], prog_bar=True, logger=False, rank_zero_only=True)
         updates = int(getattr(pl_module, "sac_updates", trainer.global_step))
         # a variant has no normalised score: NaN in the history (results.json, TensorBoard's hp_metric)
-        self.history.append({"sac_updates": updates, "eval/normalized_score": float("nan"), **metrics})
+        entry = {"sac_updates": updates, "eval/normalized_score": float("nan"), **metrics}
+        for listener in self.listeners:  # before the entry is published: listeners may add to it
+            listener.on_evaluation(trainer, pl_module, self.last_result, entry)
+        self.history.append(entry)
         if self.video_every_n_evals and len(self.history) % self.video_every_n_evals == 0:
             self.log_video(trainer, pl_module, updates)
 

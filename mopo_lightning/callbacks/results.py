@@ -18,7 +18,6 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
 from mopo_lightning.files import write_text_atomic
 
-
 HP_METRIC = "hp/final_normalized_score"
 
 
@@ -44,7 +43,9 @@ class RunResults(L.Callback):
     Fields: ``task``, ``dataset``, ``seed``, ``dynamics`` (holdout MSE of the elites, elites, epochs,
     seconds), ``evaluations`` (list of {``sac_updates``, ``return_mean``, ``normalized_score``}),
     ``final_normalized_score`` and ``final_return`` (the latest evaluation; the score is null for
-    variants without D4RL reference scores) and ``seconds`` per stage.
+    variants without D4RL reference scores) and ``seconds`` per stage. With ``callbacks.premise`` on, each
+    evaluation also holds ``premise`` (its ``premise/`` figures without the prefix, and ``penalty_kind``)
+    and ``final_premise`` repeats the latest one.
     """
 
     def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
@@ -74,6 +75,7 @@ class RunResults(L.Callback):
         evals = self.data["evaluations"]
         self.data["final_normalized_score"] = evals[-1]["normalized_score"] if evals else None
         self.data["final_return"] = evals[-1]["return_mean"] if evals else None
+        self.data["final_premise"] = evals[-1].get("premise") if evals else None
         self._log_hparams(trainer)
 
     def _log_hparams(self, trainer: L.Trainer) -> None:
@@ -104,8 +106,10 @@ class RunResults(L.Callback):
                 "return_mean": latest["eval/return_mean"],
                 "return_std": latest["eval/return_std"],
                 "normalized_score": score,
+                **({"premise": latest["premise"]} if "premise" in latest else {}),
             }
         )
+        self.data["final_premise"] = latest.get("premise")
         self.data["final_normalized_score"] = score
         self.data["final_return"] = latest["eval/return_mean"]
         if trainer.logger is not None and score is not None:

@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("tasks",),  # the registry
     ("envs.wrappers", "data"),  # the real envs; offline datasets
     ("dynamics",),  # the ensemble and its training
-    ("envs.model_env", "envs.rollout"),  # the penalised model MDP and its rollouts
+    ("envs.model_env", "envs.rollout", "envs.premise"),  # the penalised model MDP, its rollouts, its premise
     ("policy",),  # SAC
     ("collection", "training", "callbacks", "report", "analysis"),  # collection; the training loop
     ("cli", "commands", "training_cli", "sweep"),  # commands
