@@ -3,11 +3,18 @@
 A pure registry: env ids, sizes, D4RL reference scores (MOPO reference section 6) and references to the
 functions defined below it (``envs/termination.py``, ``envs/rewards.py``). The gymnasium ``*-v4``
 environments are used because their observation layouts match D4RL's; ``envs.wrappers.make_env`` builds them.
+
+The ``*-v5`` tasks (``hopper-v5``, ``walker2d-v5``, ``halfcheetah-v5``, ``ant-v5``) are the envs Minari's
+``mujoco/*`` datasets were collected on, at gymnasium's defaults: observation sizes 11, 17, 17 and 105 (Ant-v5
+includes the 78 contact-force columns by default). They carry no reference scores: D4RL's were measured on
+other env versions, and a Minari dataset brings its own (``task_from_env_spec``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +74,15 @@ TASKS: dict[str, Task] = {
         "ant-angle", "Ant-v4", 27, 8, termination.ant, math.nan, math.nan,
         env_kwargs={"use_contact_forces": False}, relabel=REWARDS["ant-angle"],
     ),
+    # Gymnasium v5 (Minari's mujoco/* data), gymnasium's defaults; health rules as v4's (envs/termination.py).
+    "hopper-v5": Task("hopper-v5", "Hopper-v5", 11, 3, termination.hopper, math.nan, math.nan),
+    "walker2d-v5": Task("walker2d-v5", "Walker2d-v5", 17, 6, termination.walker2d, math.nan, math.nan),
+    "halfcheetah-v5": Task("halfcheetah-v5", "HalfCheetah-v5", 17, 6, termination.never, math.nan, math.nan),
+    "ant-v5": Task("ant-v5", "Ant-v5", 105, 8, termination.ant, math.nan, math.nan),
 }
+
+ROBOTS = {"Hopper": "hopper", "Walker2d": "walker2d", "HalfCheetah": "halfcheetah", "Ant": "ant"}
+"""Gymnasium env-id prefix -> robot name (the termination function's)."""
 
 
 def get_task(name: str | Task) -> Task:
@@ -83,3 +98,44 @@ def get_task(name: str | Task) -> Task:
         if key == known or key.startswith(known + "-"):
             return TASKS[known]
     raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+
+
+def task_from_env_spec(
+    name: str,
+    env_id: str,
+    env_kwargs: Mapping[str, Any],
+    obs_dim: int,
+    act_dim: int,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+) -> Task:
+    """The task a dataset's recorded env defines: its env id and kwargs, sizes and reference scores.
+
+    The termination function follows the recorded kwargs (``termination.termination_for``); missing
+    reference scores become NaN (``has_reference_scores`` False). ``ValueError`` for an env id of a robot
+    that is not registered, or kwargs whose health test is not supported.
+    """
+    robot = ROBOTS.get(env_id.split("-")[0])
+    if robot is None:
+        raise ValueError(f"env {env_id}: not a MuJoCo locomotion env this project knows ({', '.join(ROBOTS)})")
+    kwargs = dict(env_kwargs)
+    try:
+        term = termination.termination_for(robot, kwargs)
+    except ValueError as err:
+        raise ValueError(f"env {env_id}: {err}") from None
+    has_refs = ref_min_score is not None and ref_max_score is not None
+    return Task(
+        name, env_id, int(obs_dim), int(act_dim), term,
+        float(ref_min_score) if has_refs else math.nan, float(ref_max_score) if has_refs else math.nan,
+        env_kwargs=kwargs,
+    )
+
+
+def robot_of(task: Task) -> str:
+    """The robot (``hopper``, ``walker2d``, ``halfcheetah``, ``ant``) of a task, from its env id."""
+    return ROBOTS.get(task.env_id.split("-")[0], task.name)
+
+
+def with_sizes(task: Task, obs_dim: int, env_kwargs: Mapping[str, Any]) -> Task:
+    """``task`` with another observation size and env kwargs (e.g. Ant-v5 without contact forces, 27 columns)."""
+    return dataclasses.replace(task, obs_dim=int(obs_dim), env_kwargs=dict(env_kwargs))

@@ -79,3 +79,56 @@ def read_hdf5(path: str | Path) -> dict:
     with h5py.File(path, "r") as f:
         f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
     return out
+
+
+MINARI_DIR = DATA_DIR / "minari"
+"""The tests' Minari store; ``minari_dataset`` points ``MINARI_DATASETS_PATH`` there (subprocesses inherit it)."""
+
+
+def minari_dataset(
+    task: str,
+    steps: int,
+    seed: int = 0,
+    policy: str = "random",
+    max_episode_steps: int | None = None,
+    ref_min_score: float | None = None,
+    ref_max_score: float | None = None,
+    env_kwargs: dict | None = None,
+    name: str | None = None,
+) -> str:
+    """Id of a real Minari dataset written by ``minari`` itself from the project's collector in the real
+    MuJoCo env (``collect(format="minari")``), in ``tests/.data/minari``; written once, then reused.
+
+    ``env_kwargs`` change the env (and so its recorded spec), e.g. Ant-v5 without contact forces; ``name``
+    gives the id's name part (default: built from every argument that shapes the data).
+    """
+    import dataclasses
+
+    from mopo_lightning.collection.collect import collect
+    from mopo_lightning.tasks import get_task
+
+    os.environ["MINARI_DATASETS_PATH"] = str(MINARI_DIR)
+    robot = task.split("-")[0]
+    if name is None:
+        limit = "" if max_episode_steps is None else f"-t{max_episode_steps}"
+        refs = "" if ref_max_score is None else f"-r{ref_min_score:g}_{ref_max_score:g}".replace(".", "p")
+        kw = "" if not env_kwargs else "-k" + "_".join(sorted(env_kwargs))
+        name = f"{policy}-{steps}-s{seed}{limit}{refs}{kw}".replace("-inf", "minf")
+    dataset_id = f"test/{robot}/{name}-v0"
+    if not (MINARI_DIR / dataset_id / "data" / "metadata.json").is_file():
+        spec = get_task(task)
+        if env_kwargs:
+            import gymnasium as gym
+
+            probe = gym.make(spec.env_id, **env_kwargs)
+            spec = dataclasses.replace(spec, obs_dim=probe.observation_space.shape[0], env_kwargs=dict(env_kwargs))
+            probe.close()
+        collect(spec, steps=steps, policy=policy, seed=seed, max_episode_steps=max_episode_steps, quiet=True,
+                format="minari", dataset_id=dataset_id, ref_min_score=ref_min_score, ref_max_score=ref_max_score)
+    return dataset_id
+
+
+@pytest.fixture(scope="session")
+def minari_factory():
+    """``minari_dataset`` itself: tests create the real Minari datasets they need."""
+    return minari_dataset

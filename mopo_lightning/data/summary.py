@@ -7,6 +7,10 @@ of the behaviour rewards; their normalised scores use D4RL's reference returns.
 
 The file is validated for the task exactly as ``fit`` does (``d4rl.read_validated``, the same
 ``validate``): a file that training refuses, ``data info`` refuses with the same message.
+
+A Minari id or a Minari dataset on disk (``data.source.dataset_source``) is summarised by
+``data.minari.summarize_minari``: the same fields, episodes as Minari stores them, normalised scores with
+the dataset's own reference returns.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import h5py
 import numpy as np
 
 from mopo_lightning.data.d4rl import DatasetError, check_file, infer_timeouts, read_validated
+from mopo_lightning.data.source import dataset_source
 from mopo_lightning.tasks import Task, get_task
 
 
@@ -52,8 +57,13 @@ def episode_returns(rewards: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, 
 def summarize(path: str | Path, task: str | Task | None = None) -> dict[str, Any]:
     """Transitions, episodes, return statistics and normalised scores of a D4RL-schema file.
 
-    ``task`` defaults to the file's ``metadata/task``, then to the task named by the file name.
+    ``task`` defaults to the file's ``metadata/task``, then to the task named by the file name. A Minari id or
+    dataset directory goes to ``data.minari.summarize_minari`` (task: the dataset's own env).
     """
+    if dataset_source(path) == "minari":
+        from mopo_lightning.data.minari import summarize_minari
+
+        return summarize_minari(path, task)
     path = check_file(path)
     metadata = file_metadata(path)
     task = _pick_task(path, task, metadata)
@@ -111,7 +121,7 @@ def main_info(path: str, task: str | None = None, json: bool = False) -> None:
     """Print a dataset summary: a rich table, or JSON with ``json=True``.
 
     Args:
-        path: HDF5 file in the D4RL schema.
+        path: HDF5 file in the D4RL schema, or a Minari dataset id (``mujoco/hopper/medium-v0``) or directory.
         task: task name (default: the file's ``metadata/task``, else the file name).
         json: print JSON instead of a table.
     """

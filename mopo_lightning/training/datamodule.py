@@ -24,6 +24,7 @@ from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from mopo_lightning.data.d4rl import DatasetError, load_dataset, resolve_dataset
+from mopo_lightning.data.source import dataset_source
 from mopo_lightning.dynamics.batches import DynamicsData, dynamics_dataloaders
 from mopo_lightning.envs.model_env import EnsemblePredictor
 from mopo_lightning.envs.rollout import ModelRollouts
@@ -69,8 +70,13 @@ class D4RLDataModule(L.LightningDataModule):
             task: task name (``hopper``, ``walker2d``, ``halfcheetah``, ``ant`` or a variant); sets sizes,
                 termination and score normalisation.
             dataset: D4RL name such as ``walker2d-medium-replay-v2``, looked up in ``data_dir``
-                (default ``$D4RL_DATASET_DIR`` or ``~/.d4rl/datasets``) and downloaded when missing.
-            path: explicit D4RL-format HDF5 file; takes precedence over ``dataset``.
+                (default ``$D4RL_DATASET_DIR`` or ``~/.d4rl/datasets``) and downloaded when missing; or a
+                Minari id such as ``mujoco/hopper/medium-v0``, read from the local Minari store
+                (``$MINARI_DATASETS_PATH`` or ``~/.minari/datasets``) or downloaded through Minari. The form
+                decides (``data.source.dataset_source``). A Minari dataset brings its own env (id and kwargs
+                from its recorded spec: evaluation runs there) and reference scores.
+            path: explicit D4RL-format HDF5 file, or a Minari dataset directory; takes precedence over
+                ``dataset``.
             mode: ``transitions`` (use ``next_observations``, keep timeouts as non-terminal) or
                 ``qlearning`` (D4RL's ``qlearning_dataset``).
             data_dir: where D4RL files are looked up and downloaded.
@@ -104,10 +110,18 @@ class D4RLDataModule(L.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        self.task_spec: Task = get_task(task)
+        self._task_spec: Task = get_task(task)
         self.task = task
         if path is None and dataset is None:
-            raise ConfigError("D4RLDataModule needs `data.path` (an HDF5 file) or `data.dataset` (a D4RL name)")
+            raise ConfigError("D4RLDataModule needs `data.path` (an HDF5 file) or `data.dataset` (a D4RL or "
+                              "Minari name)")
+        self.source = dataset_source(path if path is not None else dataset)
+        """Where the data come from: ``file`` (HDF5), ``d4rl`` (a D4RL name) or ``minari``."""
+        if self.source == "minari" and mode != "transitions":
+            raise ConfigError("data.mode qlearning is D4RL's file reading; a Minari dataset has its episodes' "
+                              "own next observations (use data.mode transitions)")
+        self._minari = None  # the opened MinariDataset, on first use
+        self._announced_scores = False
         if not 0.0 <= real_ratio <= 1.0:
             raise ConfigError(f"data.real_ratio must be in [0, 1], got {real_ratio}")
         if max_rows is not None and max_rows < 1:
@@ -127,6 +141,36 @@ class D4RLDataModule(L.LightningDataModule):
         self._learner: Learner | None = None
         self._rollout_log: RolloutLog | None = None
 
+    # ------------------------------------------------------------------ the task: the data's own env and scores
+    @property
+    def task_spec(self) -> Task:
+        """The task the run trains and evaluates on: the registry's, or a Minari dataset's own (its recorded
+        env id and kwargs, sizes, health ranges and ``ref_min_score``/``ref_max_score``)."""
+        if self.source == "minari":
+            self._minari_dataset()  # opened (downloaded if missing) once; sets the dataset's own task
+        return self._task_spec
+
+    @property
+    def score_reference(self) -> str:
+        """Which reference returns normalise scores: ``D4RL``, ``minari:<id>`` or ``none`` (scores null)."""
+        task = self.task_spec
+        if not task.has_reference_scores:
+            return "none"
+        if self.source == "minari":
+            return f"minari:{self._minari_dataset().spec.dataset_id}"
+        return "D4RL"
+
+    def _minari_dataset(self):
+        """The Minari dataset (``data.minari.open_dataset``), opened once; its task replaces the registry's."""
+        if self._minari is None:
+            from mopo_lightning.data.minari import dataset_task, open_dataset
+
+            hp = self.hparams
+            dataset = open_dataset(hp.path if hp.path is not None else hp.dataset)
+            self._task_spec = dataset_task(dataset, self._task_spec)
+            self._minari = dataset
+        return self._minari
+
     # ------------------------------------------------------------------ sizes, linked into the modules
     @property
     def obs_dim(self) -> int:
@@ -142,8 +186,16 @@ class D4RLDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ data
     def dataset_path(self) -> Path:
-        """Resolve (and if configured, collect or download) the dataset file."""
+        """Resolve (and if configured, collect or download) the dataset file.
+
+        For a Minari dataset: its data file in the Minari store (``.../data/main_data.hdf5``), downloaded first
+        when missing; ``data info`` reads that path as the Minari dataset (``data.source.dataset_source``).
+        """
         hp = self.hparams
+        if self.source == "minari":
+            from mopo_lightning.data.minari import dataset_file
+
+            return dataset_file(self._minari_dataset())
         if hp.path is not None:
             path = Path(hp.path).expanduser()
             if not path.exists():
@@ -170,7 +222,13 @@ class D4RLDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.real is None:
-            real = load_dataset(self.dataset_path(), self.task_spec, mode=self.hparams.mode)
+            if self.source == "minari":
+                from mopo_lightning.data.minari import load_minari
+
+                real = load_minari(self._minari_dataset(), self.task_spec)
+            else:
+                real = load_dataset(self.dataset_path(), self.task_spec, mode=self.hparams.mode)
+            self._announce_scores()
             max_rows = self.hparams.max_rows
             if max_rows is not None and real.shape[0] > max_rows:
                 log.info("data.max_rows: keeping the last %d of %d transitions", max_rows, real.shape[0])
@@ -182,6 +240,17 @@ class D4RLDataModule(L.LightningDataModule):
             self._seeded_rank = self._rank()
             self.generator.manual_seed(self.hparams.seed + 7919 * self._seeded_rank)
             self.rollouts = self.real_buffer = None  # sized for the rank's share of the rollouts
+
+    def _announce_scores(self) -> None:
+        """Say once, at setup, when scores cannot be normalised (no reference returns for this data)."""
+        if self._announced_scores or self.task_spec.has_reference_scores:
+            return
+        self._announced_scores = True
+        name = self.hparams.dataset if self.source == "minari" and self.hparams.path is None else self.task_spec.name
+        message = (f"{name}: no reference scores (ref_min_score/ref_max_score), so normalised scores are null; "
+                   "returns are reported")
+        print(f"mopo-lightning: {message}", flush=True)
+        log.info(message)
 
     def _rank(self) -> int:
         trainer = getattr(self, "trainer", None)
