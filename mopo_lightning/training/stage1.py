@@ -209,9 +209,10 @@ def _train(
     if partial.exists():
         state = torch.load(partial, map_location="cpu", weights_only=True)
         # The loader draws epoch k's order when its iterator starts, before any hook could set it.
+        epochs = int(state["state_dict"]["early_stopping.num_updates"])
         batches.epoch = int(state[BOOTSTRAP_EPOCH])
         resume = str(partial)
-        print(f"dynamics: resuming {partial} after {batches.epoch} epochs", flush=True)
+        print(f"dynamics: resuming {partial} after {epochs} epochs", flush=True)
     saver = Stage1Checkpoint(partial, batches)
     trainer = L.Trainer(
         **trainer_kwargs,
