@@ -12,7 +12,6 @@ other env versions, and a Minari dataset brings its own (``task_from_env_spec``)
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -130,12 +129,3 @@ def task_from_env_spec(
         env_kwargs=kwargs,
     )
 
-
-def robot_of(task: Task) -> str:
-    """The robot (``hopper``, ``walker2d``, ``halfcheetah``, ``ant``) of a task, from its env id."""
-    return ROBOTS.get(task.env_id.split("-")[0], task.name)
-
-
-def with_sizes(task: Task, obs_dim: int, env_kwargs: Mapping[str, Any]) -> Task:
-    """``task`` with another observation size and env kwargs (e.g. Ant-v5 without contact forces, 27 columns)."""
-    return dataclasses.replace(task, obs_dim=int(obs_dim), env_kwargs=dict(env_kwargs))
