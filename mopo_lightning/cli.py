@@ -1,120 +1,248 @@
-"""The ``mopo-lightning`` command.
+"""The ``mopo-lightning`` command (also ``python -m mopo_lightning.cli``).
 
-``fit`` and ``validate`` go to LightningCLI (see ``training_cli.py``); the data commands are small
-jsonargparse parsers of their own, so that each keeps its ``--help`` and ``--config``.
+Commands (``COMMANDS`` below; each takes ``--help``, ``--config FILE.yaml`` and ``--print_config``):
+
+============  ===========================================  =====================================
+command       what it does                                 declared by
+============  ===========================================  =====================================
+fit           dynamics ensemble, then SAC on the            ``training_cli.MOPOCLI`` (LightningCLI)
+              penalised model
+collect       behaviour data from the real MuJoCo env       ``commands.collect.collect``
+              (``--policy sac``: online SAC, resumable)
+data info     summary of a D4RL-schema HDF5 file            ``data.summary.main_info``
+report        the paper's tables from run directories       ``report.main``
+============  ===========================================  =====================================
+
+A command other than ``fit`` is a typed function: its signature is the options, its docstring the
+help (``commands/signature.py``). A new command (e.g. ``sweep``) is one more ``Command`` line.
+
+Exit codes (``ExitCode``), the same for every command:
+
+====  =====================================================================================
+code  fault
+====  =====================================================================================
+0     none
+1     non-finite training numbers (``guards.NonFiniteError``)
+2     bad usage or config: a parse error (unknown key, bad value or type, missing option,
+      missing config file) or ``guards.ConfigError``
+3     bad data: ``data.d4rl.DatasetError``, or a missing input file (``FileNotFoundError``)
+4     bad checkpoint (``guards.CheckpointError``)
+5     file-system fault: any other ``OSError`` (permission denied, read-only directory, disk full)
+130   SIGINT, 143 SIGTERM (``callbacks.checkpointing.GracefulStop``, after a checkpoint)
+====  =====================================================================================
+
+A fault ends with one line on stderr, ``mopo-lightning: error: <message>`` (parse errors:
+``mopo-lightning COMMAND: error: <key or value> ...; see mopo-lightning COMMAND --help``), and no
+traceback; ``MOPO_TRACEBACK=1`` re-raises the exception instead. Any other exception is a bug: Python
+prints its traceback and exits with 1.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
 import os
 import sys
-from typing import Sequence
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
 
-from jsonargparse import ArgumentParser
-
-USAGE = """usage: mopo-lightning COMMAND [options]
-
-commands:
-  fit          train MOPO: dynamics ensemble, then SAC on the penalised model (LightningCLI)
-  collect      collect a D4RL-format dataset in a real MuJoCo env (--policy sac: online SAC, checkpointed)
-  data info    summarise a D4RL-format dataset (add --json for JSON)
-  report       the paper's tables (D4RL scores, OOD returns) from run directories
-
-Run `mopo-lightning COMMAND --help` for a command's options.
-"""
+PROG = "mopo-lightning"
 
 
-def _collect_parser() -> ArgumentParser:
-    from mopo_lightning.collection.collect import collect
-    from mopo_lightning.collection.online import SACCollectConfig
+class ExitCode(IntEnum):
+    """Exit status by kind of fault; see the module docstring."""
 
-    parser = ArgumentParser(prog="mopo-lightning collect", description=collect.__doc__)
-    parser.add_argument("--config", action="config", help="YAML with any of the options below")
-    parser.add_function_arguments(collect, as_positional=False)
-    # --policy sac: online SAC (data/online.py), whose settings are the `sac` group (conf/collect/*.yaml)
-    parser.add_class_arguments(SACCollectConfig, "sac")
-    return parser
-
-
-def _info_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="mopo-lightning data info", description="Summarise a D4RL-format dataset.")
-    parser.add_argument("file", type=str, help="HDF5 file in the D4RL schema")
-    parser.add_argument("--task", type=str, default=None, help="task name (default: the file's metadata)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return parser
+    OK = 0
+    NON_FINITE = 1
+    USAGE = 2
+    DATA = 3
+    CHECKPOINT = 4
+    FILESYSTEM = 5
 
 
-def collect_main(argv: Sequence[str]) -> None:
-    """`mopo-lightning collect`: run a policy in the real env and write a D4RL-schema file."""
-    from mopo_lightning.collection.collect import collect
+@dataclass(frozen=True)
+class Command:
+    """One command: the words that name it and the function that declares and runs it."""
 
-    parser = _collect_parser()
-    cfg = parser.parse_args(list(argv))
-    kwargs = {k: v for k, v in cfg.as_dict().items() if k not in ("config", "__path__")}
-    sac = kwargs.pop("sac")
-    if kwargs["policy"] == "sac":
-        from mopo_lightning.collection.online import SACCollectConfig, collect_sac
+    name: str
+    """Words after ``mopo-lightning``: ``collect``, ``data info``."""
+    target: str
+    """``module:function``: a typed function (signature = options, docstring = help), or for ``fit`` the
+    LightningCLI's ``main``; imported only when the command runs."""
+    summary: str
+    """One line for ``mopo-lightning --help``."""
+    lightning: bool = False
+    """Parsed and run by the LightningCLI (``training_cli.MOPOCLI``) rather than by ``function_parser``."""
 
-        kwargs.pop("policy")
-        path = collect_sac(**kwargs, sac=SACCollectConfig(**sac))
-    else:
-        path = collect(**kwargs)
-    print(f"wrote {path}")
-
-
-def info_main(argv: Sequence[str]) -> None:
-    """`mopo-lightning data info FILE [--task T] [--json]`."""
-    from mopo_lightning.data.summary import main_info
-
-    cfg = _info_parser().parse_args(list(argv))
-    main_info(cfg.file, task=cfg.task, json=cfg.json)
+    @property
+    def words(self) -> list[str]:
+        return self.name.split()
 
 
+COMMANDS: tuple[Command, ...] = (
+    Command("fit", "mopo_lightning.training_cli:main",
+            "train MOPO: the dynamics ensemble, then SAC on the penalised model (LightningCLI)", lightning=True),
+    Command("collect", "mopo_lightning.commands.collect:collect",
+            "collect a D4RL-schema dataset in the real MuJoCo env (--policy sac: online SAC, resumable)"),
+    Command("data info", "mopo_lightning.data.summary:main_info",
+            "summarise a D4RL-schema dataset (--json for JSON)"),
+    Command("report", "mopo_lightning.report:main",
+            "the paper's tables (D4RL scores, OOD returns) from run directories"),
+)
+
+EXIT_HELP = ("exit codes: 0 ok, 1 non-finite training numbers, 2 bad usage or config, 3 bad data, "
+             "4 bad checkpoint,\n  5 file-system fault, 130/143 stopped by SIGINT/SIGTERM")
+
+
+def overview(commands: Sequence[Command] = COMMANDS) -> str:
+    """The short text of ``mopo-lightning --help``."""
+    width = max(len(c.name) for c in commands) + 2
+    lines = [f"usage: {PROG} COMMAND [options]", "",
+             "MOPO, model-based offline policy optimisation (Yu et al. 2020), on Lightning.", "", "commands:"]
+    lines += [f"  {c.name.ljust(width)}{c.summary}" for c in commands]
+    lines += ["", f"Run `{PROG} COMMAND --help` for a command's options; every command also takes",
+              "--config FILE.yaml and --print_config.", EXIT_HELP]
+    return "\n".join(lines)
+
+
+class UsageError(Exception):
+    """A command line that does not parse; the message names the key or value and says what to do."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
+class CommandExit(SystemExit):
+    """``SystemExit(code)`` that also carries the one line printed before it (``str()`` gives it)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def exit_code(error: BaseException) -> ExitCode | None:
+    """The exit code of a fault, or None for an exception that is a bug (it keeps its traceback)."""
+    from argparse import ArgumentError
+
+    if isinstance(error, (UsageError, ArgumentError)):
+        return ExitCode.USAGE  # before the imports below: a typo needs no torch
+    from mopo_lightning.data.d4rl import DatasetError
+    from mopo_lightning.guards import CheckpointError, ConfigError, NonFiniteError
+
+    if isinstance(error, ConfigError):
+        return ExitCode.USAGE
+    if isinstance(error, DatasetError):
+        return ExitCode.DATA
+    if isinstance(error, CheckpointError):
+        return ExitCode.CHECKPOINT
+    if isinstance(error, NonFiniteError):
+        return ExitCode.NON_FINITE
+    if isinstance(error, FileNotFoundError):  # an input named by the user: a config file, else data
+        name = str(error.filename or "")
+        return ExitCode.USAGE if name.endswith((".yaml", ".yml", ".json")) else ExitCode.DATA
+    if isinstance(error, OSError):
+        return ExitCode.FILESYSTEM
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``mopo-lightning`` console script.
+    """Entry point of the ``mopo-lightning`` console script; ``argv`` defaults to ``sys.argv[1:]``.
 
-    Bad data, bad configs and non-finite training numbers end with one clear line, not a traceback
-    (``MOPO_TRACEBACK=1`` shows it).
+    Raises ``CommandExit`` (a ``SystemExit``) with the code of ``ExitCode`` after printing one line.
     """
-    from mopo_lightning.data.d4rl import DatasetError
-    from mopo_lightning.guards import ConfigError, NonFiniteError
-
-    try:
-        _main(argv)
-    except (DatasetError, ConfigError, NonFiniteError, FileNotFoundError) as error:
-        if os.environ.get("MOPO_TRACEBACK"):
-            raise
-        print(f"mopo-lightning: error: {error}", file=sys.stderr)
-        raise SystemExit(1 if isinstance(error, NonFiniteError) else 2) from None
-
-
-def _main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if sys.platform.startswith("linux"):
         # Off-screen rendering (evaluation videos) on headless machines; gymnasium would try GLFW first.
         os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        run(args, from_sys_argv=argv is None)
+    except Exception as error:
+        code = exit_code(error)
+        if code is None or os.environ.get("MOPO_TRACEBACK"):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        prog = error.prog if isinstance(error, UsageError) else PROG
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        raise CommandExit(int(code), message) from None
+
+
+def find_command(args: Sequence[str]) -> tuple[Command, list[str]] | None:
+    """The command that ``args`` names and the arguments after its name; None after printing a group's help."""
+    for command in sorted(COMMANDS, key=lambda c: -len(c.words)):
+        if list(args[: len(command.words)]) == command.words:
+            return command, list(args[len(command.words):])
+    group = [c for c in COMMANDS if len(c.words) > 1 and c.words[0] == args[0]]
+    if group and (len(args) == 1 or args[1] in ("-h", "--help")):
+        if len(args) == 1:
+            raise UsageError(f"{PROG} {args[0]}", f"missing command after {args[0]!r}; one of: "
+                             + ", ".join(c.name for c in group))
+        print(overview(group))
+        return None
+    typed = " ".join(args[:2]) if group else args[0]
+    names = [c.name for c in COMMANDS] + [c.words[0] for c in COMMANDS]
+    close = difflib.get_close_matches(typed, names, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise UsageError(PROG, f"unknown command {typed!r}{hint}; see {PROG} --help")
+
+
+def run(args: list[str], from_sys_argv: bool = False) -> None:
+    """Run the command that ``args`` names; parse errors become a one-line ``UsageError``."""
+    from argparse import ArgumentError
+
     if not args or args[0] in ("-h", "--help"):
-        print(USAGE)
+        print(overview())
         return
-    command, rest = args[0], args[1:]
-    if command in ("fit", "validate"):
-        from mopo_lightning.training_cli import main as lightning_main
+    found = find_command(args)
+    if found is None:
+        return
+    command, rest = found
+    prog = f"{PROG} {command.name}"
+    module, name = command.target.split(":")
+    function = getattr(importlib.import_module(module), name)
+    if command.lightning:
+        try:
+            with warnings.catch_warnings():  # in-process calls (tests) pass args while sys.argv is pytest's
+                warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+                function(None if from_sys_argv else args)  # None: LightningCLI reads sys.argv itself
+        except ArgumentError as err:
+            raise UsageError(prog, _short(str(err), _lightning_options(command), prog)) from err
+        return
+    from mopo_lightning.commands.signature import function_parser, option_names, run_function
 
-        lightning_main(None if argv is None else args)  # None: LightningCLI reads sys.argv itself
-    elif command == "collect":
-        collect_main(rest)
-    elif command == "data":
-        if not rest or rest[0] != "info":
-            raise SystemExit("usage: mopo-lightning data info FILE [--task T] [--json]")
-        info_main(rest[1:])
-    elif command == "report":
-        from mopo_lightning.report import main as report_main
+    parser = function_parser(function, prog)
+    try:
+        run_function(function, parser, rest)
+    except ArgumentError as err:
+        raise UsageError(prog, _short(str(err), option_names(parser), prog)) from err
 
-        report_main(rest)
-    else:
-        raise SystemExit(f"mopo-lightning: unknown command {command!r}\n\n{USAGE}")
+
+def _short(message: str, options: list[str], prog: str) -> str:
+    from mopo_lightning.commands.errors import short_parse_error
+
+    return f"{short_parse_error(message, options)}; see {prog} --help"
+
+
+def _lightning_options(command: Command) -> list[str]:
+    """The ``--options`` of a LightningCLI subcommand (for "did you mean"); [] when they cannot be had."""
+    from jsonargparse import capture_parser
+
+    from mopo_lightning.commands.signature import option_names
+    from mopo_lightning.training_cli import MOPOCLI
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            root = capture_parser(lambda: MOPOCLI(args=[]))
+        subcommands = next(a.choices for a in root._actions if isinstance(getattr(a, "choices", None), dict))
+        return option_names(subcommands[command.name])
+    except Exception:  # noqa: BLE001 -- a hint only: never hide the parse error behind another one
+        return []
 
 
 if __name__ == "__main__":

@@ -192,19 +192,20 @@ def format_report(runs: Sequence[Run]) -> str:
     return "\n\n".join(parts) if parts else "no runs with evaluations"
 
 
-def main(argv: Sequence[str]) -> None:
-    """``mopo-lightning report RUN_DIR... [--json]``."""
-    from jsonargparse import ArgumentParser
+def main(runs: list[str], json: bool = False) -> None:
+    """Print the paper's tables (OOD returns, D4RL scores) from runs' ``results.json``.
 
-    parser = ArgumentParser(prog="mopo-lightning report", description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=str, help="run directories (or their results.json files)")
-    parser.add_argument("--json", action="store_true", help="print the tables as JSON")
-    cfg = parser.parse_args(list(argv))
+    Args:
+        runs: run directories (or their results.json files).
+        json: print the tables as JSON.
+    """
+    from json import dumps
+
     try:
-        runs = [load_run(p) for p in cfg.runs]
+        loaded = [load_run(p) for p in runs]
     except ValueError as err:
-        raise SystemExit(f"mopo-lightning report: {err}") from None
-    if cfg.json:
-        print(json.dumps({"ood": ood_table(runs), "d4rl": d4rl_table(runs)}, indent=2))
+        raise DatasetError(str(err)) from None
+    if json:
+        print(dumps({"ood": ood_table(loaded), "d4rl": d4rl_table(loaded)}, indent=2))
     else:
-        print(format_report(runs))
+        print(format_report(loaded))

@@ -24,6 +24,7 @@ import numpy as np
 
 from mopo_lightning.data.d4rl import DatasetError, check_file, infer_timeouts, read_validated
 from mopo_lightning.data.source import dataset_source
+from mopo_lightning.guards import ConfigError
 from mopo_lightning.tasks import Task, get_task
 
 
@@ -118,13 +119,18 @@ def _pick_task(path: Path, task: str | Task | None, metadata: dict[str, Any]) ->
 
 
 def main_info(path: str, task: str | None = None, json: bool = False) -> None:
-    """Print a dataset summary: a rich table, or JSON with ``json=True``.
+    """Summarise a D4RL-schema dataset: transitions, episodes, returns, normalised scores (a table or JSON).
 
     Args:
         path: HDF5 file in the D4RL schema, or a Minari dataset id (``mujoco/hopper/medium-v0``) or directory.
         task: task name (default: the file's ``metadata/task``, else the file name).
         json: print JSON instead of a table.
     """
+    if task is not None:
+        try:
+            get_task(task)
+        except KeyError as err:
+            raise ConfigError(f"--task: {err.args[0]}") from None
     summary = summarize(path, task)
     if json:
         print(_json.dumps(summary, indent=2))

@@ -24,8 +24,6 @@ TINY = [
 ]
 
 
-
-
 def scalar_tags(logdir: Path) -> set[str]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -106,7 +104,8 @@ def test_tensorboard_hparams_and_histograms(fitted_run):
 def _renderer_available() -> bool:
     probe = "import gymnasium as g; e = g.make('Hopper-v4', render_mode='rgb_array'); e.reset(); e.render()"
     env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, timeout=120).returncode == 0
+    return subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, timeout=120,
+                          check=False).returncode == 0
 
 
 def test_evaluation_video(fitted_run):
@@ -136,19 +135,31 @@ def test_collect_and_data_info(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("overrides", "message"),
+    ("overrides", "code", "message"),
     [
-        (["--data.path", "missing.hdf5", "--data.collect_steps", "null"], "missing.hdf5: no such file"),
-        (["--data.real_ratio", "2"], "data.real_ratio must be in [0, 1], got 2.0"),
-        (["--data.task", "walker2d"], "task walker2d needs [N, 17]"),
+        (["--data.path", "missing.hdf5", "--data.collect_steps", "null"], 3, "missing.hdf5: no such file"),
+        (["--data.real_ratio", "2"], 2, "data.real_ratio must be in [0, 1], got 2.0"),
+        (["--data.task", "walker2d"], 3, "task walker2d needs [N, 17]"),
     ],
 )
-def test_bad_data_and_configs_end_with_one_clear_line(tmp_path, overrides, message):
+def test_bad_data_and_configs_end_with_one_clear_line(tmp_path, overrides, code, message):
+    """Exit 2 for a bad config, 3 for bad data (cli.ExitCode), with one line and no traceback."""
     data = collected_dataset("hopper", 2_000, seed=0)
     proc = subprocess.run([sys.executable, "-m", "mopo_lightning.cli", "fit", "--config", str(QUICKSTART),
                            "--data.path", str(data), *overrides], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 2
+                          timeout=300, check=False)
+    assert proc.returncode == code, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("mopo-lightning: error: ") and message in last, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_parse_error_in_a_real_process_is_short(tmp_path):
+    """The console script's own exit status and stderr for a typo (the in-process checks are in tests/unit)."""
+    proc = subprocess.run([sys.executable, "-m", "mopo_lightning.cli", "fit", "--config", str(QUICKSTART),
+                           "--data.pathh", "x.hdf5"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 2
+    expected = ("mopo-lightning fit: error: unknown option --data.pathh (did you mean --data.path?); "
+                "see mopo-lightning fit --help")
+    assert proc.stderr.strip().splitlines() == [expected], proc.stderr[-2000:]
