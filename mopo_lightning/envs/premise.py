@@ -24,7 +24,8 @@ the current policy goes. Pure tensor code: no Lightning, no gymnasium. Definitio
   A row whose model reward or penalty turns non-finite stops there (``model_diverged``: the fraction).
 - distance_to_data: Euclidean distance, in dataset-std units per observation dimension, from each real
   state s to its nearest neighbour among at most ``MAX_DATA_STATES`` dataset observations (a uniform
-  subsample without replacement, fixed seed, when the dataset is larger).
+  subsample without replacement, fixed seed, when the dataset is larger), measured for at most
+  ``MAX_QUERY_STATES`` visited states (evenly spaced rows when there are more).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, RE
 PENALTY_KINDS: tuple[PenaltyKind, ...] = ("aleatoric", "disagreement")
 MAX_DATA_STATES = 50_000
 """Dataset observations the nearest-neighbour distance searches (a fixed-seed subsample above this)."""
+MAX_QUERY_STATES = 2_000
+"""Visited states whose distance is measured (evenly spaced rows above this): the search's cost bound."""
 EPISODE, STEP = "episode", "step"
 """Extra keys of recorded evaluation transitions (``callbacks.evaluation``): episode id, step in the episode."""
 
@@ -98,14 +101,26 @@ class Premise:
     rows: dict[str, Tensor]
 
 
+def _ranks(x: Tensor) -> Tensor:
+    """Average ranks (ties share the mean of their positions), 1-based: x [N] -> [N] float64."""
+    _, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    return (ends - (counts.double() - 1) / 2)[inverse]
+
+
 def spearman(x: Tensor, y: Tensor) -> Tensor:
-    """Spearman rank correlation along the last dim: x, y [..., N] -> [...]; NaN if N < 2 or a rank is flat."""
-    rx = x.argsort(dim=-1).argsort(dim=-1).double()
-    ry = y.argsort(dim=-1).argsort(dim=-1).double()
+    """Spearman rank correlation (average ranks for ties, as scipy) along the last dim: [..., N] -> [...].
+
+    NaN where N < 2 or either input is constant. Ranks are sorts of whole rows; only the leading batch
+    dims (e.g. the two penalty kinds) are looped over.
+    """
+    flat_x, flat_y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+    rx = torch.stack([_ranks(r) for r in flat_x]) if flat_x.numel() else flat_x.double()
+    ry = torch.stack([_ranks(r) for r in flat_y]) if flat_y.numel() else flat_y.double()
     rx, ry = rx - rx.mean(-1, keepdim=True), ry - ry.mean(-1, keepdim=True)
     denom = rx.norm(dim=-1) * ry.norm(dim=-1)
     rho = (rx * ry).sum(-1) / denom
-    return torch.where(denom > 0, rho, torch.full_like(rho, math.nan))
+    return torch.where(denom > 0, rho, torch.full_like(rho, math.nan)).reshape(x.shape[:-1])
 
 
 def one_step(ensemble: EnsemblePredictor, obs: Tensor, action: Tensor, reward: Tensor,
@@ -252,8 +267,9 @@ def premise_metrics(ensemble: EnsemblePredictor, transitions: TensorDictBase, *,
         scalars[name] = scalars[f"{settings.kind}/{name}"]
 
     if reference is not None:
-        dist = distance_to_data(obs, reference)
-        rows["distance_to_data"] = dist
+        query = torch.linspace(0, obs.shape[0] - 1, min(obs.shape[0], MAX_QUERY_STATES), device=device).long()
+        dist = distance_to_data(obs[query], reference)
+        rows["distance_to_data"] = dist  # [min(N, MAX_QUERY_STATES)]: the rows ``query`` picks
         scalars["distance_to_data"] = float(dist.mean())
         scalars["distance_to_data_p90"] = float(dist.quantile(0.9)) if dist.numel() else math.nan
     return Premise(scalars, {k: v.detach().cpu() for k, v in rows.items()})
