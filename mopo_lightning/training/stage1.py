@@ -42,7 +42,7 @@ from mopo_lightning.dynamics.fingerprint import (
 )
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
 from mopo_lightning.files import atomic_path
-from mopo_lightning.guards import ConfigError
+from mopo_lightning.guards import CheckpointError, ConfigError
 from mopo_lightning.training.datamodule import D4RLDataModule
 
 FINAL, PARTIAL, LOCK = "dynamics.ckpt", "partial.ckpt", "lock"
@@ -124,8 +124,15 @@ def _result(module: DynamicsModule, path: Path, key: str, loaded: bool) -> dict[
 
 
 def load_matching(path: Path, fingerprint: dict[str, Any], what: str) -> DynamicsModule:
-    """Load ``path``; refuse (``ConfigError``, one line) unless it was made with ``fingerprint``."""
-    module = load_dynamics(path)
+    """Load ``path``; refuse (``ConfigError``, one line) unless it was made with ``fingerprint``.
+
+    A file that does not load (truncated, random bytes) is a ``CheckpointError`` naming it.
+    """
+    try:
+        module = load_dynamics(path)
+    except Exception as error:  # what torch/Lightning raise for a damaged file varies by damage
+        raise CheckpointError(f"{what} {path}: corrupt checkpoint ({type(error).__name__}); delete it to "
+                              "retrain") from None
     if module.fingerprint is None:
         raise ConfigError(f"{what} {path} has no fingerprint (trained before models recorded what made them); "
                           "delete it to retrain")
@@ -136,7 +143,19 @@ def load_matching(path: Path, fingerprint: dict[str, Any], what: str) -> Dynamic
     return module
 
 
-def dynamics_stage(
+def dynamics_stage(datamodule: D4RLDataModule, **kwargs: Any) -> tuple[DynamicsModule, dict[str, Any]]:
+    """Stage 1 under its own RNG stream, seeded by ``data.seed``; see ``_dynamics_stage``.
+
+    The ensemble's initial weights then depend only on what the fingerprint records (not on what was
+    built before it, e.g. the SAC networks' sizes), so a cached model is exactly the one this run would
+    train; and stage 2 starts from the same global RNG state whether stage 1 trained, resumed or loaded.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(datamodule.hparams.seed))
+        return _dynamics_stage(datamodule, **kwargs)
+
+
+def _dynamics_stage(
     datamodule: D4RLDataModule,
     *,
     hparams: dict[str, Any],
@@ -158,7 +177,7 @@ def dynamics_stage(
     if checkpoint:
         path = Path(checkpoint)
         if not path.exists():
-            raise FileNotFoundError(f"--dynamics_checkpoint {path} does not exist")
+            raise CheckpointError(f"--dynamics_checkpoint {path}: no such file")
         module = load_matching(path, fingerprint, "--dynamics_checkpoint")
         print(f"dynamics: loaded {path} (fingerprint {key})")
         return module, _result(module, path, key, loaded=True)
