@@ -31,7 +31,5 @@ def assert_finite(values: Mapping[str, Tensor], where: str) -> None:
     if bool(flags.all()):
         return
     name = list(values)[int((~flags).nonzero()[0])]
-    raise NonFiniteError(
-        f"non-finite {name} {where}. The run stopped; the last checkpoint was kept as it was "
-        "(resume from it with --ckpt_path last after fixing the cause, e.g. a lower learning rate)."
-    )
+    # Only the fact: the caller that knows which checkpoint is left (``fit``) says so.
+    raise NonFiniteError(f"non-finite {name} {where}")

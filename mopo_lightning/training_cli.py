@@ -29,7 +29,7 @@ from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.console import quiet_third_party
 from mopo_lightning.data.d4rl import DatasetError
 from mopo_lightning.data.summary import summarize
-from mopo_lightning.guards import ConfigError
+from mopo_lightning.guards import ConfigError, NonFiniteError
 from mopo_lightning.training.datamodule import D4RLDataModule
 from mopo_lightning.training.run_dir import RunDirectory
 from mopo_lightning.training.stage1 import dynamics_stage
@@ -190,6 +190,21 @@ class MOPOCLI(LightningCLI):
         """
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         ckpt_path = RunDirectory(self.run_dir).prepare(config.as_dict(), ckpt_path, self._cfg("overwrite"))
+        try:
+            self._fit(model, datamodule, ckpt_path)
+        except NonFiniteError as error:
+            raise NonFiniteError(f"{error}; the run stopped. {self._checkpoint_left()}") from error
+
+    def _checkpoint_left(self) -> str:
+        """The truth about what a stopped run left to resume from."""
+        last = self.run_dir / "sac" / EpochCheckpoint.LAST
+        if last.exists():
+            return f"Its last good checkpoint is {last.resolve()}, written before the fault"
+        if (self.run_dir / "dynamics.ckpt").exists():
+            return "No SAC checkpoint was written yet; the trained dynamics model is kept"
+        return "No checkpoint was written yet"
+
+    def _fit(self, model: SACModule, datamodule: D4RLDataModule, ckpt_path: str | None) -> None:
         datamodule.prepare_data()
         datamodule.setup("fit")
         dynamics, info = self.dynamics_stage(datamodule)
