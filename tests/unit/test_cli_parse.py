@@ -192,3 +192,16 @@ UNION_ERROR = (
 def test_short_parse_error(message, expected):
     options = ["--data.task", "--dynamics.num_members", "--trainer.max_epochs", "--stage"]
     assert short_parse_error(message, options) == expected
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--steps", "10"], "--path is required with --format d4rl"),
+    (["--steps", "10", "--format", "minari"], "give --dataset_id (not --path)"),
+    (["--steps", "10", "--format", "minari", "--dataset_id", "local/h/x-v0", "--path", "x.hdf5"], "not --path"),
+    (["--steps", "10", "--format", "minari", "--dataset_id", "local/h/x-v0", "--policy", "sac"], "random or falling"),
+])
+def test_collect_output_format_needs_its_own_target(capsys, tmp_path, monkeypatch, args, expected):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "collect", "--task", "hopper", *args)
+    assert code == 2 and len(error_lines(err)) == 1 and expected in err, err
+    assert not any(tmp_path.iterdir())  # nothing collected
