@@ -9,7 +9,9 @@ critics, learned alpha, soft targets every update, three Adams):
 - ``hand_plain``: plain torch, two ``nn.Sequential`` critics, per-tensor target loop.
 - ``hand_module_unfused``: ``SACModule.update`` (critic ensemble via baddbmm, detached critic
   weights in the actor loss, ``_foreach_lerp_`` targets) with the default Adam kernel.
-- ``hand_module``: ``SACModule.update`` as shipped (``Adam(fused=True)``).
+- ``hand_module``: ``SACModule.update`` as shipped (``Adam(fused=True)``; the TensorDict loss terms of
+  ``policy/losses.py`` and the device-side NaN record included, eager: ``benchmarks/gpu.py`` times
+  the compiled variants).
 
 Timing: per-update wall time, variants interleaved in rounds (fair under background load), median
 after warm-up. Prints a table and writes ``benchmarks/results/sac_update.json``.

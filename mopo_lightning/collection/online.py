@@ -121,7 +121,7 @@ class OnlineSACCollector:
         self.agent = SACModule(o, a, hidden_dim=cfg.hidden_dim, num_layers=cfg.num_layers, actor_lr=cfg.lr,
                                critic_lr=cfg.lr, alpha_lr=cfg.lr,
                                target_entropy=-float(a) if cfg.target_entropy is None else cfg.target_entropy)
-        self.optimizers = self.agent._optimizers()  # the module's standalone Adams (no Trainer attached)
+        self.optimizers = self.agent.standalone_optimizers()  # the Adams that update() steps (no Trainer)
         self.rng = np.random.default_rng(seed)
         sim = self.env.unwrapped
         n = self.steps

@@ -4,8 +4,8 @@ Sources: SAC (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applicatio
 and the softlearning code MOPO's authors (Yu et al. 2020) build on. MOPO's settings (reference
 section 3): 2 x 256 ReLU MLPs, twin Q with soft-updated targets (tau 5e-3 every update), gamma 0.99,
 Adam 3e-4 for actor, critics and alpha, alpha learned from log_alpha = 0, target entropy -3 for every
-task (not -dim(A)). Losses follow softlearning: Q losses 0.5 * MSE summed over the two critics,
-alpha loss -log_alpha * (log_pi + target_entropy).
+task (not -dim(A)). The loss terms (``loss_qvalue``, ``loss_actor``, ``loss_alpha``, as in TorchRL's
+objectives) live in ``policy/losses.py``.
 
 Hand-written update, not TorchRL's ``SACLoss``: ``benchmarks/sac_update.py`` (batch 256, 2 x 256,
 obs 17, act 6, 1 CPU thread, variants interleaved) measured SACLoss at 66 updates/s against 98/s for
@@ -14,6 +14,19 @@ critics into one ``baddbmm`` ensemble, runs the actor loss through detached crit
 weight gradients), soft-updates all targets with one ``torch._foreach_lerp_`` and uses fused Adam;
 together ~8% faster than a plain hand-written update (91/s). Matmuls are ~80% of the remaining time.
 
+No host synchronisation per update (GPU-ready): the NaN/inf guard records, on the device, the first
+update at which each logged value went non-finite, and reads that record (one sync) only every
+``check_finite_every`` updates, at every epoch end and before every checkpoint; logging syncs only
+every ``log_every_n`` updates.
+
+``compile=True`` compiles the three loss terms, each with ``torch.compile(fullgraph=True)`` (their
+backward graphs come from AOTAutograd); ``backward()``, the fused Adam steps and the target lerp stay
+eager. A whole compiled update does not pass fullgraph (torch 2.13): dynamo rejects ``Tensor.backward()``
+(it would need compiled autograd) and the fused ``Adam.step`` graph-breaks; the update is sequential
+anyway (the actor loss reads the critics after their step). ``benchmarks/gpu.py`` measures eager, compiled and
+compiled with CUDA graphs; on one CPU thread the compiled update was slower (18.2 against 15.2 ms at
+batch 256, 2 x 256), so the default stays eager.
+
 Bootstrapping uses ``("next", "terminated")`` only: a time-limit ``truncated``/``done`` row still
 bootstraps.
 """
@@ -21,6 +34,8 @@ bootstraps.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import Any
 
 import lightning as L
 import torch
@@ -29,9 +44,13 @@ from tensordict.nn import TensorDictModule
 from torch import Tensor, nn
 
 from mopo_lightning.guards import assert_finite
+from mopo_lightning.policy.losses import actor_loss, alpha_loss, qvalue_loss, soft_bellman_target
 from mopo_lightning.policy.networks import EnsembleQ, TanhGaussianActor
+from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD, TERMINATED
 
 LOG_KEYS = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean", "q_max")
+"""Names of ``update``'s diagnostics, logged as ``sac/<name>`` (critic_loss is the ``loss_qvalue`` term,
+actor_loss ``loss_actor``, alpha_loss ``loss_alpha``)."""
 
 
 class _SamplingPolicy(nn.Module):
@@ -48,7 +67,7 @@ class _SamplingPolicy(nn.Module):
 
 
 class SACModule(L.LightningModule):
-    """SAC on TensorDict transition batches (keys in ``docs/interfaces.md``).
+    """SAC on TensorDict transition batches (keys in ``mopo_lightning.transitions``).
 
     Each ``training_step`` is one full SAC update (critics, actor, alpha, targets). ``sac_updates``
     counts them; ``trainer.global_step`` counts optimizer steps (3 per update).
@@ -70,7 +89,8 @@ class SACModule(L.LightningModule):
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
         log_every_n: int = 50,
-        check_finite_every: int = 1,
+        check_finite_every: int | None = None,
+        compile: bool = False,
     ) -> None:
         """
         Args:
@@ -88,8 +108,11 @@ class SACModule(L.LightningModule):
             log_std_min: lower clip of the actor's log-std.
             log_std_max: upper clip of the actor's log-std.
             log_every_n: log ``sac/*`` diagnostics every this many updates (keeps host syncs rare).
-            check_finite_every: check the losses for NaN/inf every this many updates and stop the run
-                naming the update; free on CPU, one host sync per check on GPU (raise it there).
+            check_finite_every: read the device-side NaN/inf record every this many updates and stop the
+                run naming the first bad update; each read is one host sync. None: every update on
+                CPU (free there), every 1000 on an accelerator. Also read at epoch ends and checkpoints.
+            compile: ``torch.compile`` the three loss terms (fullgraph) on the first update; meant for
+                GPUs (slower on CPU; ``benchmarks/gpu.py`` measures it).
         """
         super().__init__()
         self.save_hyperparameters()
@@ -101,89 +124,105 @@ class SACModule(L.LightningModule):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(float(init_log_alpha)))
         self.register_buffer("sac_updates", torch.zeros((), dtype=torch.long))
+        # per LOG_KEYS entry, the first update at which it was non-finite (0: never); device-side
+        self.register_buffer("nonfinite_at", torch.zeros(len(LOG_KEYS), dtype=torch.long), persistent=False)
         self._standalone_optimizers: list[torch.optim.Optimizer] | None = None
+        self._loss_fns: tuple[Callable, Callable, Callable] | None = None  # eager or compiled terms
+        self._cudagraphs = False
         self._n_updates: int | None = None  # host mirror of sac_updates, refreshed after loading
-        self.register_load_state_dict_post_hook(lambda module, _: setattr(module, "_n_updates", None))
+        self._checked_through = 0  # host: updates already covered by a finite check
+        self.register_load_state_dict_post_hook(lambda module, _: module._forget_host_state())
 
     def forward(self, obs: Tensor) -> Tensor:
         """Deterministic evaluation action tanh(mean): obs [B, O] -> action [B, A]."""
         return self.act(obs, deterministic=True)
 
+    # ---- loss terms (TorchRL style: one method each, TensorDicts of loss_* and diagnostics) ------
+    @property
+    def alpha(self) -> Tensor:
+        """The current temperature exp(log_alpha), detached."""
+        return self.log_alpha.detach().exp()
+
+    def loss_qvalue(self, batch: TensorDict) -> TensorDict:
+        """Critic term ``loss_qvalue`` (with ``q_mean``, ``q_max``) against the soft Bellman target."""
+        return qvalue_loss(self.critic, batch[OBSERVATION], batch[ACTION], self.compute_target(batch))
+
+    def loss_actor(self, batch: TensorDict) -> TensorDict:
+        """Actor term ``loss_actor`` (with ``log_prob`` [B, 1] and ``entropy``) on fresh actions."""
+        return actor_loss(self.actor, self.critic, batch[OBSERVATION], self.alpha)
+
+    def loss_alpha(self, log_prob: Tensor) -> TensorDict:
+        """Temperature term ``loss_alpha`` (with ``alpha``) given the actor's detached ``log_prob``."""
+        return alpha_loss(self.log_alpha, log_prob, self.target_entropy)
+
+    def compute_target(self, batch: TensorDict, alpha: Tensor | None = None) -> Tensor:
+        """Soft Bellman target of ``batch`` (see ``losses.soft_bellman_target``) -> [B, 1]."""
+        return soft_bellman_target(
+            self.actor, self.critic_target, batch[NEXT_OBSERVATION], batch[REWARD], batch[TERMINATED],
+            self.alpha if alpha is None else alpha, self.gamma,
+        )
+
     # ---- training -------------------------------------------------------------------------------
     def training_step(self, batch: TensorDict, batch_idx: int) -> None:
-        out = self.update(batch)
-        if self._n_updates % self.hparams.check_finite_every == 0:
-            assert_finite({f"sac/{k}": out[k] for k in LOG_KEYS}, f"at SAC update {self._n_updates}")
+        self.update(batch)
 
     def update(self, batch: TensorDict) -> TensorDict:
-        """One SAC update (critics, actor, alpha, soft targets); returns detached diagnostics."""
+        """One SAC update (critics, then actor, then alpha, then soft targets); returns ``LOG_KEYS``
+        diagnostics, detached. Sync-free except for the finite checks and logging steps."""
         actor_opt, critic_opt, alpha_opt = self._optimizers()
-        obs, action = batch["observation"], batch["action"]  # [B, O], [B, A]
-        alpha = self.log_alpha.detach().exp()
-
-        # critics: 0.5 * MSE to the soft Bellman target, both Qs in one forward
-        target = self.compute_target(batch, alpha)  # [B, 1]
-        q = self.critic(obs, action)  # [2, B, 1]
-        critic_loss = 0.5 * (q - target).pow(2).mean(dim=(1, 2)).sum()
-        critic_opt.zero_grad(set_to_none=True)
-        self._backward(critic_loss)
-        critic_opt.step()
-
-        # actor: maximise min Q(s, pi(s)) - alpha * log pi, gradients through the action only
-        new_action, log_prob = self.actor.sample(obs)  # [B, A], [B, 1]
-        q_pi = self.critic(obs, new_action, detach_params=True).amin(dim=0)  # [B, 1]
-        actor_loss = (alpha * log_prob - q_pi).mean()
-        actor_opt.zero_grad(set_to_none=True)
-        self._backward(actor_loss)
-        actor_opt.step()
-
-        # temperature: raise alpha when entropy is below target, lower it when above
-        log_prob = log_prob.detach()
-        alpha_loss = -(self.log_alpha * (log_prob + self.target_entropy)).mean()
-        alpha_opt.zero_grad(set_to_none=True)
-        self._backward(alpha_loss)
-        alpha_opt.step()
-
+        loss_qvalue, loss_actor, loss_alpha = self._loss_fns or self._make_loss_fns()
+        if self._cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()  # last update's graph outputs may be overwritten
+        q_terms = loss_qvalue(batch)
+        self._step(critic_opt, q_loss := q_terms["loss_qvalue"])
+        pi_terms = loss_actor(batch)  # after the critic step, as in softlearning
+        self._step(actor_opt, pi_loss := pi_terms["loss_actor"])
+        alpha_terms = loss_alpha(pi_terms["log_prob"])
+        self._step(alpha_opt, a_loss := alpha_terms["loss_alpha"])
         self.soft_update_targets()
+        if self._n_updates is None:  # first update, or the first after loading a state: one sync
+            self._n_updates = self._checked_through = int(self.sac_updates)
         self.sac_updates += 1
-        if self._n_updates is None:
-            self._n_updates = int(self.sac_updates)
-        else:
-            self._n_updates += 1
+        self._n_updates += 1
 
-        q = q.detach()
-        out = TensorDict(
-            critic_loss=critic_loss.detach(),
-            actor_loss=actor_loss.detach(),
-            alpha_loss=alpha_loss.detach(),
-            alpha=alpha,
-            entropy=-log_prob.mean(),
-            q_mean=q.mean(),
-            q_max=q.max(),
-        )
+        # [7] in LOG_KEYS order; a fresh tensor, so safe to keep even when the terms live in CUDA graphs
+        values = torch.stack([q_loss.detach(), pi_loss.detach(), a_loss.detach(), alpha_terms["alpha"],
+                              pi_terms["entropy"], q_terms["q_mean"], q_terms["q_max"]])
+        self.nonfinite_at.masked_fill_(~torch.isfinite(values) & (self.nonfinite_at == 0), self._n_updates)
+        out = TensorDict(dict(zip(LOG_KEYS, values.unbind())), batch_size=[])
+        if self._n_updates % self._check_every() == 0:
+            self.check_finite()
         if self._trainer is not None and self._n_updates % self.log_every_n == 0:
             self.log_dict({f"sac/{k}": out[k] for k in LOG_KEYS}, on_step=True, on_epoch=False)
             self.log("updates", float(self._n_updates), prog_bar=True, logger=False)  # SAC updates so far
         return out
 
-    @torch.no_grad()
-    def compute_target(self, batch: TensorDict, alpha: Tensor | None = None) -> Tensor:
-        """Soft Bellman target r + gamma * (1 - terminated) * (min Q'(s', a') - alpha * log pi(a'|s')).
+    def check_finite(self) -> None:
+        """Raise ``NonFiniteError`` naming the first non-finite ``sac/*`` value and its update, if any.
 
-        Only ``terminated`` stops bootstrapping (SAC paper; truncation is not a true end). -> [B, 1]
+        One host sync; covers every update since the previous check.
         """
-        if alpha is None:
-            alpha = self.log_alpha.detach().exp()
-        next_obs = batch["next", "observation"]  # [B, O]
-        reward, terminated = batch["next", "reward"], batch["next", "terminated"]  # [B, 1] each
-        next_action, next_log_prob = self.actor.sample(next_obs)
-        next_q = self.critic_target(next_obs, next_action).amin(dim=0) - alpha * next_log_prob  # [B, 1]
-        return reward + self.gamma * (~terminated).to(reward.dtype) * next_q
+        first, last = self._checked_through + 1, self._n_updates
+        if last is not None:
+            self._checked_through = last
+        bad = [(step, i) for i, step in enumerate(self.nonfinite_at.tolist()) if step > 0]
+        if bad:
+            step, i = min(bad)  # earliest update; LOG_KEYS order on ties
+            where = f"at SAC update {step} (found by the check of SAC updates {first} to {last})"
+            # guards' wording, for a value known (from the device-side record) to be non-finite
+            assert_finite({f"sac/{LOG_KEYS[i]}": torch.tensor(float("nan"))}, where)
 
     @torch.no_grad()
     def soft_update_targets(self) -> None:
         """theta' <- theta' + tau * (theta - theta'), fused over all critic tensors."""
         torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()), self.tau)
+
+    def compile_losses(self, mode: str | None = None) -> None:
+        """``torch.compile(fullgraph=True)`` the three loss terms (what ``compile=True`` does, with the
+        default mode); ``mode="reduce-overhead"`` adds CUDA graphs. See the module docstring."""
+        self._loss_fns = tuple(torch.compile(fn, fullgraph=True, mode=mode)
+                               for fn in (self.loss_qvalue, self.loss_actor, self.loss_alpha))
+        self._cudagraphs = mode in ("reduce-overhead", "max-autotune")
 
     # ---- acting ---------------------------------------------------------------------------------
     @torch.no_grad()
@@ -198,13 +237,19 @@ class SACModule(L.LightningModule):
         )
 
     def on_train_epoch_end(self) -> None:
-        """Under DDP, check that every rank holds the same weights (gradients are all-reduced)."""
+        """Check for non-finite values (before ``ModelCheckpoint``, which runs after this hook); under
+        DDP, check that every rank holds the same weights (gradients are all-reduced)."""
+        self.check_finite()
         if self.trainer.world_size > 1:
             checksum = torch.stack([p.detach().double().sum() for p in self.parameters()]).sum()
             sums = self.all_gather(checksum)
             if not bool((sums == sums[0]).all()):
                 raise RuntimeError(f"DDP ranks hold different SAC weights after {self._n_updates} updates: "
                                    f"{sums.tolist()}")
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint never holds weights trained through a NaN: check first."""
+        self.check_finite()
 
     # ---- optimisation ---------------------------------------------------------------------------
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
@@ -220,16 +265,42 @@ class SACModule(L.LightningModule):
             torch.optim.Adam([self.log_alpha], lr=hp.alpha_lr, fused=fused),
         ]
 
-    def _optimizers(self) -> list:
-        """The Trainer's optimizers when attached; otherwise our own, so ``update`` works standalone."""
-        if self._trainer is not None:
-            return self.optimizers()
+    def standalone_optimizers(self) -> list[torch.optim.Optimizer]:
+        """The module's own [actor, critics, alpha] Adams, made on first call: what ``update`` steps
+        when no Trainer is attached (online collection saves and restores their states)."""
         if self._standalone_optimizers is None:
             self._standalone_optimizers = self.configure_optimizers()
         return self._standalone_optimizers
 
-    def _backward(self, loss: Tensor) -> None:
+    def _optimizers(self) -> list:
+        """The Trainer's optimizers when attached; otherwise the standalone ones."""
+        return self.optimizers() if self._trainer is not None else self.standalone_optimizers()
+
+    def _make_loss_fns(self) -> tuple[Callable, Callable, Callable]:
+        if self.hparams.get("compile", False):
+            self.compile_losses()
+        else:
+            self._loss_fns = (self.loss_qvalue, self.loss_actor, self.loss_alpha)
+        return self._loss_fns
+
+    def _forget_host_state(self) -> None:
+        """After loading a state: the host counter is re-read, the old weights' NaN record dropped."""
+        self._n_updates = None
+        self.nonfinite_at.zero_()
+
+    def _check_every(self) -> int:
+        every = self.hparams.get("check_finite_every")
+        return every if every else (1 if self.device.type == "cpu" else 1000)
+
+    def _step(self, opt: torch.optim.Optimizer, loss: Tensor) -> None:
+        opt.zero_grad(set_to_none=True)
         if self._trainer is not None:
             self.manual_backward(loss)
         else:
             loss.backward()
+        opt.step()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_loss_fns"] = None  # compiled functions do not pickle; rebuilt on the next update
+        return state

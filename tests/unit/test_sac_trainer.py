@@ -1,15 +1,18 @@
-"""SACModule inside a Lightning Trainer: counters, sac/* logs, checkpoint contents and resume."""
+"""SACModule inside a Lightning Trainer: counters, sac/* logs, checkpoint contents, resume, NaN stops."""
 
 from __future__ import annotations
 
 import csv
 
 import lightning as L
+import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from tensordict import TensorDict
 from torch.utils.data import DataLoader
 
+from mopo_lightning.guards import NonFiniteError
 from mopo_lightning.policy.sac import LOG_KEYS, SACModule
 
 O, A, B = 3, 2, 32
@@ -83,3 +86,28 @@ def test_load_state_dict_resyncs_the_host_counter():
     b.load_state_dict(a.state_dict())
     b.update(batch)
     assert b.sac_updates.item() == 4 and b._n_updates == 4
+
+
+class _PoisonActor(L.Callback):
+    """A NaN in the actor's weights before the given SAC update."""
+
+    def __init__(self, before_update: int) -> None:
+        self.before_update = before_update
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if int(pl_module.sac_updates) == self.before_update:
+            with torch.no_grad():
+                pl_module.actor.net[0].weight[0, 0] = float("nan")
+
+
+def test_rare_finite_checks_still_stop_before_a_poisoned_checkpoint(tmp_path):
+    # checks every 1000 updates (an accelerator's default): the epoch-end check catches the NaN of update
+    # 13 before ModelCheckpoint writes epoch 1, and names the update the device-side record kept
+    sac = SACModule(O, A, hidden_dim=16, check_finite_every=1000)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
+    tr = L.Trainer(max_epochs=3, logger=False, callbacks=[_PoisonActor(before_update=12), checkpoint],
+                   enable_progress_bar=False, enable_model_summary=False)
+    message = r"at SAC update 13 \(found by the check of SAC updates 11 to 20\)"
+    with pytest.raises(NonFiniteError, match=message):
+        tr.fit(sac, train_dataloaders=loader(10))
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["epoch=0-step=30.ckpt"]
