@@ -44,7 +44,7 @@ def main() -> None:
         sac.update(dm.sample_batch())
     checkpoint = {
         "state_dict": sac.state_dict(),
-        "optimizer_states": [opt.state_dict() for opt in sac._standalone_optimizers],
+        "optimizer_states": [opt.state_dict() for opt in sac.standalone_optimizers()],
         "D4RLDataModule": dm.state_dict(),
     }
     io = AtomicCheckpointIO()

@@ -11,6 +11,7 @@ collect       behaviour data from the real MuJoCo env       ``commands.collect.c
               (``--policy sac``: online SAC, resumable)
 data info     summary of a D4RL-schema HDF5 file            ``data.summary.main_info``
 report        the paper's tables from run directories       ``report.main``
+sweep         a grid of fit runs as trials on Ray Tune      ``sweep.command.sweep``
 ============  ===========================================  =====================================
 
 A command other than ``fit`` is a typed function: its signature is the options, its docstring the
@@ -90,6 +91,8 @@ COMMANDS: tuple[Command, ...] = (
             "summarise a D4RL-schema dataset (--json for JSON)"),
     Command("report", "mopo_lightning.report:main",
             "the paper's tables (D4RL scores, OOD returns) from run directories"),
+    Command("sweep", "mopo_lightning.sweep.command:sweep",
+            "run a grid of seeds x hyper-parameters of one fit config as trials on Ray Tune (resumable)"),
 )
 
 EXIT_HELP = ("exit codes: 0 ok, 1 non-finite training numbers, 2 bad usage or config, 3 bad data, "
@@ -136,6 +139,8 @@ def exit_code(error: BaseException) -> ExitCode | None:
     from mopo_lightning.guards import CheckpointError, ConfigError, NonFiniteError
 
     if isinstance(error, ConfigError):
+        return ExitCode.USAGE
+    if type(error).__name__ == "MisconfigurationException":  # Lightning's own config checks (Trainer args)
         return ExitCode.USAGE
     if isinstance(error, DatasetError):
         return ExitCode.DATA

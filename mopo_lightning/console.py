@@ -6,7 +6,8 @@ Filtered, each matched by its own text or logger:
   their length is exact: one epoch of SAC updates, or one pass of bootstrap batches);
 - Lightning's "Tip" advertising a cloud logger;
 - Lightning's "GPU/TPU/HPU available" start-up lines (printed once per stage; the device is in the config)
-  and its "`Trainer.fit` stopped" line (the closing summary says how the run ended);
+  its "`Trainer.fit` stopped" line (the closing summary says how the run ended) and "Seed set to N"
+  (the seed is in the config and in results.json);
 - MuJoCo's compiler warning that ``settotalmass`` is deprecated (gymnasium's own v4 XML files use it).
 """
 
@@ -36,8 +37,10 @@ def quiet_third_party() -> None:
     """Install the filters listed in the module docstring (idempotent)."""
     for pattern in _WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
-    drop = _DropMessages("💡 Tip:", "GPU available:", "TPU available:", "HPU available:", "`Trainer.fit` stopped:")
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+    drop = _DropMessages("💡 Tip:", "GPU available:", "TPU available:", "HPU available:", "`Trainer.fit` stopped:",
+                         "Seed set to")
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning.fabric.utilities.seed"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropMessages) for f in logger.filters):
             logger.addFilter(drop)

@@ -126,12 +126,12 @@ class MOPOCLI(LightningCLI):
         parser.link_arguments("trainer.log_every_n_steps", "model.log_every_n", compute_fn=_log_period)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        quiet_third_party()  # before LightningCLI seeds and builds anything
         if args is None or isinstance(args, list):
             check_renamed_keys(sys.argv[1:] if args is None else list(args))
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
-        quiet_third_party()
         torch.set_num_threads(self._cfg("num_threads"))
 
     # ------------------------------------------------------------------ run directory and trainer
@@ -165,6 +165,10 @@ class MOPOCLI(LightningCLI):
             {"task": data.task, "dataset": data.dataset or data.path, "seed": self._cfg("seed_everything"),
              "penalty_coef": data.penalty_coef, "rollout_length": data.rollout_length},
         )
+        for key in ("max_epochs", "max_steps"):
+            value = config.get(key)
+            if value is not None and value < -1:
+                raise ConfigError(f"--trainer.{key} must be a positive number or -1 (no limit), got {value}")
         every, keep = self._cfg("checkpoint_every_n_epochs"), self._cfg("keep_checkpoints")
         if every < 1 or keep < 1:
             raise ConfigError(f"--checkpoint_every_n_epochs ({every}) and --keep_checkpoints ({keep}) must be >= 1")

@@ -35,6 +35,7 @@ from mopo_lightning.data.d4rl import write_hdf5
 from mopo_lightning.envs.rewards import REWARDS
 from mopo_lightning.envs.wrappers import RelabelReward, ensure_relabel_infos, make_env
 from mopo_lightning.files import atomic_path, remove_stale_temps
+from mopo_lightning.guards import CheckpointError, ConfigError
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.progress import progress
 from mopo_lightning.tasks import Task, get_task
@@ -107,9 +108,9 @@ class OnlineSACCollector:
         self.task, self.steps, self.path, self.seed, self.cfg = get_task(task), int(steps), Path(path), seed, cfg
         self.quiet = quiet
         if steps <= 0 or cfg.update_after < 1 or cfg.updates_per_step < 0:
-            raise ValueError("need steps > 0, update_after >= 1 and updates_per_step >= 0")
+            raise ConfigError("need steps > 0, update_after >= 1 and updates_per_step >= 0")
         if cfg.behaviour_reward != "env" and cfg.behaviour_reward not in REWARDS:
-            raise ValueError(f"behaviour_reward must be 'env' or one of {sorted(REWARDS)}")
+            raise ConfigError(f"behaviour_reward must be 'env' or one of {sorted(REWARDS)}")
         self.max_episode_steps = max_episode_steps
         env = ensure_relabel_infos(make_env(self.task, 
             **({} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)})))
@@ -238,7 +239,7 @@ class OnlineSACCollector:
         saved, mine = json.loads(state["identity"]), self._identity()
         if saved != mine:
             diff = {k: (saved.get(k), mine.get(k)) for k in mine if saved.get(k) != mine.get(k)}
-            raise ValueError(f"{self.ckpt}: checkpoint of another collection (saved, now: {diff}); "
+            raise CheckpointError(f"{self.ckpt}: checkpoint of another collection (saved, now: {diff}); "
                              "delete it to start over")
         self.agent.load_state_dict(state["agent"])
         for opt, opt_state in zip(self.optimizers, state["optimizers"]):

@@ -29,6 +29,10 @@ class Learner(Protocol):
         """The current stochastic policy (live weights, no gradients)."""
         ...
 
+    def check_finite(self) -> None:
+        """Raise ``NonFiniteError`` if the learner's numbers went non-finite since its last check."""
+        ...
+
 
 def tensorboard_rollout_log(logger: Any) -> RolloutLog:
     """A ``RolloutLog`` writing ``rollout/*`` scalars, and histograms where the logger can draw them."""
@@ -61,6 +65,9 @@ class MixedBatches:
         updates = int(self.learner.sac_updates)
         for _ in range(self.length):
             if self.rollouts.due(updates):
+                # A NaN policy must be named as such, not as a "model prediction" fault in the rollout
+                # (on an accelerator the learner checks only every N updates).
+                self.learner.check_finite()
                 stats = self.rollouts.rollout(self.learner.policy_module(), updates, self.learner.device)
                 if self.log is not None:
                     self.log(stats, updates)
