@@ -1,0 +1,140 @@
+"""``mopo-lightning sweep`` on a local Ray with tiny budgets: shared dynamics, failures, kill and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import collected_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def sweep_file(path: Path, data: Path, grid: str, epochs: int = 2) -> Path:
+    """A sweep of the quickstart config on ``data`` with the e2e tests' TINY budget."""
+    path.write_text(f"""
+config: {REPO / 'conf' / 'quickstart.yaml'}
+trainer: {{max_epochs: {epochs}, log_every_n_steps: 5}}
+data: {{path: {data}, updates_per_epoch: 50, rollout_batch_size: 500}}
+dynamics: {{max_epochs: 3}}
+evaluation: {{num_episodes: 2}}
+grid:
+{grid}
+""")
+    return path
+
+
+def start_sweep(cwd: Path, *args: str) -> subprocess.Popen:
+    """The sweep in its own process group (so a test can kill the group), output to ``cwd/out.txt``."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out = open(cwd / "out.txt", "a")  # noqa: SIM115 -- closed with the process
+    return subprocess.Popen([sys.executable, "-m", "mopo_lightning.cli", "sweep", *args, "--poll_seconds", "0.2"],
+                            cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> int:
+    try:
+        return proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def results(run: Path) -> dict:
+    return json.loads((run / "results.json").read_text())
+
+
+def cache_entries(sweep_dir: Path) -> list[Path]:
+    return [p for p in (sweep_dir / ".dynamics_cache").iterdir() if (p / "dynamics.ckpt").exists()]
+
+
+def test_two_trials_share_one_dynamics_model_and_a_failed_trial_is_named(tmp_path):
+    data = collected_dataset("hopper", 2_000, seed=0)
+    # "bad" is no float: that trial's fit stops with a usage error (exit 2) while the other two train
+    sweep = sweep_file(tmp_path / "s.yaml", data, "  data.penalty_coef: [1.0, 5.0, bad]")
+    code = finish(start_sweep(tmp_path, str(sweep), "--num_cpus", "2", "--sweep_dir", "sw"))
+    out = (tmp_path / "out.txt").read_text()
+    assert code == 2, out
+    sw = tmp_path / "sw"
+    runs = [results(sw / name) for name in ("lam1", "lam5")]
+    assert [[e["sac_updates"] for e in r["evaluations"]] for r in runs] == [[50, 100], [50, 100]]
+    assert [r["penalty_coef"] for r in runs] == [1.0, 5.0]
+    assert sorted(r["dynamics"]["loaded"] for r in runs) == [False, True]  # trained once, loaded once
+    assert len(cache_entries(sw)) == 1
+    assert "stage 1: 1 dynamics model(s) for 3 trials; trained by 1 trial run(s), loaded by 1" in out
+    assert "mopo-lightning fit --config" in out and "--run_name lam5 --run_root sw" in out
+    assert "lambad" in out and "FAILED (exit 2)" in out and str(sw / "lambad.log") in out
+    assert "1 of 3 trials failed (lambad)" in out
+    assert "evaluation 2/2: score" in out and "Ray: local, 2 CPUs" in out
+    assert not (sw / "lambad.done.json").exists() and (sw / "lam1.done.json").exists()
+    # Tune's own records of the sweep
+    from ray.tune import ExperimentAnalysis
+
+    (experiment,) = (sw / "tune").iterdir()
+    frame = ExperimentAnalysis(str(experiment)).dataframe()
+    assert sorted(frame["config/trial/name"]) == ["lam1", "lam5", "lambad"]
+
+
+def _pids_with(text: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError, ValueError):
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_killed_sweep_resumes_without_retraining_finished_trials(tmp_path):
+    data = collected_dataset("hopper", 2_000, seed=0)
+    sweep = sweep_file(tmp_path / "s.yaml", data, "  data.penalty_coef: [0.5, 1.0, 5.0]")
+    args = (str(sweep), "--num_cpus", "1", "--sweep_dir", str(tmp_path / "sw"))  # one at a time, in order
+    sw = tmp_path / "sw"
+    first, second = sw / "lam0.5", sw / "lam1"
+    proc = start_sweep(tmp_path, *args)
+    try:  # kill once the first trial has finished and the second has a checkpoint but no end
+        deadline = time.time() + 500
+        while not ((sw / "lam0.5.done.json").exists() and (second / "sac" / "last.ckpt").exists()):
+            assert proc.poll() is None and time.time() < deadline, (tmp_path / "out.txt").read_text()
+            time.sleep(0.05)
+        assert not (sw / "lam1.done.json").exists(), "the second trial ended before the kill: widen its budget"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    for _ in range(100):  # the trial's fit gets SIGTERM when its Ray worker dies: nothing keeps training
+        if not _pids_with(str(sw)):
+            break
+        time.sleep(0.2)
+    assert not _pids_with(str(sw))
+    kept = {p: p.stat().st_mtime_ns for p in (first / "results.json", first / "sac" / "last.ckpt",
+                                                first / "dynamics.ckpt")}
+    cut = len(results(second)["evaluations"])
+    assert cut < 2
+
+    code = finish(start_sweep(tmp_path, *args))
+    out = (tmp_path / "out.txt").read_text().split("Ray: local")[-1]  # the second start's lines
+    assert code == 0, out
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # the finished trial was not re-run
+    assert "lam0.5: skipped: finished before" in out and "lam1: resumes from its last checkpoint" in out
+    log = (sw / "lam1.log").read_text()
+    log = log[log.rindex("sweep trial lam1 ("):]  # the second attempt's part of the log
+    assert log.startswith("sweep trial lam1 (resume): mopo-lightning fit") and "--ckpt_path last" in log
+    assert "Restoring states from the checkpoint" in log
+    for run in (first, second, sw / "lam5"):
+        assert [e["sac_updates"] for e in results(run)["evaluations"]] == [50, 100]
+    assert results(first)["dynamics"]["loaded"] is False and results(sw / "lam5")["dynamics"]["loaded"] is True
+    assert len(cache_entries(sw)) == 1
+    assert "lam1" in out and "finished" in out
