@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mopo_lightning.cli import main
-from mopo_lightning.report import d4rl_kind, d4rl_table, episode_returns, load_run, ood_table
+from mopo_lightning.report import Settings, build_report, d4rl_kind, episode_returns
 
 
 def jump_dataset(path: Path) -> Path:
@@ -75,50 +75,51 @@ def test_episode_returns_are_relabelled_and_skip_the_partial_tail(tmp_path):
     np.testing.assert_allclose(episode_returns(path, "halfcheetah"), [300.0, 200.0])
 
 
+def report(runs: list[Path]) -> dict:
+    return build_report(runs, Settings(reps=200))[0]
+
+
 def test_ood_table_numbers(runs):
-    rows = ood_table([load_run(r) for r in runs])
+    rows = report(runs)["ood"]
     assert [(r["rollout_length"], r["penalty_coef"]) for r in rows] == [(5, 1.0), (5, 5.0)]
     row = rows[0]
     assert row["task"] == "halfcheetah-jump" and row["episodes"] == 2
     assert row["batch_mean"] == pytest.approx((7.35 - 0.5) / 2, abs=1e-5)
     assert row["batch_max"] == pytest.approx(7.35, abs=1e-5)
-    assert row["mopo"] == {"mean": 150.0, "std": 50.0, "n": 2}  # last evaluations: 100 and 200
-    assert row["mbpo"] == {"mean": 80.0, "std": 0.0, "n": 1}
-    assert rows[1]["mopo"] == {"mean": 40.0, "std": 0.0, "n": 1} and rows[1]["mbpo"] == row["mbpo"]
+    assert row["mopo"]["n"] == 2 and row["mopo"]["mean"]["value"] == 150.0  # last evaluations: 100 and 200
+    assert row["mopo"]["mean"]["low"] == 100.0 and row["mopo"]["mean"]["high"] == 200.0
+    assert row["mbpo"] == {"n": 1, "mean": {"value": 80.0, "low": 80.0, "high": 80.0},
+                           "iqm": {"value": 80.0, "low": 80.0, "high": 80.0}}
+    assert rows[1]["mopo"]["mean"]["value"] == 40.0 and rows[1]["mbpo"] == row["mbpo"]
     assert rows[1]["batch_max"] == row["batch_max"]
 
 
-def test_d4rl_table_numbers():
+def test_d4rl_kind():
     assert [d4rl_kind(n) for n in ("hopper-medium-replay-v2", "walker2d_medium_expert-v2", "hopper-random-v0",
                                    "data/quick.hdf5")] == ["mixed", "medium-expert", "random", "quick"]
 
 
-def test_d4rl_table_groups_by_algorithm(runs):
-    table = d4rl_table([load_run(r) for r in runs])
-    assert table["MOPO"]["mixed"]["hopper"] == {"mean": 65.0, "std": 5.0, "n": 2}  # no penalty_coef: MOPO
-    assert table["MOPO"]["random"]["walker2d"] == {"mean": 10.0, "std": 0.0, "n": 1}
-    assert table["MBPO"] == {"mixed": {"hopper": {"mean": 20.0, "std": 0.0, "n": 1}}}
+def test_d4rl_tables_are_per_method(runs):
+    table = report(runs)["d4rl"]
+    assert table["h5 lam1"]["mixed"]["hopper"]["mean"]["value"] == 60.0  # final evaluation only
+    assert table["default"]["mixed"]["hopper"]["mean"]["value"] == 70.0  # no penalty_coef or h recorded
+    assert table["h5 lam5"]["random"]["walker2d"]["n"] == 1
+    assert table["h5 lam0"] == {"mixed": {"hopper": table["h5 lam0"]["mixed"]["hopper"]}}  # MBPO
     assert "halfcheetah-jump" not in str(table)
 
 
-def test_report_command_prints_both_tables(runs, capsys):
-    main(["report", *map(str, runs)])
+def test_report_command_prints_markdown_tables(runs, capsys):
+    main(["report", *map(str, runs), "--reps", "200"])
     out = capsys.readouterr().out
-    ood, mopo, mbpo = out.split("\n\n")
-    assert ood.startswith("Out-of-distribution tasks")
-    assert "batch mean" in ood and "batch max" in ood and "MOPO" in ood and "MBPO" in ood
-    cells = ood.splitlines()[3].split()
+    assert "### Out-of-distribution tasks (average return, mean [95% CI]; paper Table 2)" in out
+    ood = out.split("### Out-of-distribution")[1].split("###")[0].splitlines()
+    cells = [c.strip() for c in ood[4].split("|")[1:-1]]
     assert cells[:4] == ["halfcheetah-jump", "hc-sac.hdf5", "5", "1"]
-    assert cells[4:6] == ["3.4", "7.3"] or cells[4:6] == ["3.4", "7.4"]
-    assert "150.0 ± 50.0 (n=2)" in ood and cells[-1] == "80.0"
-    assert ood.splitlines()[4].split()[3] == "5" and ood.splitlines()[4].split()[-2:] == ["40.0", "80.0"]
-    assert mopo.startswith("MOPO on D4RL") and mbpo.startswith("MBPO on D4RL")
-    header, _, *lines = mopo.splitlines()[1:]
-    assert header.split() == ["dataset", "hopper", "walker2d"]
-    assert lines[0].split()[0] == "random" and lines[0].split()[1:] == ["-", "10.0"]
-    assert lines[1].split()[0] == "mixed" and "65.0 ± 5.0 (n=2)" in lines[1]
-    main(["report", str(runs[0]), "--json"])
+    assert cells[4] == "3.4" and cells[5] in ("7.3", "7.4")
+    assert cells[6] == "150.0 [100.0, 200.0] (n=2)" and cells[7] == "80.0 [80.0, 80.0] (n=1)"
+    assert "### h5 lam1 on D4RL (normalised score, mean [95% CI] over seeds; paper Table 1)" in out
+    main(["report", str(runs[0]), "--json", "--reps", "50"])
     data = json.loads(capsys.readouterr().out)
-    assert data["ood"][0]["mopo"]["mean"] == 100.0 and data["d4rl"] == {}
+    assert data["ood"][0]["mopo"]["mean"]["value"] == 100.0 and data["d4rl"] == {}
     with pytest.raises(SystemExit, match="not a run's results.json"):
         main(["report", str(runs[0]), str(jump_dataset(runs[0].parent / "x.hdf5"))])

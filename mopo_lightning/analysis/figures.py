@@ -1,0 +1,144 @@
+"""Report figures as PNG: matplotlib ``Figure`` objects on the Agg canvas (no pyplot state, no display).
+
+- ``learning_curves``: score (or return) against SAC updates, the mean over seeds with its 95% bootstrap
+  band, one line per configuration;
+- ``interval_plot``: each configuration's final IQM and mean with their 95% intervals (rliable's interval
+  estimate plot, drawn here without pyplot);
+- ``heat_map``: final IQM over an h x lambda grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from mopo_lightning.files import atomic_path
+
+
+def save(figure: Figure, path: str | Path) -> Path:
+    """Write ``figure`` as a PNG through a temporary file (``files.atomic_path``)."""
+    path = Path(path)
+    FigureCanvasAgg(figure)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return path
+
+
+def learning_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+                    ylabel: str, title: str) -> Figure:
+    """``curves``: (label, sac_updates, mean, low, high) per configuration."""
+    figure = Figure(figsize=(6.4, 4.0))
+    ax = figure.add_subplot()
+    for label, x, mean, low, high in curves:
+        (line,) = ax.plot(x, mean, label=label, lw=1.6)
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("SAC updates")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if curves:
+        ax.legend(fontsize=7, frameon=False)
+    return figure
+
+
+def interval_plot(rows: Sequence[tuple[str, dict]], xlabel: str, title: str) -> Figure:
+    """``rows``: (label, {"iqm": Interval, "mean": Interval}) per configuration; one panel per statistic."""
+    height = 1.0 + 0.35 * max(1, len(rows))
+    figure = Figure(figsize=(7.0, height))
+    axes = figure.subplots(1, 2, sharey=True)
+    y = np.arange(len(rows))
+    for ax, key in zip(axes, ("iqm", "mean")):
+        values = np.array([r[key].value for _, r in rows])
+        low = np.array([r[key].low for _, r in rows])
+        high = np.array([r[key].high for _, r in rows])
+        ax.barh(y, high - low, left=low, height=0.6, color="tab:blue", alpha=0.35)
+        ax.vlines(values, y - 0.3, y + 0.3, color="k", lw=1.5)
+        ax.set_title(key.upper() if key == "iqm" else "Mean", fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.grid(axis="x", alpha=0.3)
+        ax.margins(x=0.15)
+    axes[0].set_yticks(y, [label for label, _ in rows], fontsize=7)
+    axes[0].invert_yaxis()
+    figure.suptitle(title, fontsize=10, y=1.0 + 0.25 / height)
+    return figure
+
+
+def heat_map(values: np.ndarray, hs: Sequence, lambdas: Sequence, label: str, title: str) -> Figure:
+    """``values[i, j]``: the statistic at ``hs[i]`` and ``lambdas[j]`` (NaN where no run)."""
+    values = np.asarray(values, dtype=np.float64)
+    assert values.shape == (len(hs), len(lambdas)), values.shape  # [h, lambda]
+    figure = Figure(figsize=(1.6 + 1.1 * len(lambdas), 1.4 + 0.8 * len(hs)))
+    ax = figure.add_subplot()
+    image = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    for i in range(len(hs)):
+        for j in range(len(lambdas)):
+            if np.isfinite(values[i, j]):
+                ax.text(j, i, f"{values[i, j]:.1f}", ha="center", va="center", color="w", fontsize=9)
+    ax.set_xticks(range(len(lambdas)), [f"{v:g}" for v in lambdas])
+    ax.set_yticks(range(len(hs)), [str(v) for v in hs])
+    ax.set_xlabel("penalty coefficient lambda")
+    ax.set_ylabel("rollout length h")
+    ax.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=ax, label=label)
+    return figure
+
+
+def _aligned(curves: list[list[tuple[int, float | None]]]) -> tuple[np.ndarray, np.ndarray]:
+    """SAC-update points every seed evaluated at (with a finite value), and the ``[seeds, 1, points]`` values."""
+    tables = [{u: v for u, v in c if v is not None and np.isfinite(v)} for c in curves]
+    points = sorted(set.intersection(*(set(t) for t in tables))) if tables else []
+    return np.array(points), np.array([[[t[u] for u in points]] for t in tables])
+
+
+def study_figures(configs: Sequence[dict], out: Path, reps: int, seed: int) -> list[Path]:
+    """Learning curves and an interval plot per panel (task and dataset), and h x lambda heat maps.
+
+    ``configs``: ``report.figure_data``'s dicts (label, measure, panel, grid_key, h, lambda, statistics,
+    curves). Returns the PNG paths written.
+    """
+    from mopo_lightning.analysis.statistics import Interval, curve
+
+    written: list[Path] = []
+    panels: dict[str, list[dict]] = {}
+    for config in configs:
+        panels.setdefault(config["panel"], []).append(config)
+    for index, (panel, members) in enumerate(sorted(panels.items())):
+        measure = "normalised score" if members[0]["measure"] == "normalized_score" else "return"
+        lines = []
+        for config in members:
+            x, values = _aligned(config["curves"])
+            if x.size:
+                mean, low, high = curve(values, reps, seed)
+                lines.append((config["label"], x, mean, low, high))
+        stem = f"{index:02d}_{_slug(panel)}"
+        written.append(save(learning_curves(lines, measure, f"{panel}: mean and 95% CI over seeds"),
+                            out / f"{stem}_curves.png"))
+        rows = [(c["label"], {k: Interval(**c["statistics"][k]) for k in ("iqm", "mean")})
+                for c in members if c["statistics"]]
+        if rows:
+            written.append(save(interval_plot(rows, f"final {measure}", f"{panel}: 95% bootstrap CIs"),
+                                out / f"{stem}_intervals.png"))
+    grids: dict[str, list[dict]] = {}
+    for config in configs:
+        if config["statistics"] and config["h"] is not None and config["lambda"] is not None:
+            grids.setdefault(config["grid_key"], []).append(config)
+    maps = 0
+    for key, members in sorted(grids.items()):
+        hs, lambdas = sorted({c["h"] for c in members}), sorted({c["lambda"] for c in members})
+        if len(hs) < 2 or len(lambdas) < 2:
+            continue
+        values = np.full((len(hs), len(lambdas)), np.nan)
+        for c in members:
+            values[hs.index(c["h"]), lambdas.index(c["lambda"])] = c["statistics"]["iqm"]["value"]
+        written.append(save(heat_map(values, hs, lambdas, "final IQM", f"{key}: final IQM over seeds"),
+                            out / f"heatmap_{maps:02d}_{_slug(key)}.png"))
+        maps += 1
+    return written
+
+
+def _slug(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in text)[:80]
