@@ -68,6 +68,8 @@ class RunResults(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
         self._is_global_zero = trainer.is_global_zero
+        # which reference normalises the scores: "D4RL", "minari:<id>" or "none" (report shows it)
+        self.data["score_reference"] = getattr(getattr(trainer, "datamodule", None), "score_reference", None)
         # Evaluations past the restored checkpoint are dropped: the resumed run will redo them.
         done = int(getattr(pl_module, "sac_updates", 0))
         self.data["evaluations"] = [e for e in self.data["evaluations"] if e["sac_updates"] <= done]

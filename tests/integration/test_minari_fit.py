@@ -29,7 +29,7 @@ def test_fit_on_a_minari_dataset(minari_factory, tmp_path):
             "--data.collect_steps", "null", "--data.dataset", dataset_id, "--data.task", "hopper-v5",
             "--run_name", "minari", *TINY, cwd=tmp_path)
     results = json.loads((tmp_path / "checkpoints" / "minari" / "results.json").read_text())
-    assert results["dataset"] == dataset_id
+    assert results["dataset"] == dataset_id and results["score_reference"] == f"minari:{dataset_id}"
     evals = results["evaluations"]
     assert [e["sac_updates"] for e in evals] == [50, 100]
     dataset = minari.load_dataset(dataset_id)
