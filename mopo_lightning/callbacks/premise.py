@@ -2,11 +2,13 @@
 
 It listens to ``MuJoCoEvaluation`` (which then records its episodes' real transitions) and, on those
 transitions, measures the elite ensemble's true one-step error, its NLL, both penalties u(s, a), how well
-each ranks the error (Spearman), how often the error exceeds it, the penalised and raw model returns of the
-evaluation policy from the episodes' first states against the real return, and the visited states'
-distance to the data. Logged under ``premise/`` (``premise/<kind>/...`` for each penalty kind), with a
-calibration figure and a scatter of u against the error as TensorBoard images; the scalars also go into
-the evaluation's entry of ``results.json`` (``premise``).
+each ranks the error (Spearman), how often the error exceeds it, the penalised and raw H-step model returns
+of the evaluation policy branched from the visited states against the real H-step returns (H: the run's
+rollout length, as MOPO's rollouts use it), and the visited states' distance to the data. Logged under
+``premise/`` (``premise/<kind>/...`` for each penalty kind) through ``pl_module.log_dict`` at the moment
+and with the options ``eval/*`` uses, so both land at the same x in TensorBoard; one figure (calibration
+of u, u against the error, penalised against real H-step returns; per kind) as a TensorBoard image at
+that x; the scalars also go into the evaluation's entry of ``results.json`` (``premise``).
 
 Under DDP each rank's transitions are gathered on every rank (padded ``all_gather``, a collective all
 ranks join) and rank 0 alone computes and logs.
@@ -26,11 +28,14 @@ from tensordict import TensorDict
 from mopo_lightning.callbacks.evaluation import EvalResult, MuJoCoEvaluation
 from mopo_lightning.envs.premise import (
     EPISODE,
+    MAX_ROWS,
+    MAX_START_STATES,
     PENALTY_KINDS,
     STEP,
     DataReference,
     PenaltySettings,
     Premise,
+    evenly_spaced,
     premise_metrics,
 )
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD, TERMINATED, TRUNCATED
@@ -38,37 +43,52 @@ from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, RE
 log = logging.getLogger(__name__)
 
 DEFINITIONS = """\
-Real transitions of each evaluation's episodes; y = [r, s' - s]; elites' mean prediction m.
+Real transitions of each evaluation's episodes (at most max_rows of them, evenly spaced: rows_measured);
+y = [r, s' - s]; elites' mean prediction m.
 - model_error_mean: mean of ||m - y||_2 over all 1 + O columns; model_error_mse: mean square.
 - nll: -log of the elites' equal-weight Gaussian mixture density of y, nats per transition.
 - <kind>/penalty_mean: u(s, a) as the model env computes it (all members, no lambda).
 - <kind>/violation_rate: fraction of rows with error > u (aleatoric: error over all 1 + O columns;
   disagreement: over the O next-state columns). The bound MOPO assumes.
 - <kind>/spearman: rank correlation of u and that error.
-- model_return_raw / <kind>/model_return_penalized: the deterministic policy rolled through the model from
-  each episode's first state for the real episode's length (or until the model terminates); the penalised
-  return subtracts lambda u along the same trajectory. real_return: the evaluation's.
-- return_gap = penalised - real (MOPO wants <= 0); return_gap_raw = raw - real.
+H-step branched returns, H = horizon (the run's rollout length unless set), from start_states visited
+states s_t (at most max_start_states, evenly spaced) that have H real steps after them, or whose episode
+terminated within H steps (then the real window stops at the termination):
+- real_return: mean of sum_{k<H} r_{t+k} of the recorded episode.
+- model_return_raw: mean over s_t of the model's H-step return of the deterministic policy (first action
+  the recorded a_t; model_step with the run's reward mode; a row stops at the model's termination).
+- <kind>/model_return_penalized: the same trajectories' sum of r - lambda u_kind.
+- return_gap = mean(penalised - real) (MOPO's lower bound wants <= 0); return_gap_raw = mean(raw - real).
+- penalized_below_real: fraction of start states with penalised <= real (the lower bound holding).
+- real_steps / model_steps: mean steps counted in each world; model_diverged: rows stopped by a
+  non-finite model step.
 - distance_to_data: nearest dataset observation (<= 50k subsample), in dataset-std units.
 Unprefixed spearman, violation_rate, ... are those of the configured penalty kind."""
 
 _COLUMNS = (OBSERVATION, ACTION, REWARD, NEXT_OBSERVATION, TERMINATED, TRUNCATED, EPISODE, STEP)
+SCATTER_POINTS = 1_000
+"""Points drawn per scatter panel of the figure (evenly spaced rows above this)."""
 
 
 class PremiseMonitor(L.Callback):
     """Measure MOPO's premise on every ``every_n_evals``-th evaluation (module docstring)."""
 
-    def __init__(self, every_n_evals: int = 1, max_data_states: int = 50_000, figures: bool = True,
+    def __init__(self, every_n_evals: int = 1, horizon: int | None = None, max_rows: int = MAX_ROWS,
+                 max_start_states: int = MAX_START_STATES, max_data_states: int = 50_000, figures: bool = True,
                  seed: int = 0) -> None:
         """
         Args:
             every_n_evals: measure at every n-th MuJoCo evaluation (0: off).
+            horizon: H of the branched model returns; None: the DataModule's ``rollout_length``.
+            max_rows: recorded transitions measured (evenly spaced above this).
+            max_start_states: start states of the H-step model returns (evenly spaced above this).
             max_data_states: dataset observations searched for the nearest neighbour (a fixed subsample).
-            figures: log the calibration and scatter figures as TensorBoard images (matplotlib).
+            figures: log the premise figure as a TensorBoard image (matplotlib, one render per evaluation).
             seed: seed of the model rollouts' generator and of the dataset subsample.
         """
         super().__init__()
-        self.every_n_evals, self.max_data_states = every_n_evals, max_data_states
+        self.every_n_evals, self.horizon = every_n_evals, horizon
+        self.max_rows, self.max_start_states, self.max_data_states = max_rows, max_start_states, max_data_states
         self.figures, self.seed = figures, seed
         self.latest: Premise | None = None
         self._reference: DataReference | None = None
@@ -81,6 +101,12 @@ class PremiseMonitor(L.Callback):
             return
         if self not in evaluation.listeners:
             evaluation.listeners.append(self)
+
+    def _horizon(self, datamodule: Any) -> int:
+        horizon = self.horizon if self.horizon is not None else getattr(datamodule.hparams, "rollout_length", None)
+        if horizon is None:
+            raise ValueError("premise: set PremiseMonitor(horizon=...) or use a DataModule with rollout_length")
+        return int(horizon)
 
     # ------------------------------------------------------------------ the listener hook
     def on_evaluation(self, trainer: L.Trainer, pl_module: L.LightningModule, result: EvalResult,
@@ -109,12 +135,16 @@ class PremiseMonitor(L.Callback):
                 ensemble, data.to(device), termination_fn=datamodule.task_spec.termination_fn,
                 settings=settings, policy=lambda obs: pl_module.act(obs.to(pl_module.device),
                                                                     deterministic=True).to(device),
-                reference=self._reference, seed=self.seed)
+                horizon=self._horizon(datamodule), reference=self._reference, seed=self.seed,
+                max_rows=self.max_rows, max_start_states=self.max_start_states)
         finally:
             pl_module.train(was_training)
         self.latest = premise
         entry["premise"] = {"penalty_kind": settings.kind, **premise.scalars}
-        self._log(trainer, premise, settings, int(entry["sac_updates"]))
+        # the path eval/* takes (MuJoCoEvaluation.on_train_epoch_end): Lightning logs both at one step
+        pl_module.log_dict({f"premise/{k}": v for k, v in premise.scalars.items()}, on_step=False, on_epoch=True,
+                           rank_zero_only=True)
+        self._log_images(trainer, premise, settings, lightning_epoch_step(trainer, pl_module))
 
     # ------------------------------------------------------------------ DDP: every rank's episodes
     def _gather(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -145,14 +175,9 @@ class PremiseMonitor(L.Callback):
         out["next", "done"] = out[TERMINATED] | out[TRUNCATED]
         return out
 
-    # ------------------------------------------------------------------ TensorBoard
-    def _log(self, trainer: L.Trainer, premise: Premise, settings: PenaltySettings, step: int) -> None:
-        """At ``step`` = SAC updates, the x of the eval/* scalars (Lightning logs them per batch that stepped)."""
-        logger = trainer.logger
-        if logger is None:
-            return
-        logger.log_metrics({f"premise/{k}": v for k, v in premise.scalars.items()}, step=step)
-        writer = getattr(logger, "experiment", None)
+    # ------------------------------------------------------------------ TensorBoard images and text
+    def _log_images(self, trainer: L.Trainer, premise: Premise, settings: PenaltySettings, step: int) -> None:
+        writer = getattr(trainer.logger, "experiment", None)
         if not hasattr(writer, "add_image"):
             return
         if not self._described:
@@ -160,60 +185,77 @@ class PremiseMonitor(L.Callback):
                             + "\n".join(f"    {line}" for line in DEFINITIONS.splitlines()), step)
             self._described = True
         if self.figures:
-            for name, png in premise_figures(premise, settings).items():
-                writer.add_image(f"premise/{name}", png_to_array(png), step, dataformats="HWC")
+            png = premise_figure(premise, settings)
+            writer.add_image("premise/calibration", png_to_array(png), step, dataformats="HWC")
 
 
-def premise_figures(premise: Premise, settings: PenaltySettings, bins: int = 10) -> dict[str, bytes]:
-    """PNG bytes: ``calibration`` (binned u against the mean true error, with counts, per kind) and
-    ``scatter`` (u against the error, log-log, per kind). Matplotlib's Agg backend, in memory."""
+def lightning_epoch_step(trainer: L.Trainer, pl_module: L.LightningModule) -> int:
+    """The x at which Lightning logs an epoch-end ``log_dict(on_epoch=True)`` from ``on_train_epoch_end``.
+
+    Lightning logs epoch-end metrics at "batches that stepped - 1" (the epoch's last training batch). The
+    SAC module does one update per batch, so that is ``sac_updates - 1``; without it (one optimizer,
+    automatic optimisation) ``global_step - 1``.
+    """
+    updates = getattr(pl_module, "sac_updates", None)
+    return max(int(updates if updates is not None else trainer.global_step) - 1, 0)
+
+
+def premise_figure(premise: Premise, settings: PenaltySettings, bins: int = 10) -> bytes:
+    """One PNG (Agg, in memory; one render of three panels, both penalty kinds in each): the calibration of
+    u (equal-count bins of u against the mean true error), u against the true error (at most
+    ``SCATTER_POINTS`` rows per kind, log-log), and the penalised against the real H-step return per start
+    state (at most ``SCATTER_POINTS``; below y = x the lower bound holds). y = x dashed in each."""
     from matplotlib.figure import Figure  # no pyplot: savefig renders with Agg, no global backend change
+    from matplotlib.ticker import NullLocator
 
-    out = {}
-    for name in ("calibration", "scatter"):
-        fig = Figure(figsize=(9, 4), dpi=80)
-        axes = fig.subplots(1, len(PENALTY_KINDS))
-        for ax, kind in zip(axes, PENALTY_KINDS):
-            u = premise.rows[f"{kind}/penalty"].double()
-            err = premise.rows[f"{kind}/error"].double()
-            figures = premise.scalars
-            title = (f"{kind}{' (trains)' if kind == settings.kind else ''}: spearman "
-                     f"{figures[f'{kind}/spearman']:.2f}, violated {figures[f'{kind}/violation_rate']:.0%}")
-            _calibration(ax, u, err, bins) if name == "calibration" else _scatter(ax, u, err)
-            ax.set_title(title, fontsize=9)
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        out[name] = buffer.getvalue()
-    return out
-
-
-def _calibration(ax: Any, u: torch.Tensor, err: torch.Tensor, bins: int) -> None:
-    """Equal-count bins of u: mean u against mean true error, counts written over the points; y = x."""
-    order = u.argsort()
-    groups = [g for g in order.tensor_split(min(bins, max(u.numel(), 1))) if g.numel()]
-    mu = np.array([float(u[g].mean()) for g in groups])
-    me = np.array([float(err[g].mean()) for g in groups])
-    ax.plot(mu, me, "o-", label="mean true error per bin")
-    for x, y, g in zip(mu, me, groups):
-        ax.annotate(str(g.numel()), (x, y), textcoords="offset points", xytext=(0, 5), fontsize=7, ha="center")
-    top = max(float(mu.max(initial=0)), float(me.max(initial=0))) * 1.05 or 1.0
-    ax.plot([0, top], [0, top], "k--", lw=0.8, label="error = u (the bound)")
-    ax.set_xlabel("penalty u(s, a), binned (equal counts)")
-    ax.set_ylabel("true one-step error")
-    ax.legend(fontsize=7)
-
-
-def _scatter(ax: Any, u: torch.Tensor, err: torch.Tensor) -> None:
-    """Every transition: u against the true error, log-log; y = x."""
-    x, y = u.clamp_min(1e-8).numpy(), err.clamp_min(1e-8).numpy()
-    ax.scatter(x, y, s=2, alpha=0.3)
-    lo, hi = min(x.min(initial=1e-8), y.min(initial=1e-8)), max(x.max(initial=1.0), y.max(initial=1.0))
-    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("penalty u(s, a)")
-    ax.set_ylabel("true one-step error")
+    s = premise.scalars
+    fig = Figure(figsize=(13, 4.2), dpi=64)
+    calibration, scatter, returns = fig.subplots(1, 3)
+    real = premise.rows["return/real"].double()
+    top, low, high, lo_r, hi_r = 0.0, np.inf, 0.0, np.inf, -np.inf
+    for kind, colour in zip(PENALTY_KINDS, ("tab:blue", "tab:orange")):
+        u, err = premise.rows[f"{kind}/penalty"].double(), premise.rows[f"{kind}/error"].double()
+        label = f"{kind}{' (trains)' if kind == settings.kind else ''}"
+        groups = [g for g in u.argsort().tensor_split(min(bins, max(u.numel(), 1))) if g.numel()]
+        mu = np.array([float(u[g].mean()) for g in groups])
+        me = np.array([float(err[g].mean()) for g in groups])
+        calibration.plot(mu, me, "o-", color=colour, ms=4, label=f"{label}: spearman {s[f'{kind}/spearman']:.2f}, "
+                         f"violated {s[f'{kind}/violation_rate']:.0%}")
+        top = max(top, float(mu.max(initial=0)), float(me.max(initial=0)))
+        pick = evenly_spaced(u.numel(), SCATTER_POINTS)
+        x, y = u[pick].clamp_min(1e-8).numpy(), err[pick].clamp_min(1e-8).numpy()
+        scatter.scatter(x, y, s=3, alpha=0.4, linewidths=0, color=colour, label=label)
+        low, high = min(low, x.min(initial=1.0), y.min(initial=1.0)), max(high, x.max(initial=1.0), y.max(initial=1.0))
+        pick = evenly_spaced(real.numel(), SCATTER_POINTS)
+        penalized = premise.rows[f"return/{kind}/penalized"].double()[pick].numpy()
+        returns.scatter(real[pick].numpy(), penalized, s=3, alpha=0.4, linewidths=0, color=colour,
+                        label=f"{label}: gap {s[f'{kind}/return_gap']:.3g}, "
+                              f"below real {s[f'{kind}/penalized_below_real']:.0%}")
+        both = np.concatenate([real[pick].numpy(), penalized])
+        both = both[np.isfinite(both)]
+        if both.size:
+            lo_r, hi_r = min(lo_r, float(both.min())), max(hi_r, float(both.max()))
+    top = top * 1.05 or 1.0
+    calibration.plot([0, top], [0, top], "k--", lw=0.8, label="error = u (the bound)")
+    calibration.set(xlabel=f"penalty u(s, a): {bins} equal-count bins", ylabel="mean true one-step error",
+                    title=f"calibration of u ({s['rows_measured']:.0f} real transitions)")
+    scatter.plot([low, high], [low, high], "k--", lw=0.8)
+    scatter.set(xscale="log", yscale="log", xlabel="penalty u(s, a)", ylabel="true one-step error",
+                title="u against the true error, per transition")
+    for axis in (scatter.xaxis, scatter.yaxis):  # minor log ticks cost most of the render, and say little
+        axis.set_minor_locator(NullLocator())
+    if np.isfinite(lo_r):
+        returns.plot([lo_r, hi_r], [lo_r, hi_r], "k--", lw=0.8)
+    returns.set(xlabel=f"real {s['horizon']:.0f}-step return",
+                ylabel=f"model return - {settings.coef:g} sum u",
+                title=f"{s['horizon']:.0f}-step returns from {s['start_states']:.0f} visited states")
+    for ax in (calibration, scatter, returns):
+        ax.title.set_fontsize(10)
+        ax.legend(fontsize=7, loc="upper left", markerscale=3 if ax is not calibration else 1)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.92, wspace=0.22)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 def png_to_array(png: bytes) -> np.ndarray:

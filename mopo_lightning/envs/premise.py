@@ -3,7 +3,10 @@
 MOPO (Yu et al. 2020, arXiv 2005.13239, section 4, assumption 4.3) asks for an admissible error estimator:
 the model's error at (s, a) is at most u(s, a), so the penalised model return lower-bounds the real one.
 Given real transitions (an evaluation's episodes), these pure functions measure how far that holds where
-the current policy goes. Pure tensor code: no Lightning, no gymnasium. Definitions (per real row):
+the current policy goes. Pure tensor code: no Lightning, no gymnasium.
+
+Rows measured: at most ``max_rows`` (default ``MAX_ROWS``) of the N recorded transitions, evenly spaced
+(all of them when N is smaller). Definitions, per measured row:
 
 - target y = [r, s' - s] (the ensemble's output; comparing [r, s'] with s added to both is the same).
 - model_error = || mean over elites of mu_i(s, a) - y ||_2 over all 1 + O columns; ``model_error_mse``
@@ -15,17 +18,32 @@ the current policy goes. Pure tensor code: no Lightning, no gymnasium. Definitio
 - the bound violated: error_kind > u_kind, with error_kind the elite-mean error norm over the columns
   u covers (aleatoric: all 1 + O columns, i.e. model_error; disagreement: the O next-state columns).
   No lambda: the bound is the estimator's, the coefficient is the policy stage's choice.
-- spearman: rank correlation of u_kind and error_kind over the rows (ties broken by order).
-- model returns: from each episode's first real state, the deterministic policy is rolled through
-  ``model_step`` (the configured reward mode, the sampled next state, the task's termination function,
-  a fixed generator) for as many steps as the real episode lasted, stopping early where the model
-  terminates. raw = sum of the model's rewards; penalized_kind = sum of (reward - lambda * u_kind) along
-  the same trajectory. return_gap = penalized - real (MOPO wants <= 0); return_gap_raw = raw - real.
-  A row whose model reward or penalty turns non-finite stops there (``model_diverged``: the fraction).
-- distance_to_data: Euclidean distance, in dataset-std units per observation dimension, from each real
-  state s to its nearest neighbour among at most ``MAX_DATA_STATES`` dataset observations (a uniform
-  subsample without replacement, fixed seed, when the dataset is larger), measured for at most
-  ``MAX_QUERY_STATES`` visited states (evenly spaced rows when there are more).
+- spearman: rank correlation of u_kind and error_kind over the rows (average ranks for ties).
+
+H-step branched returns (what MOPO's rollouts of length h = H actually use):
+
+- start states: the measured rows s_t with a full real window after them (t + H <= T, T the episode's
+  length) or whose episode terminated (its last row ``terminated``): those keep a window cut at the
+  termination. Rows of episodes cut by the time limit less than H steps later are left out. At most
+  ``max_start_states`` (default ``MAX_START_STATES``) of them, evenly spaced.
+- real = sum_{k < min(H, T - t)} r_{t+k} of the recorded episode (per-episode cumulative sums, no loop):
+  the deterministic evaluation policy's H-step return from s_t in the real env, or its return up to the
+  real termination inside the window.
+- model: from every start state at once, the same policy through ``model_step`` for H steps (H batched
+  calls; the first step takes the recorded action a_t, which the same deterministic policy chose at s_t,
+  and reuses the one-step prediction). ``model_step`` as the policy stage runs it: the configured reward
+  mode, the sampled elite's next state, the task's termination function, a fixed-seed generator. A row
+  stops at the model's termination (that step counted). raw = sum of the model's rewards;
+  penalized_kind = sum of (reward - lambda * u_kind) along the same trajectory, for both kinds.
+- return_gap = mean(penalized - real) (MOPO's bound wants <= 0); return_gap_raw = mean(raw - real);
+  penalized_below_real = fraction of start states with penalized <= real (the lower bound holding).
+- A row whose model reward or penalty turns non-finite stops there, that step not counted
+  (``model_diverged``: the fraction of start states).
+
+distance_to_data: Euclidean distance, in dataset-std units per observation dimension, from each real
+state s to its nearest neighbour among at most ``MAX_DATA_STATES`` dataset observations (a uniform
+subsample without replacement, fixed seed, when the dataset is larger), measured for at most
+``MAX_QUERY_STATES`` of the measured rows (evenly spaced).
 """
 
 from __future__ import annotations
@@ -46,13 +64,17 @@ from mopo_lightning.envs.model_env import (
     uncertainty_penalty,
 )
 from mopo_lightning.envs.termination import TerminationFn
-from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD
+from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD, TERMINATED
 
 PENALTY_KINDS: tuple[PenaltyKind, ...] = ("aleatoric", "disagreement")
+MAX_ROWS = 2_000
+"""Recorded transitions measured (evenly spaced above this): the one-step figures' cost bound."""
+MAX_START_STATES = 1_000
+"""Start states of the H-step model rollouts (evenly spaced above this): H batched ensemble calls on them."""
 MAX_DATA_STATES = 50_000
 """Dataset observations the nearest-neighbour distance searches (a fixed-seed subsample above this)."""
-MAX_QUERY_STATES = 2_000
-"""Visited states whose distance is measured (evenly spaced rows above this): the search's cost bound."""
+MAX_QUERY_STATES = 500
+"""Measured rows whose distance is measured (evenly spaced above this): the search's cost bound."""
 EPISODE, STEP = "episode", "step"
 """Extra keys of recorded evaluation transitions (``callbacks.evaluation``): episode id, step in the episode."""
 
@@ -95,10 +117,21 @@ class DataReference:
 
 @dataclass
 class Premise:
-    """``scalars``: the figures (keys as logged under ``premise/``); ``rows``: per-transition tensors [N]."""
+    """``scalars``: the figures (keys as logged under ``premise/``); ``rows``: per-row tensors.
+
+    ``rows``: one-step tensors [n] over the measured rows (``row``: their index in the transitions);
+    ``return/...`` tensors [B] over the start states (``return/start``: their index among the measured
+    rows; ``return/real``, ``return/raw``, ``return/<kind>/penalized``, ``return/steps``); and
+    ``distance_to_data`` [q] for the rows ``distance_row`` (index among the measured rows).
+    """
 
     scalars: dict[str, float]
     rows: dict[str, Tensor]
+
+
+def evenly_spaced(n: int, most: int, device: torch.device | str = "cpu") -> Tensor:
+    """``min(n, most)`` indices spread evenly over range(n), first and last included: [m] long."""
+    return torch.linspace(0, max(n - 1, 0), min(n, most), device=device).round().long()
 
 
 def _ranks(x: Tensor) -> Tensor:
@@ -123,10 +156,13 @@ def spearman(x: Tensor, y: Tensor) -> Tensor:
     return torch.where(denom > 0, rho, torch.full_like(rho, math.nan)).reshape(x.shape[:-1])
 
 
-def one_step(ensemble: EnsemblePredictor, obs: Tensor, action: Tensor, reward: Tensor,
-             next_obs: Tensor) -> dict[str, Tensor]:
-    """Per-row model error, NLL and both penalties on real transitions (module docstring); each [N]."""
-    mean, std = ensemble.predict(obs, action)  # [E, N, 1 + O], next state with s added
+def one_step(ensemble: EnsemblePredictor, obs: Tensor, action: Tensor, reward: Tensor, next_obs: Tensor,
+             prediction: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+    """Per-row model error, NLL and both penalties on real transitions (module docstring); each [N].
+
+    ``prediction``: ``ensemble.predict(obs, action)`` when the caller already has it.
+    """
+    mean, std = prediction if prediction is not None else ensemble.predict(obs, action)  # [E, N, 1 + O]
     target = torch.cat([reward.reshape(-1, 1), next_obs], dim=-1).to(mean.dtype)  # [N, 1 + O]
     elites = ensemble.elites.to(mean.device)
     mu, sigma = mean[elites], std[elites]  # [K, N, 1 + O]
@@ -148,41 +184,46 @@ def one_step(ensemble: EnsemblePredictor, obs: Tensor, action: Tensor, reward: T
 
 
 class _Recorder:
-    """An ``EnsemblePredictor`` that keeps its last prediction, so both penalties come from one call."""
+    """An ``EnsemblePredictor`` that keeps its last prediction, so both penalties come from one call;
+    ``primed``: a prediction to hand out once instead of calling the ensemble (the first rollout step)."""
 
-    def __init__(self, ensemble: EnsemblePredictor) -> None:
+    def __init__(self, ensemble: EnsemblePredictor, primed: tuple[Tensor, Tensor] | None = None) -> None:
         self.ensemble, self.elites = ensemble, ensemble.elites
+        self.primed = primed
         self.last: tuple[Tensor, Tensor] | None = None
 
     def predict(self, obs: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
-        self.last = self.ensemble.predict(obs, action)
+        self.last, self.primed = (self.primed or self.ensemble.predict(obs, action)), None
         return self.last
 
 
 @torch.no_grad()
-def model_returns(ensemble: EnsemblePredictor, start_obs: Tensor, lengths: Tensor, policy: ActFn, *,
-                  termination_fn: TerminationFn, settings: PenaltySettings,
-                  generator: torch.Generator | None = None) -> dict[str, Tensor]:
-    """Roll ``policy`` through the model from start_obs [B, O] for lengths [B] steps (or to termination).
+def branched_returns(ensemble: EnsemblePredictor, start_obs: Tensor, horizon: int, policy: ActFn, *,
+                     termination_fn: TerminationFn, settings: PenaltySettings,
+                     generator: torch.Generator | None = None, first_action: Tensor | None = None,
+                     first_prediction: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+    """Roll ``policy`` through the model from start_obs [B, O] for ``horizon`` steps, or to termination.
 
-    Returns per episode [B]: ``raw`` (sum of model rewards), ``penalized/<kind>`` (sum of reward - lambda
-    u_kind along the same trajectory, both kinds), ``length`` (model steps counted) and ``diverged`` (the
-    model produced a non-finite reward or penalty: the row stops there, that step not counted). Only live
-    rows reach the ensemble; the loop runs over steps, never over rows.
+    One batched ``model_step`` per step over the rows still running; never a loop over rows.
+    ``first_action`` [B, A]: the first step's action instead of ``policy(start_obs)`` (the recorded one);
+    ``first_prediction``: ``ensemble.predict(start_obs, first_action)`` when the caller has it.
+    Returns per row [B]: ``raw`` (sum of model rewards), ``penalized/<kind>`` (sum of reward - lambda u_kind
+    along the same trajectory, both kinds), ``steps`` (model steps counted; the terminating step counts)
+    and ``diverged`` (a non-finite reward or penalty: the row stops there, that step not counted).
     """
-    recorder = _Recorder(ensemble)
+    recorder = _Recorder(ensemble, first_prediction)
     b, device = start_obs.shape[0], start_obs.device
-    obs, lengths = start_obs.clone(), lengths.to(device)
+    obs = start_obs.clone()
     raw = torch.zeros(b, device=device, dtype=torch.float64)
     penalty = {kind: torch.zeros_like(raw) for kind in PENALTY_KINDS}
     taken = torch.zeros(b, dtype=torch.long, device=device)
     diverged = torch.zeros(b, dtype=torch.bool, device=device)
-    alive = lengths > 0
-    for _ in range(int(lengths.max()) if b else 0):
+    alive = torch.ones(b, dtype=torch.bool, device=device)
+    for step in range(horizon if b else 0):
         rows = alive.nonzero().squeeze(-1)
         if rows.numel() == 0:
             break
-        action = policy(obs[rows])
+        action = first_action[rows] if step == 0 and first_action is not None else policy(obs[rows])
         nxt = model_step(recorder, obs[rows], action, termination_fn=termination_fn, penalty_coef=settings.coef,
                          generator=generator, penalty_kind=settings.kind, reward_mode=settings.reward_mode)
         reward = nxt["raw_reward"].reshape(-1).double()
@@ -194,36 +235,79 @@ def model_returns(ensemble: EnsemblePredictor, start_obs: Tensor, lengths: Tenso
             penalty[kind][rows] += torch.where(finite, u[kind], 0.0)
         taken[rows] += finite.long()
         obs[rows] = nxt["observation"]
-        alive[rows] = finite & ~nxt["terminated"].reshape(-1) & (taken[rows] < lengths[rows])
-    out = {"raw": raw, "length": taken, "diverged": diverged}
+        alive[rows] = finite & ~nxt["terminated"].reshape(-1)
+    out = {"raw": raw, "steps": taken, "diverged": diverged}
     out.update({f"penalized/{kind}": raw - settings.coef * penalty[kind] for kind in PENALTY_KINDS})
     return out
 
 
-def distance_to_data(states: Tensor, reference: DataReference, chunk: int = 1024) -> Tensor:
-    """Nearest-neighbour distance in dataset-std units: states [N, O] -> [N] (chunked ``torch.cdist``)."""
+def real_windows(transitions: TensorDictBase, horizon: int) -> dict[str, Tensor]:
+    """The real H-step windows of recorded episodes, vectorised (module docstring); each [N].
+
+    ``transitions`` [N] ordered by episode, then step, each episode's steps 0..T-1 (as
+    ``evaluate_policy(record=True)`` returns them). Returns ``eligible`` (bool: a full window, or the
+    episode terminated), ``steps`` (min(H, T - t)) and ``real`` (float64: the window's reward sum).
+    """
+    episode, step = transitions[EPISODE].reshape(-1), transitions[STEP].reshape(-1)
+    n, device = episode.shape[0], episode.device
+    if n == 0:
+        empty = torch.zeros(0, device=device)
+        return {"eligible": empty.bool(), "steps": empty.long(), "real": empty.double()}
+    _, index, lengths = torch.unique_consecutive(episode, return_inverse=True, return_counts=True)
+    first = lengths.cumsum(0) - lengths  # each episode's first row
+    if not torch.equal(step, torch.arange(n, device=device) - first[index]):
+        raise ValueError("premise: transitions must be ordered by episode, then step, each from step 0")
+    last = lengths.cumsum(0) - 1
+    terminated = transitions[TERMINATED].reshape(-1)[last][index]  # the episode ended by termination
+    remaining = lengths[index] - step
+    steps = remaining.clamp_max(horizon)
+    cumulative = torch.cat([torch.zeros(1, dtype=torch.float64, device=device),
+                            transitions[REWARD].reshape(-1).double().cumsum(0)])
+    rows = torch.arange(n, device=device)
+    return {"eligible": (remaining >= horizon) | terminated, "steps": steps,
+            "real": cumulative[rows + steps] - cumulative[rows]}
+
+
+def distance_to_data(states: Tensor, reference: DataReference, chunk: int = 256) -> Tensor:
+    """Nearest-neighbour distance in dataset-std units: states [N, O] -> [N].
+
+    The neighbour is found with ||x||^2 - 2 x.r + ||r||^2 (one matmul per chunk of rows); its distance is
+    then recomputed exactly as ||x - r||_2 (no cancellation error near 0).
+    """
     ref = reference.states.to(states.device)
     x = (states.float() - reference.mean.to(states.device)) / reference.std.to(states.device)
-    return torch.cat([torch.cdist(x[i:i + chunk], ref).amin(dim=-1) for i in range(0, x.shape[0], chunk)])
+    ref_sq = ref.square().sum(-1)
+    nearest = torch.cat([torch.addmm(ref_sq, x[i:i + chunk], ref.T, alpha=-2).argmin(-1)
+                         for i in range(0, x.shape[0], chunk)]) if x.shape[0] else x.new_zeros(0).long()
+    return (x - ref[nearest]).norm(dim=-1)
 
 
 @torch.no_grad()
 def premise_metrics(ensemble: EnsemblePredictor, transitions: TensorDictBase, *, termination_fn: TerminationFn,
-                    settings: PenaltySettings, policy: ActFn, reference: DataReference | None = None,
-                    seed: int = 0) -> Premise:
+                    settings: PenaltySettings, policy: ActFn, horizon: int, reference: DataReference | None = None,
+                    seed: int = 0, max_rows: int = MAX_ROWS,
+                    max_start_states: int = MAX_START_STATES) -> Premise:
     """The premise figures of one evaluation (module docstring).
 
     ``transitions`` [N]: real transitions with the transition keys plus ``episode`` and ``step`` (long),
-    as ``evaluate_policy(record=True)`` returns them; each episode's rows must start at step 0.
-    Scalars are means over rows (one-step figures) or over episodes (returns); the configured kind's
-    figures also appear without the kind prefix.
+    ordered by episode then step, as ``evaluate_policy(record=True)`` returns them. ``horizon``: H of the
+    branched model returns (the run's rollout length). Scalars are means over the measured rows (one-step
+    figures) or over the start states (H-step returns); the configured kind's figures also appear without
+    the kind prefix.
     """
+    if horizon < 1:
+        raise ValueError(f"premise: the horizon must be >= 1, got {horizon}")
     device = ensemble.elites.device
     td = transitions.to(device)
-    obs, action, next_obs = td[OBSERVATION], td[ACTION], td[NEXT_OBSERVATION]
-    rows = one_step(ensemble, obs, action, td[REWARD], next_obs)
+    windows = real_windows(td, horizon)
+    measured = evenly_spaced(td.shape[0], max_rows, device)
+    obs, action = td[OBSERVATION][measured], td[ACTION][measured]
+    prediction = ensemble.predict(obs, action)
+    rows = one_step(ensemble, obs, action, td[REWARD][measured], td[NEXT_OBSERVATION][measured], prediction)
+    rows["row"] = measured
     scalars: dict[str, float] = {
-        "transitions": float(obs.shape[0]),
+        "transitions": float(td.shape[0]),
+        "rows_measured": float(measured.numel()),
         "model_error_mean": float(rows["model_error"].mean()),
         "model_error_mse": float(rows["model_error_mse"].mean()),
         "reward_error_mean": float(rows["reward_error"].mean()),
@@ -236,29 +320,29 @@ def premise_metrics(ensemble: EnsemblePredictor, transitions: TensorDictBase, *,
         scalars[f"{kind}/violation_rate"] = float(rows[f"{kind}/violated"].double().mean())
         scalars[f"{kind}/penalty_mean"] = float(u.mean())
 
-    # model returns from the episodes' first states, over the real episodes' lengths
-    episode = td[EPISODE]
-    ids, index = torch.unique(episode, return_inverse=True)  # sorted ids, row -> episode slot
-    lengths = torch.bincount(index, minlength=ids.numel())
-    real = torch.zeros(ids.numel(), dtype=torch.float64, device=device)
-    real.index_add_(0, index, td[REWARD].reshape(-1).double())
-    first = td[STEP] == 0
-    assert int(first.sum()) == ids.numel(), "every episode needs its step-0 row"
-    starts = torch.empty_like(obs[: ids.numel()])
-    starts[index[first]] = obs[first]
+    # H-step branched returns from the measured rows that have a real window
+    candidates = windows["eligible"][measured].nonzero().squeeze(-1)
+    start = candidates[evenly_spaced(candidates.numel(), max_start_states, device)]  # among measured rows
     gen = torch.Generator(device=device).manual_seed(seed)
-    model = model_returns(ensemble, starts, lengths, policy, termination_fn=termination_fn, settings=settings,
-                          generator=gen)
+    model = branched_returns(ensemble, obs[start], horizon, policy, termination_fn=termination_fn, settings=settings,
+                             generator=gen, first_action=action[start],
+                             first_prediction=(prediction[0][:, start], prediction[1][:, start]))
+    real = windows["real"][measured[start]]
+    rows.update({"return/start": start, "return/real": real, "return/raw": model["raw"],
+                 "return/steps": model["steps"]})
     scalars.update({
+        "horizon": float(horizon),
+        "start_states": float(start.numel()),
         "real_return": float(real.mean()),
         "model_return_raw": float(model["raw"].mean()),
         "return_gap_raw": float((model["raw"] - real).mean()),
-        "model_episode_length": float(model["length"].double().mean()),
+        "real_steps": float(windows["steps"][measured[start]].double().mean()),
+        "model_steps": float(model["steps"].double().mean()),
         "model_diverged": float(model["diverged"].double().mean()),
-        "real_episode_length": float(lengths.double().mean()),
     })
     for kind in PENALTY_KINDS:
         penalized = model[f"penalized/{kind}"]
+        rows[f"return/{kind}/penalized"] = penalized
         scalars[f"{kind}/model_return_penalized"] = float(penalized.mean())
         scalars[f"{kind}/return_gap"] = float((penalized - real).mean())
         scalars[f"{kind}/penalized_below_real"] = float((penalized <= real).double().mean())
@@ -267,9 +351,9 @@ def premise_metrics(ensemble: EnsemblePredictor, transitions: TensorDictBase, *,
         scalars[name] = scalars[f"{settings.kind}/{name}"]
 
     if reference is not None:
-        query = torch.linspace(0, obs.shape[0] - 1, min(obs.shape[0], MAX_QUERY_STATES), device=device).long()
+        query = evenly_spaced(obs.shape[0], MAX_QUERY_STATES, device)
         dist = distance_to_data(obs[query], reference)
-        rows["distance_to_data"] = dist  # [min(N, MAX_QUERY_STATES)]: the rows ``query`` picks
+        rows["distance_to_data"], rows["distance_row"] = dist, query
         scalars["distance_to_data"] = float(dist.mean())
         scalars["distance_to_data_p90"] = float(dist.quantile(0.9)) if dist.numel() else math.nan
     return Premise(scalars, {k: v.detach().cpu() for k, v in rows.items()})

@@ -1,4 +1,4 @@
-"""The premise metrics (envs/premise.py) on hand-made ensembles, and the figures (callbacks/premise.py)."""
+"""The premise metrics (envs/premise.py) on hand-made ensembles, and the figure (callbacks/premise.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from mopo_lightning.callbacks.premise import png_to_array, premise_figures
+from mopo_lightning.callbacks.premise import lightning_epoch_step, png_to_array, premise_figure
 from mopo_lightning.envs.premise import (
     DataReference,
     PenaltySettings,
+    branched_returns,
     distance_to_data,
-    model_returns,
+    evenly_spaced,
     one_step,
     premise_metrics,
+    real_windows,
     spearman,
 )
 from mopo_lightning.envs.termination import never
@@ -26,12 +28,29 @@ class Fixed:
     def __init__(self, shifts=(0.0, 0.2, 1.0), stds=(0.1, 0.3, 2.0)):
         self.shifts, self.stds = torch.tensor(shifts), torch.tensor(stds)
         self.elites = torch.tensor([0, 1])
+        self.calls = 0
 
     def predict(self, obs, action):
+        self.calls += 1
         reward = action.sum(-1, keepdim=True)
         mean = torch.stack([torch.cat([reward, obs + s], -1) for s in self.shifts])
         std = self.stds[:, None, None].expand_as(mean).clone()
         return mean, std
+
+
+def episodes(lengths, terminated, obs_dim=2, seed=0):
+    """Recorded-style transitions: episode i of lengths[i] steps, rewards random, last row terminated[i]."""
+    gen = torch.Generator().manual_seed(seed)
+    n = sum(lengths)
+    obs = torch.randn(n, obs_dim, generator=gen)
+    term = torch.zeros(n, dtype=torch.bool)
+    ends = torch.tensor(lengths).cumsum(0) - 1
+    term[ends] = torch.tensor(terminated)
+    td = transitions(obs, torch.randn(n, 2, generator=gen), obs + 1, torch.randn(n, generator=gen), term,
+                     truncated=~term & torch.isin(torch.arange(n), ends))
+    td["episode"] = torch.cat([torch.full((t,), i) for i, t in enumerate(lengths)])
+    td["step"] = torch.cat([torch.arange(t) for t in lengths])
+    return td
 
 
 def test_spearman_matches_scipy_batched_and_at_the_extremes():
@@ -64,53 +83,96 @@ def test_one_step_error_nll_penalties_by_hand():
     assert float(rows["nll"][0]) == pytest.approx(-float(density.log()), rel=1e-5)
 
 
-def test_model_returns_follow_the_policy_stop_at_lengths_and_termination():
+def test_real_windows_match_a_loop_over_rows():
+    lengths, terminated, horizon = [7, 3, 5, 1], [False, True, False, True], 4
+    td = episodes(lengths, terminated)
+    out = real_windows(td, horizon)
+    reward = td["next", "reward"].reshape(-1).double()
+    row = 0
+    for length, term in zip(lengths, terminated):
+        for t in range(length):
+            steps = min(horizon, length - t)
+            assert bool(out["eligible"][row]) == (t + horizon <= length or term), (row, t)
+            assert int(out["steps"][row]) == steps
+            assert float(out["real"][row]) == pytest.approx(float(reward[row:row + steps].sum()))
+            row += 1
+    shuffled = td[torch.tensor([1, 0] + list(range(2, td.shape[0])))]
+    with pytest.raises(ValueError, match="ordered by episode"):
+        real_windows(shuffled, horizon)
+
+
+def test_branched_returns_follow_the_policy_for_h_steps_stop_at_termination_and_reuse_the_first_call():
     model = Fixed(shifts=(1.0, 1.0, 1.0), stds=(0.0, 0.0, 0.0))  # s' = s + 1 exactly, r = sum(a)
-    start = torch.zeros(3, 2)
-    lengths = torch.tensor([4, 2, 0])
-    out = model_returns(model, start, lengths, lambda obs: obs[:, :1].expand(-1, 2).clone(),
-                        termination_fn=never, settings=PenaltySettings(0.5, "aleatoric", "mean"))
-    # a_t = s_t[0] = t on both joints: r_t = 2 t; returns 0 + 2 + 4 + 6 = 12 and 0 + 2 = 2
-    assert out["raw"].tolist() == [12.0, 2.0, 0.0] and out["length"].tolist() == [4, 2, 0]
-    stop_at_3 = lambda obs, action, next_obs: next_obs[:, 0] >= 3
-    out = model_returns(model, start, torch.tensor([10, 10, 10]), lambda obs: obs.clone(),
-                        termination_fn=stop_at_3, settings=PenaltySettings(0.5, "aleatoric", "mean"))
-    assert out["length"].tolist() == [3, 3, 3] and out["raw"].tolist() == [6.0, 6.0, 6.0]
+    settings = PenaltySettings(0.5, "aleatoric", "mean")
+    start = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    policy = lambda obs: obs[:, :1].expand(-1, 2).clone()  # a_t = s_t[0] on both joints
+    out = branched_returns(model, start, 4, policy, termination_fn=never, settings=settings)
+    # row 0: s_0 = 0..3 -> r = 0 + 2 + 4 + 6 = 12; row 1: s_0 = 10..13 -> r = 2 (10 + 11 + 12 + 13) = 92
+    assert out["raw"].tolist() == [12.0, 92.0] and out["steps"].tolist() == [4, 4] and model.calls == 4
+    assert out["penalized/aleatoric"].tolist() == [12.0, 92.0]  # std 0: no penalty
+    stop_at_12 = lambda obs, action, next_obs: next_obs[:, 0] >= 12
+    out = branched_returns(model, start, 4, policy, termination_fn=stop_at_12, settings=settings)
+    assert out["steps"].tolist() == [4, 2] and out["raw"].tolist() == [12.0, 42.0]  # the terminating step counts
+    # the first action given (the recorded one), then the policy; its prediction reused: H - 1 ensemble calls
+    first = torch.full((2, 2), 5.0)
+    out = branched_returns(model, start, 3, policy, termination_fn=never, settings=settings, first_action=first)
+    assert out["raw"].tolist() == [10.0 + 2 + 4, 10.0 + 22 + 24]
+    model.calls = 0
+    out = branched_returns(model, start, 3, policy, termination_fn=never, settings=settings, first_action=first,
+                           first_prediction=model.predict(start, first))
+    assert model.calls == 1 + 2 and out["raw"].tolist() == [10.0 + 2 + 4, 10.0 + 22 + 24]
 
 
-def test_premise_metrics_on_a_hand_made_episode_and_distance_to_data():
+def test_premise_metrics_by_hand_and_distance_to_data():
     model = Fixed(shifts=(1.0, 1.0, 1.0), stds=(0.5, 0.5, 0.5))
     obs = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
     action = torch.zeros(3, 2)
-    td = transitions(obs, action, obs + 1, torch.zeros(3), torch.zeros(3, dtype=torch.bool))
+    td = transitions(obs, action, obs + 1, torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3, dtype=torch.bool))
     td["episode"], td["step"] = torch.zeros(3, dtype=torch.long), torch.arange(3)
     reference = DataReference.from_observations(torch.tensor([[0.0, 0.0], [4.0, 2.0]]))
     premise = premise_metrics(model, td, termination_fn=never, settings=PenaltySettings(2.0, "disagreement", "mean"),
-                              policy=lambda o: torch.zeros(o.shape[0], 2), reference=reference)
+                              policy=lambda o: torch.zeros(o.shape[0], 2), horizon=2, reference=reference)
     s = premise.scalars
-    assert s["model_error_mean"] == 0 and s["violation_rate"] == 0 and s["disagreement/violation_rate"] == 0
-    assert s["real_return"] == 0 and s["model_return_raw"] == 0 and s["model_episode_length"] == 3
+    assert s["model_error_mean"] == pytest.approx(float(torch.tensor([1.0, 2.0, 3.0]).mean()))  # reward 0 vs 1, 2, 3
+    assert s["horizon"] == 2 and s["start_states"] == 2  # the last row has one real step left
+    assert s["real_return"] == pytest.approx((3.0 + 5.0) / 2) and s["model_return_raw"] == 0
+    assert s["return_gap_raw"] == pytest.approx(-4.0) and s["real_steps"] == s["model_steps"] == 2
     u = 0.5 * 3**0.5
-    assert s["aleatoric/model_return_penalized"] == pytest.approx(-2.0 * 3 * u)
-    assert s["model_return_penalized"] == s["disagreement/model_return_penalized"] == 0  # members agree
+    assert s["aleatoric/model_return_penalized"] == pytest.approx(-2.0 * 2 * u)
+    assert s["aleatoric/return_gap"] == pytest.approx(-2.0 * 2 * u - 4.0)
+    assert s["model_return_penalized"] == s["disagreement/model_return_penalized"]
+    assert s["model_return_penalized"] == pytest.approx(0, abs=1e-6)  # members agree: no disagreement
+    assert s["penalized_below_real"] == 1.0
     # dataset std is (2, 1); nearest neighbours of (0,0), (1,1), (2,2): distances 0, |(0.5, 1)|, |(1, 0)|
     expected = torch.tensor([0.0, (0.25 + 1) ** 0.5, 1.0])
     torch.testing.assert_close(premise.rows["distance_to_data"], expected)
     torch.testing.assert_close(distance_to_data(obs, reference, chunk=1), expected)
 
 
-def test_the_figures_are_non_empty_pngs():
+def test_caps_evenly_spaced_rows_and_start_states():
+    assert evenly_spaced(10, 4).tolist() == [0, 3, 6, 9] and evenly_spaced(3, 10).tolist() == [0, 1, 2]
+    td = episodes([50, 30], [False, True])
     model = Fixed()
-    gen = torch.Generator().manual_seed(0)
-    obs, action = torch.randn(50, 2, generator=gen), torch.randn(50, 2, generator=gen)
-    td = transitions(obs, action, obs + torch.randn(50, 2, generator=gen), torch.zeros(50),
-                     torch.zeros(50, dtype=torch.bool))
-    td["episode"], td["step"] = torch.zeros(50, dtype=torch.long), torch.arange(50)
     premise = premise_metrics(model, td, termination_fn=never, settings=PenaltySettings(1.0),
-                              policy=lambda o: torch.zeros(o.shape[0], 2))
-    figures = premise_figures(premise, PenaltySettings(1.0))
-    assert set(figures) == {"calibration", "scatter"}
-    for png in figures.values():
-        assert png.startswith(b"\x89PNG") and len(png) > 5_000
-        image = png_to_array(png)
-        assert image.ndim == 3 and image.shape[-1] == 3 and image.std() > 0
+                              policy=lambda o: torch.zeros(o.shape[0], 2), horizon=5, max_rows=20,
+                              max_start_states=7)
+    assert premise.scalars["rows_measured"] == 20 and premise.scalars["start_states"] == 7
+    assert premise.rows["row"].tolist() == evenly_spaced(80, 20).tolist()
+    full = premise_metrics(model, td, termination_fn=never, settings=PenaltySettings(1.0),
+                           policy=lambda o: torch.zeros(o.shape[0], 2), horizon=5)
+    assert full.scalars["start_states"] == 80 - 4  # the truncated episode's last 4 rows have no window
+
+
+def test_the_figure_is_a_non_empty_png_and_the_epoch_step_follows_lightning():
+    gen = torch.Generator().manual_seed(0)
+    td = episodes([60, 40], [False, True], seed=1)
+    td["next", "observation"] = td["observation"] + torch.randn(100, 2, generator=gen)
+    premise = premise_metrics(Fixed(), td, termination_fn=never, settings=PenaltySettings(1.0),
+                              policy=lambda o: torch.zeros(o.shape[0], 2), horizon=3)
+    png = premise_figure(premise, PenaltySettings(1.0))
+    assert png.startswith(b"\x89PNG") and 5_000 < len(png) < 100_000
+    image = png_to_array(png)
+    assert image.ndim == 3 and image.shape[-1] == 3 and image.std() > 0
+    trainer = type("T", (), {"global_step": 30})()
+    assert lightning_epoch_step(trainer, type("M", (), {"sac_updates": torch.tensor(200)})()) == 199
+    assert lightning_epoch_step(trainer, object()) == 29

@@ -1,14 +1,14 @@
 """MOPO's premise on real MuJoCo transitions: a small ensemble trained on random HalfCheetah data.
 
 One ensemble (5 members of 2 x 64, 800 Adam steps on 10,000 collected random-policy steps, ~5 s) is trained
-once for the module; evaluations are 4 episodes of 30 steps.
+once for the module; evaluations are 4 episodes of 30 steps; H-step returns with H = 5.
 """
 
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -29,6 +29,9 @@ TASK = get_task("halfcheetah")
 EPISODES, STEPS = 4, 30
 ITERS = 800
 SETTINGS = PenaltySettings(coef=1.0, kind="aleatoric", reward_mode="mean")
+HORIZON = 5
+
+
 def bang_bang(obs: torch.Tensor) -> torch.Tensor:
     """Every joint at full torque, always: states the random data never visits."""
     return torch.ones(obs.shape[0], TASK.act_dim, device=obs.device)
@@ -96,7 +99,7 @@ def out_of_data():
 
 def measure(ensemble, result, policy, reference=None):
     return premise_metrics(ensemble, result.transitions, termination_fn=TASK.termination_fn, settings=SETTINGS,
-                           policy=policy, reference=reference)
+                           policy=policy, horizon=HORIZON, reference=reference)
 
 
 def test_recorded_transitions_are_the_real_ones_episode_ends_included(in_data):
@@ -126,10 +129,15 @@ def test_figures_are_finite_in_range_and_the_error_is_the_real_one_row_by_row(en
     assert all(np.isfinite(v) for v in s.values()), s
     for kind in ("aleatoric", "disagreement"):
         assert -1 <= s[f"{kind}/spearman"] <= 1 and 0 <= s[f"{kind}/violation_rate"] <= 1
-        assert s[f"{kind}/penalty_mean"] > 0
-    assert s["spearman"] == s["aleatoric/spearman"] and s["transitions"] == EPISODES * STEPS
-    assert s["real_return"] == pytest.approx(float(in_data.returns.mean()), rel=1e-5)
-    assert s["model_episode_length"] == s["real_episode_length"] == STEPS  # halfcheetah never terminates
+        assert 0 <= s[f"{kind}/penalized_below_real"] <= 1 and s[f"{kind}/penalty_mean"] > 0
+    assert s["spearman"] == s["aleatoric/spearman"] and s["transitions"] == s["rows_measured"] == EPISODES * STEPS
+    # halfcheetah never terminates: a start state needs H real steps after it
+    assert s["horizon"] == HORIZON and s["start_states"] == EPISODES * (STEPS - HORIZON + 1)
+    assert s["model_steps"] == s["real_steps"] == HORIZON and s["model_diverged"] == 0
+    rewards = in_data.transitions[REWARD].reshape(EPISODES, STEPS).double()
+    windows = rewards.unfold(1, HORIZON, 1).sum(-1)  # [EPISODES, STEPS - H + 1]: every real H-step return
+    assert s["real_return"] == pytest.approx(float(windows.mean()), rel=1e-6)
+    torch.testing.assert_close(premise.rows["return/real"], windows.reshape(-1))
     assert s["distance_to_data"] > 0
     td = in_data.transitions
     for row in (0, 57, STEPS - 1, 2 * STEPS + 13, EPISODES * STEPS - 1):  # by hand, one row at a time
@@ -149,8 +157,8 @@ def test_figures_are_finite_in_range_and_the_error_is_the_real_one_row_by_row(en
         assert bool(premise.rows["aleatoric/violated"][row]) == bool(error > u)
 
 
-def test_a_corrupted_model_raises_the_true_error_and_the_return_gap(ensemble, in_data, behaviour_like):
-    clean = measure(ensemble, in_data, behaviour_like).scalars
+def corrupt(ensemble: GaussianEnsemble) -> GaussianEnsemble:
+    """The same ensemble with every weight matrix shaken by one standard deviation of noise (fixed seed)."""
     corrupted = GaussianEnsemble(TASK.obs_dim, TASK.act_dim, num_members=5, num_elites=3, hidden_dim=64,
                                  num_layers=2, weight_decays=(2.5e-5, 5e-5, 1e-4))
     corrupted.load_state_dict(ensemble.state_dict())
@@ -158,65 +166,107 @@ def test_a_corrupted_model_raises_the_true_error_and_the_return_gap(ensemble, in
     with torch.no_grad():
         for w in corrupted.weights:
             w.add_(w.std() * torch.randn(w.shape, generator=gen))
-    bad = measure(corrupted.eval(), in_data, behaviour_like).scalars
+    return corrupted.eval()
+
+
+def test_a_corrupted_model_raises_the_true_error_and_the_return_gap(ensemble, in_data, behaviour_like):
+    clean = measure(ensemble, in_data, behaviour_like).scalars
+    bad = measure(corrupt(ensemble), in_data, behaviour_like).scalars
+    assert bad["real_return"] == clean["real_return"]  # the same real windows
     assert bad["model_error_mean"] > 2 * clean["model_error_mean"], (bad["model_error_mean"], clean["model_error_mean"])
     assert bad["nll"] > clean["nll"]
-    assert abs(bad["return_gap_raw"]) > 2 * abs(clean["return_gap_raw"]), (bad["return_gap_raw"],
-                                                                           clean["return_gap_raw"])
+    for name in ("return_gap_raw", "return_gap"):
+        assert abs(bad[name]) > 2 * abs(clean[name]), (name, bad[name], clean[name])
 
 
 def test_penalised_model_return_is_closer_to_the_real_one_in_the_data(ensemble, in_data, out_of_data, reference,
                                                                       behaviour_like):
+    """H-step returns from the visited states of a policy that stays in the data against one that leaves it.
+
+    The disagreement penalty grows off the data, so its penalised return stays below the real one in both
+    and is closer to it in the data; the raw model return is close in the data and optimistic off it.
+    (This small ensemble's aleatoric std does not grow off the data, so that kind is not compared.)
+    """
     near = measure(ensemble, in_data, behaviour_like, reference).scalars
     far = measure(ensemble, out_of_data, bang_bang, reference).scalars
     assert far["distance_to_data"] > 2 * near["distance_to_data"], (far["distance_to_data"],
                                                                     near["distance_to_data"])
-    for kind in ("aleatoric", "disagreement"):  # MOPO's premise: the gap grows as the policy leaves the data
-        assert far[f"{kind}/return_gap"] < near[f"{kind}/return_gap"] < 0, (kind, far, near)
-    assert far["disagreement/penalty_mean"] > near["disagreement/penalty_mean"]
+    assert far["disagreement/penalty_mean"] > 1.5 * near["disagreement/penalty_mean"]
+    assert far["disagreement/return_gap"] < 1.3 * near["disagreement/return_gap"] < 0, (far, near)
+    assert near["disagreement/penalized_below_real"] == far["disagreement/penalized_below_real"] == 1
+    assert abs(near["return_gap_raw"]) < 0.25 * far["return_gap_raw"], (near["return_gap_raw"], far["return_gap_raw"])
 
 
-def test_the_monitor_logs_tensorboard_scalars_images_and_results_json(ensemble, data, tmp_path):
-    """The callback's hook on a stand-in trainer: premise/ scalars and figures, and results.json entries."""
+class TinyPolicy(L.LightningModule):
+    """One "SAC update" per batch (``sac_updates`` counts them, as ``SACModule``); acts with a linear layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.actor = torch.nn.Linear(TASK.obs_dim, TASK.act_dim)
+        self.register_buffer("sac_updates", torch.zeros((), dtype=torch.long))
+
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        return torch.tanh(self.actor(obs))
+
+    def training_step(self, batch, batch_idx):
+        self.sac_updates += 1
+
+    def configure_optimizers(self):
+        return None
+
+
+class TinyData(L.LightningDataModule):
+    """What the monitor reads from ``D4RLDataModule``: hparams, ``ensemble``, ``real``, ``task_spec``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.save_hyperparameters({"penalty_coef": 1.0, "penalty_kind": "disagreement", "reward_mode": "sample",
+                                   "rollout_length": 3, "task": "halfcheetah", "dataset": None, "path": "x",
+                                   "seed": 0, "real_ratio": 0.05})
+        self.ensemble, self.real, self.task_spec = None, None, TASK
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.zeros(3, 1), batch_size=1)
+
+
+@pytest.mark.filterwarnings("ignore:`LightningModule.configure_optimizers` returned `None`")
+def test_the_monitor_in_a_real_fit_logs_at_the_eval_step_with_images_and_results_json(ensemble, data, tmp_path):
+    """Two epochs of 3 batches: premise/* scalars and the figure at the x of eval/*, results.json entries."""
     evaluation = MuJoCoEvaluation(num_episodes=2, max_episode_steps=30, task="halfcheetah")
-    monitor = PremiseMonitor()
-    logger = TensorBoardLogger(tmp_path, name="tb", version="sac")
-    datamodule = SimpleNamespace(ensemble=ensemble, real=data, task_spec=TASK,
-                                 hparams=SimpleNamespace(penalty_coef=1.0, penalty_kind="disagreement",
-                                                         reward_mode="sample"))
+    monitor = PremiseMonitor(max_data_states=2_000)
     results = RunResults(tmp_path / "results.json", {"task": "halfcheetah"})
-    trainer = SimpleNamespace(callbacks=[evaluation, monitor, results], world_size=1, global_rank=0,
-                              is_global_zero=True, datamodule=datamodule, logger=logger, sanity_checking=False,
-                              current_epoch=0, global_step=0)
-    actor = torch.nn.Linear(TASK.obs_dim, TASK.act_dim)
-    module = SimpleNamespace(training=False, device=torch.device("cpu"), sac_updates=torch.tensor(7),
-                             eval=lambda: None, train=lambda mode=True: None,
-                             act=lambda obs, deterministic: torch.tanh(actor(obs)),
-                             log_dict=lambda *a, **k: None, log=lambda *a, **k: None)
-    monitor.setup(trainer, module, "fit")
-    assert evaluation.listeners == [monitor]
-    evaluation.on_train_epoch_end(trainer, module)
-    results.on_train_epoch_end(trainer, module)
-    logger.experiment.flush()
+    logger = TensorBoardLogger(tmp_path, name="tb", version="sac")
+    trainer = L.Trainer(max_epochs=2, limit_train_batches=3, logger=logger, callbacks=[evaluation, monitor, results],
+                        accelerator="cpu", devices=1, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1)
+    datamodule = TinyData()
+    datamodule.ensemble, datamodule.real = ensemble, data
+    trainer.fit(TinyPolicy(), datamodule=datamodule)
+    assert evaluation.listeners == [monitor] and PremiseMonitor(horizon=2)._horizon(datamodule) == 2
 
-    entry = json.loads((tmp_path / "results.json").read_text())["evaluations"][-1]
-    assert entry["sac_updates"] == 7 and entry["premise"]["penalty_kind"] == "disagreement"
+    saved = json.loads((tmp_path / "results.json").read_text())
+    entry = saved["evaluations"][-1]
+    assert [e["sac_updates"] for e in saved["evaluations"]] == [3, 6]
+    assert entry["premise"]["penalty_kind"] == "disagreement" and entry["premise"]["horizon"] == 3  # rollout_length
     assert entry["premise"]["spearman"] == entry["premise"]["disagreement/spearman"]
-    assert entry["premise"]["real_return"] == pytest.approx(entry["return_mean"])
-    assert json.loads((tmp_path / "results.json").read_text())["final_premise"] == entry["premise"]
+    assert entry["premise"]["start_states"] == 2 * (30 - 3 + 1)
+    assert saved["final_premise"] == entry["premise"]
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0})
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "scalars": 0})
     events.Reload()
+    eval_steps = [e.step for e in events.Scalars("eval/return_mean")]
+    assert eval_steps == [2, 5]  # Lightning: epoch-end metrics at the epoch's last batch index
     scalars = set(events.Tags()["scalars"])
     for tag in ("premise/spearman", "premise/violation_rate", "premise/model_error_mean", "premise/nll",
                 "premise/model_return_penalized", "premise/model_return_raw", "premise/real_return",
-                "premise/return_gap", "premise/distance_to_data", "premise/aleatoric/spearman",
-                "premise/disagreement/violation_rate"):
+                "premise/return_gap", "premise/return_gap_raw", "premise/penalized_below_real", "premise/horizon",
+                "premise/distance_to_data", "premise/aleatoric/spearman", "premise/disagreement/violation_rate"):
         assert tag in scalars, tag
-        assert events.Scalars(tag)[0].step == 7
-    images = events.Tags()["images"]
-    assert {"premise/calibration", "premise/scatter"} <= set(images)
-    png = events.Images("premise/calibration")[0].encoded_image_string
+        assert [e.step for e in events.Scalars(tag)] == eval_steps, tag
+    assert events.Scalars("premise/return_gap")[-1].value == pytest.approx(entry["premise"]["return_gap"], rel=1e-6)
+    assert [e.step for e in events.Images("premise/calibration")] == eval_steps
+    png = events.Images("premise/calibration")[-1].encoded_image_string
     assert png.startswith(b"\x89PNG") and len(png) > 5_000
