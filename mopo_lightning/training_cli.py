@@ -31,7 +31,7 @@ from mopo_lightning.data.d4rl import DatasetError
 from mopo_lightning.data.summary import summarize
 from mopo_lightning.guards import ConfigError, NonFiniteError
 from mopo_lightning.training.datamodule import D4RLDataModule
-from mopo_lightning.training.run_dir import RunDirectory
+from mopo_lightning.training.run_dir import RunDirectory, check_checkpoint
 from mopo_lightning.training.stage1 import dynamics_stage
 from mopo_lightning.training.mixed_batches import tensorboard_rollout_log
 from mopo_lightning.dynamics.module import DynamicsModule
@@ -130,6 +130,10 @@ class MOPOCLI(LightningCLI):
         if args is None or isinstance(args, list):
             check_renamed_keys(sys.argv[1:] if args is None else list(args))
         super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path not in (None, "last"):
+            check_checkpoint(ckpt_path)  # before LightningCLI itself unpickles it for hyper-parameters
 
     def before_instantiate_classes(self) -> None:
         torch.set_num_threads(self._cfg("num_threads"))
