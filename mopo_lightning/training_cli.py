@@ -197,9 +197,10 @@ class MOPOCLI(LightningCLI):
         The run directory and ``--ckpt_path`` are checked before any work (``training/run_dir.py``).
         """
         config = self.config.get(self.subcommand) if self.subcommand else self.config
-        ckpt_path = RunDirectory(self.run_dir).prepare(config.as_dict(), ckpt_path, self._cfg("overwrite"))
+        run = RunDirectory(self.run_dir)
+        ckpt_path = run.prepare(config.as_dict(), ckpt_path, self._cfg("overwrite"))
         try:
-            self._fit(model, datamodule, ckpt_path)
+            self._fit(model, datamodule, ckpt_path, run)
         except NonFiniteError as error:
             raise NonFiniteError(f"{error}; the run stopped. {self._checkpoint_left()}") from error
 
@@ -212,9 +213,10 @@ class MOPOCLI(LightningCLI):
             return "No SAC checkpoint was written yet; the trained dynamics model is kept"
         return "No checkpoint was written yet"
 
-    def _fit(self, model: SACModule, datamodule: D4RLDataModule, ckpt_path: str | None) -> None:
+    def _fit(self, model: SACModule, datamodule: D4RLDataModule, ckpt_path: str | None, run: RunDirectory) -> None:
         datamodule.prepare_data()
-        datamodule.setup("fit")
+        datamodule.setup("fit")  # loads and validates the data: a bad file stops here, before anything is written
+        run.start()
         dynamics, info = self.dynamics_stage(datamodule)
         self.results.data["dynamics"] = info
         self.results.data["seconds"]["dynamics"] = info["seconds"]

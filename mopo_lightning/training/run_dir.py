@@ -24,11 +24,15 @@ IDENTITY = "run.json"
 """The run's resolved configuration, written when it starts, compared when it resumes."""
 
 FREE_KEYS = (
-    "ckpt_path", "overwrite", "stage", "num_threads", "dynamics_cache", "config",
+    "ckpt_path", "overwrite", "stage", "num_threads", "dynamics_cache", "config", "run_name", "run_root",
     "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.devices", "trainer.num_nodes",
     "trainer.strategy", "trainer.accelerator", "trainer.enable_progress_bar", "trainer.enable_model_summary",
 )
-"""Keys a resume may change: the budget, the hardware and the terminal. Everything else defines the run."""
+"""Keys a resume may change: the budget, the hardware, the terminal and where the run lives. Everything else
+defines the run."""
+
+PATH_KEYS = ("data.path", "data.collect_path", "data.data_dir", "dynamics_checkpoint")
+"""Compared as absolute paths: ``data/x.hdf5`` from the repository and its absolute name are the same file."""
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -44,6 +48,9 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def identity(config: dict[str, Any]) -> dict[str, Any]:
     """The keys that define a run (``FREE_KEYS`` and their subtrees left out)."""
     flat = flatten(config)
+    for key in PATH_KEYS:
+        if isinstance(flat.get(key), str):
+            flat[key] = str(Path(flat[key]).expanduser().resolve())
     return {k: v for k, v in sorted(flat.items())
             if not any(k == free or k.startswith(free + ".") for free in FREE_KEYS) and not k.startswith("__")}
 
@@ -68,6 +75,8 @@ class RunDirectory:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._replace = False
+        self._identity: dict[str, Any] | None = None
 
     @property
     def last(self) -> Path:
@@ -80,7 +89,10 @@ class RunDirectory:
     def prepare(self, config: dict[str, Any], ckpt_path: str | None, overwrite: bool = False) -> str | None:
         """Check the start or resume against this directory; return the SAC checkpoint to resume, if any.
 
-        - no ``ckpt_path``: the directory must hold no run (``overwrite`` deletes the old one first);
+        Changes nothing on disk: ``start`` does, once the data has been validated, so a run that fails on bad
+        input leaves no trace (and no half-made run directory that would block the corrected command).
+
+        - no ``ckpt_path``: the directory must hold no run (``overwrite``: ``start`` deletes the old one);
         - ``last``: the directory must hold a run of the same configuration; its ``sac/last.ckpt`` is
           returned when it exists (else stage 2 starts fresh after stage 1 is loaded or resumed);
         - a file: it must load; a run already here must have the same configuration.
@@ -92,7 +104,7 @@ class RunDirectory:
                     raise ConfigError(
                         f"{self.path} already holds a run: resume it with --ckpt_path last, or start fresh "
                         "under a new --run_name (--overwrite true deletes the old run)")
-                shutil.rmtree(self.path)
+                self._replace = True
         elif ckpt_path == "last":
             if not self.holds_run():
                 raise ConfigError(f"--ckpt_path last: {self.path} holds no run to resume; "
@@ -107,10 +119,19 @@ class RunDirectory:
             check_checkpoint(ckpt_path)
             if self.holds_run():
                 self.check_same_run(mine)
+        self._identity = mine
+        return ckpt_path
+
+    def start(self) -> None:
+        """Make the run directory its own: delete a replaced run, then write ``run.json`` (first start only)."""
+        if self._identity is None:
+            raise RuntimeError("RunDirectory.start() before prepare()")
+        if self._replace:
+            shutil.rmtree(self.path)
+            self._replace = False
         self.path.mkdir(parents=True, exist_ok=True)
         if not (self.path / IDENTITY).exists():
-            write_text_atomic(self.path / IDENTITY, json.dumps(mine, indent=1) + "\n")
-        return ckpt_path
+            write_text_atomic(self.path / IDENTITY, json.dumps(self._identity, indent=1) + "\n")
 
     def check_same_run(self, mine: dict[str, Any]) -> None:
         """Refuse a resume whose configuration differs from the saved one, naming the keys."""

@@ -28,9 +28,18 @@ def _ckpt(path, updates=0):
     return path
 
 
-def test_fresh_start_writes_identity_and_a_second_start_is_refused(tmp_path):
+def _started(path, config=CONFIG) -> RunDirectory:
+    run = RunDirectory(path)
+    run.prepare(config, None)
+    run.start()
+    return run
+
+
+def test_prepare_changes_nothing_and_start_writes_the_identity(tmp_path):
     run = RunDirectory(tmp_path / "r")
     assert run.prepare(CONFIG, None) is None
+    assert not run.path.exists()  # a start that fails on bad data leaves no run directory behind
+    run.start()
     assert json.loads((run.path / IDENTITY).read_text()) == identity(CONFIG)
     (run.path / "results.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"already holds a run: resume it with --ckpt_path last, or .*--run_name"):
@@ -38,18 +47,19 @@ def test_fresh_start_writes_identity_and_a_second_start_is_refused(tmp_path):
     assert (run.path / "results.json").read_text() == "{}"  # nothing changed
 
 
-def test_overwrite_is_explicit_and_replaces_the_run(tmp_path):
-    run = RunDirectory(tmp_path / "r")
-    run.prepare(CONFIG, None)
+def test_overwrite_is_explicit_and_replaces_the_run_only_on_start(tmp_path):
+    run = _started(tmp_path / "r")
     _ckpt(run.path / "sac" / "epoch0000.ckpt")
-    run.prepare(_with(data__penalty_coef=5.0), None, overwrite=True)
+    again = RunDirectory(run.path)
+    again.prepare(_with(data__penalty_coef=5.0), None, overwrite=True)
+    assert (run.path / "sac" / "epoch0000.ckpt").exists()  # nothing deleted before the data is known good
+    again.start()
     assert not (run.path / "sac").exists()
     assert json.loads((run.path / IDENTITY).read_text())["data.penalty_coef"] == 5.0
 
 
 def test_resume_allows_budget_and_hardware_but_names_other_differences(tmp_path):
-    run = RunDirectory(tmp_path / "r")
-    run.prepare(CONFIG, None)
+    run = _started(tmp_path / "r")
     assert run.prepare(_with(trainer__max_epochs=10, trainer__devices=2), "last") is None  # no SAC ckpt yet
     with pytest.raises(ConfigError, match=r"data\.penalty_coef \(1\.0 -> 5\.0\)"):
         run.prepare(_with(data__penalty_coef=5.0), "last")
@@ -62,16 +72,14 @@ def test_resume_needs_a_run(tmp_path):
 
 
 def test_last_resolves_to_the_linked_checkpoint(tmp_path):
-    run = RunDirectory(tmp_path / "r")
-    run.prepare(CONFIG, None)
+    run = _started(tmp_path / "r")
     target = _ckpt(run.path / "sac" / "epoch0003.ckpt")
     run.last.symlink_to(target.name)
     assert run.prepare(CONFIG, "last") == str(run.last)
 
 
 def test_corrupt_last_is_named_and_the_previous_good_one_offered(tmp_path):
-    run = RunDirectory(tmp_path / "r")
-    run.prepare(CONFIG, None)
+    run = _started(tmp_path / "r")
     good = _ckpt(run.path / "sac" / "epoch0009.ckpt")
     bad = run.path / "sac" / "epoch0010.ckpt"
     bad.write_bytes(good.read_bytes()[: 200])  # truncated mid-write by something outside our atomic IO
@@ -95,3 +103,17 @@ def test_explicit_checkpoint_is_checked_before_anything(tmp_path, kind):
     with pytest.raises(CheckpointError):
         RunDirectory(tmp_path / "r").prepare(CONFIG, str(path))
     assert not (tmp_path / "r").exists()
+
+
+def test_run_location_and_path_spelling_do_not_define_a_run(tmp_path, monkeypatch):
+    """A copied run resumes under its new name; ``data/x`` and its absolute name are the same file."""
+    monkeypatch.chdir(tmp_path)
+    config = _with(data__path="x.hdf5")
+    config["run_name"] = "a"
+    run = _started(tmp_path / "a", config)
+    moved = json.loads(json.dumps(config))
+    moved["run_name"], moved["data"]["path"] = "b", str(tmp_path / "x.hdf5")
+    run.prepare(moved, "last")
+    moved["data"]["path"] = "y.hdf5"
+    with pytest.raises(ConfigError, match="data.path"):
+        run.prepare(moved, "last")
