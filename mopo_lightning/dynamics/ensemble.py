@@ -122,8 +122,16 @@ class GaussianEnsemble(nn.Module):
         return self.max_logvar.sum() - self.min_logvar.sum()
 
     def weight_decay_loss(self) -> Tensor:
-        """sum over layers of wd_l * sum(W_l^2) / 2, weights only (all members)."""
+        """sum over layers of wd_l * sum(W_l^2) / 2, weights only (all members), differentiable."""
         return sum(wd * w.square().sum() / 2 for wd, w in zip(self.weight_decays, self.weights))
+
+    @torch.no_grad()
+    def weight_decay_value(self, weights: list[Tensor] | None = None) -> Tensor:
+        """The value of ``weight_decay_loss`` without autograd, in one fused norm over all layers
+        (``weights``: ``list(self.weights)``, when the caller keeps it)."""
+        norms = torch.stack(torch._foreach_norm(list(self.weights) if weights is None else weights))  # [layers]
+        wd = torch.tensor(self.weight_decays, dtype=norms.dtype, device=norms.device)
+        return (wd * norms.square()).sum() / 2
 
     # ------------------------------------------------------------------ members
     def member_parameters(self) -> list[nn.Parameter]:

@@ -1,0 +1,272 @@
+"""The real ``mopo-lightning fit`` (both stages, through Lightning) beside its components measured alone.
+
+Runs ``mopo_lightning.cli.main(["fit", ...])`` in this process on a generated HalfCheetah file (the
+tests' ``collected_dataset``; HalfCheetah never terminates, so every rollout row runs all h steps), in a
+fresh temporary run root with its own dynamics cache, so stage 1 really trains: ``--dynamics_epochs``
+epochs (``--dynamics.max_epochs N --dynamics.max_seconds null``), then ``--sac_epochs`` SAC epochs of
+``--updates`` updates, one rollout of ``--rollout_batch_size`` x h per epoch, ``--episodes`` evaluation
+episodes per epoch. The premise monitor is off unless ``--premise`` (it is a measurement beside training,
+not one of the components).
+
+Per-epoch seconds come from hooks wrapped around the two LightningModules' ``on_train_epoch_start`` and
+``on_train_end`` (start to start, so an epoch holds everything the loop does in it: steps, holdout scoring,
+evaluation, checkpoints). The first epoch of each stage pays warm-ups and is reported but left out of the
+median.
+
+Components, measured alone in the same process right after the run (same thread count, same trained model):
+- stage 1: the bare forward + backward + fused-Adam step of the ensemble on [7, 256, in] tensors (as
+  ``benchmarks/dynamics.py``) times the steps of one epoch, plus one holdout forward;
+- stage 2: one rollout + ``--updates`` SAC updates on ``sample_batch()`` + one evaluation (as
+  ``benchmarks/epoch.py``).
+
+Prints a table and writes ``benchmarks/results/fit_loop.json`` (or ``--out``).
+
+    python benchmarks/fit_loop.py [--rows 20000] [--dynamics_epochs 6] [--sac_epochs 3] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import collected_dataset
+
+from mopo_lightning import cli
+from mopo_lightning.callbacks.evaluation import evaluate_policy
+from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
+from mopo_lightning.policy.sac import SACModule
+from mopo_lightning.training.datamodule import D4RLDataModule
+
+
+class Clock:
+    """Timestamps of each ``on_train_epoch_start`` and of ``on_train_end`` of a LightningModule class."""
+
+    def __init__(self, cls: type) -> None:
+        self.stamps: list[tuple[float, float]] = []  # (wall, process CPU) seconds
+        self.end: tuple[float, float] | None = None
+        start_hook, end_hook = cls.on_train_epoch_start, cls.on_train_end
+        clock = self
+
+        def on_train_epoch_start(module) -> None:
+            clock.stamps.append((time.perf_counter(), time.process_time()))
+            start_hook(module)
+
+        def on_train_end(module) -> None:
+            end_hook(module)
+            clock.end = (time.perf_counter(), time.process_time())
+
+        cls.on_train_epoch_start, cls.on_train_end = on_train_epoch_start, on_train_end
+
+    def epochs(self, cpu: bool = False) -> list[float]:
+        ends = [*self.stamps[1:], self.end]
+        return [b[cpu] - a[cpu] for a, b in zip(self.stamps, ends)]
+
+
+def median_after_first(values: list[float]) -> float:
+    return statistics.median(values[1:] if len(values) > 1 else values)
+
+
+def now() -> tuple[float, float]:
+    """(wall, process CPU) seconds: CPU time is the steadier figure on a shared machine."""
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    wall, cpu = now()
+    return wall - start[0], cpu - start[1]
+
+
+def bare_dynamics_step(module: DynamicsModule, rounds: int = 7, n: int = 10) -> tuple[float, float]:
+    """Median (wall, CPU) seconds of one forward + backward + fused-Adam step on [E, 256, in] tensors,
+    on a copy of the model, the loss written as the module's (NLL + 0.01 logvar bounds + weight decay)."""
+    hp = module.hparams
+    ens = type(module.ensemble)(hp.obs_dim, hp.act_dim, hp.num_members, hp.num_elites, hp.hidden_dim,
+                                hp.num_layers, hp.weight_decays)
+    ens.load_state_dict(module.ensemble.state_dict())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(hp.num_members, 256, ens.in_dim, generator=g)
+    y = torch.randn(hp.num_members, 256, ens.out_dim, generator=g)
+    opt = torch.optim.Adam(ens.parameters(), lr=1e-3, fused=True)
+    decay = [(wd, w) for wd, w in zip(ens.weight_decays, ens.weights)]
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        nll, _ = ens.nll_loss(x, y)
+        wd = sum(c * w.square().sum() / 2 for c, w in decay)
+        (nll + 0.01 * (ens.max_logvar.sum() - ens.min_logvar.sum()) + wd).backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    walls, cpus = [], []
+    for _ in range(rounds):
+        start = now()
+        for _ in range(n):
+            step()
+        wall, cpu = since(start)
+        walls.append(wall / n)
+        cpus.append(cpu / n)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def holdout_seconds(module: DynamicsModule, rows: int) -> tuple[float, float]:
+    x = torch.randn(rows, module.ensemble.in_dim)
+    with torch.no_grad():
+        module.ensemble(x)
+        start = now()
+        module.ensemble(x)
+    return since(start)
+
+
+def sac_components(path: Path, dyn: DynamicsModule, args: argparse.Namespace) -> dict[str, float]:
+    """One rollout, ``updates`` SAC updates on mixed batches and one evaluation, each alone."""
+    torch.manual_seed(0)
+    dm = D4RLDataModule(task="halfcheetah", path=str(path), rollout_length=args.rollout_length,
+                        rollout_batch_size=args.rollout_batch_size, rollout_freq=args.updates,
+                        updates_per_epoch=args.updates, seed=0)
+    dm.setup("fit")
+    dm.attach_dynamics(dyn.ensemble)
+    sac = SACModule(dm.obs_dim, dm.act_dim)
+    sac.configure_optimizers()
+    policy = sac.policy_module()
+    out: dict[str, float] = {}
+
+    def record(name: str, start: tuple[float, float]) -> None:
+        out[f"{name}_s"], out[f"{name}_cpu_s"] = since(start)
+
+    start = now()
+    dm.model_rollouts().rollout(policy)
+    record("rollout", start)
+    for _ in range(20):
+        sac.update(dm.sample_batch())
+    start = now()
+    for _ in range(args.updates):
+        sac.update(dm.sample_batch())
+    record("updates", start)
+    start = now()
+    for _ in range(args.updates):
+        dm.sample_batch()
+    record("sample_batches", start)
+    start = now()
+    evaluate_policy("halfcheetah", lambda obs: sac.act(obs, deterministic=True), range(args.episodes),
+                    policy_batch=args.episodes)
+    record("eval", start)
+    out["sample_batch_ms"] = out.pop("sample_batches_s") / args.updates * 1e3
+    out["sample_batch_cpu_ms"] = out.pop("sample_batches_cpu_s") / args.updates * 1e3
+    out["total_s"] = out["rollout_s"] + out["updates_s"] + out["eval_s"]
+    out["total_cpu_s"] = out["rollout_cpu_s"] + out["updates_cpu_s"] + out["eval_cpu_s"]
+    return out
+
+
+def main() -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--dynamics_epochs", type=int, default=6)
+    parser.add_argument("--sac_epochs", type=int, default=3)
+    parser.add_argument("--updates", type=int, default=1000)
+    parser.add_argument("--rollout_length", type=int, default=5)
+    parser.add_argument("--rollout_batch_size", type=int, default=50_000)
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1, help="--num_threads of the run (and components)")
+    parser.add_argument("--extra", nargs="*", default=[], help="more fit arguments, e.g. --threads.rollout 2")
+    parser.add_argument("--premise", action="store_true", help="keep the premise monitor on")
+    parser.add_argument("--label", default="")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fit_loop.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+
+    path = collected_dataset("halfcheetah", args.rows, seed=0)
+    stage1, stage2 = Clock(DynamicsModule), Clock(SACModule)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_args = [
+            "fit", "--data.task", "halfcheetah", "--data.path", str(path), "--seed_everything", "0",
+            "--run_root", tmp, "--run_name", "bench", "--dynamics_cache", f"{tmp}/cache",
+            "--num_threads", str(args.threads),
+            "--dynamics.max_epochs", str(args.dynamics_epochs), "--dynamics.max_seconds", "null",
+            "--trainer.max_epochs", str(args.sac_epochs), "--data.updates_per_epoch", str(args.updates),
+            "--data.rollout_freq", str(args.updates), "--data.rollout_length", str(args.rollout_length),
+            "--data.rollout_batch_size", str(args.rollout_batch_size),
+            "--evaluation.num_episodes", str(args.episodes), "--trainer.enable_progress_bar", "false",
+            *([] if args.premise else ["--premise.every_n_evals", "0"]), *args.extra,
+        ]
+        start = time.perf_counter()
+        cli.main(run_args)
+        fit_s = time.perf_counter() - start
+        results = json.loads((Path(tmp) / "bench" / "results.json").read_text())
+        dyn = load_dynamics(Path(tmp) / "bench" / "dynamics.ckpt")
+    torch.set_num_threads(args.threads)
+
+    n_train = args.rows - min(int(args.rows * 0.2), 1000)
+    steps = math.ceil(n_train / 256)
+    bare, bare_cpu = bare_dynamics_step(dyn)
+    holdout, holdout_cpu = holdout_seconds(dyn, min(int(args.rows * 0.2), 1000))
+    stage1_component, stage1_component_cpu = steps * bare + holdout, steps * bare_cpu + holdout_cpu
+    comp = sac_components(path, dyn, args)
+    e1, e2 = stage1.epochs(), stage2.epochs()
+    c1, c2 = stage1.epochs(cpu=True), stage2.epochs(cpu=True)
+    s1, s2 = median_after_first(e1), median_after_first(e2)
+    s1c, s2c = median_after_first(c1), median_after_first(c2)
+    figures = {
+        "label": args.label,
+        "threads": args.threads,
+        "extra": args.extra,
+        "rows": args.rows,
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "fit_seconds": fit_s,
+        "stage1_epochs_s": e1,
+        "stage1_epochs_cpu_s": c1,
+        "stage1_steps_per_epoch": steps,
+        "stage1_epoch_s": s1,
+        "stage1_epoch_cpu_s": s1c,
+        "stage1_step_ms_in_loop": s1 / steps * 1e3,
+        "stage1_step_cpu_ms_in_loop": s1c / steps * 1e3,
+        "stage1_bare_step_ms": bare * 1e3,
+        "stage1_bare_step_cpu_ms": bare_cpu * 1e3,
+        "stage1_component_epoch_s": stage1_component,
+        "stage1_component_epoch_cpu_s": stage1_component_cpu,
+        "stage1_ratio": s1 / stage1_component,
+        "stage1_ratio_cpu": s1c / stage1_component_cpu,
+        "holdout_mse_elites": results["dynamics"]["holdout_mse_elites"],
+        "stage2_epochs_s": e2,
+        "stage2_epochs_cpu_s": c2,
+        "stage2_epoch_s": s2,
+        "stage2_epoch_cpu_s": s2c,
+        **{f"stage2_component_{k}": v for k, v in comp.items()},
+        "stage2_ratio": s2 / comp["total_s"],
+        "stage2_ratio_cpu": s2c / comp["total_cpu_s"],
+        "final_return": results.get("final_return"),
+    }
+    print(f"{'figure':<34}{'value':>14}")
+    for key, value in figures.items():
+        if isinstance(value, float):
+            print(f"{key:<34}{value:>14.4f}")
+        elif isinstance(value, (list, tuple)):
+            print(f"{key:<34}  {' '.join(f'{v:.3f}' for v in value)}")
+        else:
+            print(f"{key:<34}{value!s:>14}")
+    print(f"stage 1: {s1:.2f} s/epoch in the loop vs {stage1_component:.2f} s of bare steps "
+          f"({figures['stage1_ratio']:.3f}x wall, {figures['stage1_ratio_cpu']:.3f}x CPU); stage 2: {s2:.2f} "
+          f"s/epoch vs {comp['total_s']:.2f} s of components ({figures['stage2_ratio']:.3f}x wall, "
+          f"{figures['stage2_ratio_cpu']:.3f}x CPU)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+if __name__ == "__main__":
+    main()
