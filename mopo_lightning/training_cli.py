@@ -39,6 +39,13 @@ from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.tasks import get_task
 
 
+THREAD_PHASES = {
+    "dynamics": "stage 1 (the ensemble's training steps)",
+    "rollout": "the model rollouts (batched ensemble steps of every start state)",
+    "sac": "the SAC updates and the MuJoCo evaluation that runs between epochs",
+}
+"""Phases with their own ``--threads.<phase>``; measured by ``benchmarks/threads.py``."""
+
 RENAMED_KEYS = {"data.penalty": "data.penalty_kind", "dynamics.num_hidden": "dynamics.num_layers"}
 """Config keys renamed in 0.2 (old -> new): an old key fails with one line naming the new one."""
 
@@ -105,6 +112,9 @@ class MOPOCLI(LightningCLI):
                             help="`dynamics` runs stage 1 alone and stops after saving dynamics.ckpt")
         parser.add_argument("--num_threads", type=int, default=1,
                             help="torch CPU threads; 1 avoids OpenMP spin-waiting on small machines")
+        for phase, what in THREAD_PHASES.items():
+            parser.add_argument(f"--threads.{phase}", type=int | None, default=None,
+                                help=f"torch CPU threads of {what} (default: --num_threads)")
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="delete a run already in <run_root>/<run_name> and start fresh (never the default)")
         parser.add_argument("--checkpoint_every_n_epochs", type=int, default=1,
@@ -137,6 +147,14 @@ class MOPOCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         torch.set_num_threads(self._cfg("num_threads"))
+
+    def _threads(self, phase: str) -> int:
+        """Torch CPU threads of ``phase`` (``THREAD_PHASES``): ``--threads.<phase>``, else ``--num_threads``."""
+        value = self._cfg(f"threads.{phase}")
+        count = self._cfg("num_threads") if value is None else value
+        if count < 1:
+            raise ConfigError(f"--threads.{phase} must be at least 1, got {count}")
+        return count
 
     # ------------------------------------------------------------------ run directory and trainer
     def _cfg(self, key: str, default: Any = None) -> Any:
@@ -225,6 +243,8 @@ class MOPOCLI(LightningCLI):
             print(f"dynamics saved to {self.run_dir / 'dynamics.ckpt'}")
             return
         datamodule.attach_dynamics(dynamics.ensemble)
+        datamodule.rollout_threads = self._threads("rollout")
+        torch.set_num_threads(self._threads("sac"))  # the updates, and evaluation (a callback) with them
         logger = self.trainer.logger
         datamodule.bind_learner(model, log=None if logger is None else tensorboard_rollout_log(logger))
         self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -262,6 +282,7 @@ class MOPOCLI(LightningCLI):
         trainer_cfg = self._get(self.config_init, "trainer", default={})
         return dynamics_stage(
             datamodule,
+            num_threads=self._threads("dynamics"),
             hparams=dict(self._cfg("dynamics")),
             run_dir=self.run_dir,
             checkpoint=self._cfg("dynamics_checkpoint"),

@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import Tensor
-from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
 from mopo_lightning.envs.model_env import EnsemblePredictor, PenalizedModelEnv, PenaltyKind, RewardMode
 from mopo_lightning.envs.termination import TerminationFn
 from mopo_lightning.guards import assert_finite
-from mopo_lightning.transitions import NEXT_OBSERVATION, REWARD, TERMINATED, transitions
+from mopo_lightning.transitions import NEXT_OBSERVATION, REWARD, TERMINATED, TRANSITION_KEYS, transitions
 
 log = logging.getLogger(__name__)
 logging.getLogger("torchrl").setLevel(logging.WARNING)
@@ -77,6 +76,77 @@ def branched_rollout(
             break
         td = TensorDict({"observation": td["next", "observation"]}, batch_size=[n], device=device)
     return torch.cat(kept), {k: torch.cat(v) for k, v in diagnostics.items()}
+
+
+class ModelBuffer:
+    """FIFO ring of transition rows in storage preallocated on the first ``extend`` (plain tensors, one per
+    ``TRANSITION_KEYS`` entry), so a SAC batch is drawn by index with one ``index_select`` per key.
+
+    Replaces TorchRL's ``TensorDictReplayBuffer(LazyTensorStorage)`` with the same semantics: rows are
+    written round-robin from ``cursor``; ``buffer[:]`` returns the filled rows in storage order; sampling
+    draws ``torch.randint(0, len, (n,), generator)`` (TorchRL's ``RandomSampler`` draw, so the same
+    generator gives the same rows). Measured: a mixed 256-row batch drawn by index costs ~0.2 ms of CPU
+    against ~0.9 ms for two TorchRL samples and a ``torch.cat`` (``benchmarks/fit_loop.py``).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"model buffer capacity must be >= 1, got {capacity}")
+        self.capacity = int(capacity)
+        self.cursor = 0  # where the next row is written
+        self._size = 0
+        self.leaves: list[Tensor] | None = None  # [capacity, ...] per TRANSITION_KEYS entry
+
+    def __len__(self) -> int:
+        return self._size
+
+    def extend(self, rows: TensorDictBase) -> None:
+        """Write ``rows`` [n] at the cursor, wrapping; with n > capacity only the last ``capacity`` stay."""
+        n = rows.shape[0]
+        if n == 0:
+            return
+        values = [rows.get(k) for k in TRANSITION_KEYS]
+        if self.leaves is None:
+            self.leaves = [torch.empty((self.capacity, *v.shape[1:]), dtype=v.dtype, device=v.device)
+                           for v in values]
+        start, cursor = self.cursor, (self.cursor + n) % self.capacity
+        if n >= self.capacity:  # as writing them one by one: the last `capacity` rows, ending at `cursor`
+            values, start = [v[n - self.capacity:] for v in values], cursor
+            n = self.capacity
+        first = min(n, self.capacity - start)
+        for leaf, v in zip(self.leaves, values):
+            leaf[start:start + first] = v[:first]
+            leaf[:n - first] = v[first:]
+        self.cursor = cursor
+        self._size = min(self._size + n, self.capacity)
+
+    def sample_index(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` uniformly drawn row positions of the filled part, LongTensor [n]."""
+        if self._size == 0:
+            raise RuntimeError("the model buffer is empty: roll out before sampling")
+        return torch.randint(0, self._size, (n,), generator=generator)
+
+    def gather(self, index: Tensor) -> list[Tensor]:
+        """Rows ``index`` of every leaf, in ``TRANSITION_KEYS`` order."""
+        return [leaf.index_select(0, index) for leaf in self.leaves]
+
+    def __getitem__(self, index: slice | Tensor) -> TensorDict:
+        """Rows of the filled part as a transition TensorDict (``buffer[:]``: all of them, storage order)."""
+        if self.leaves is None:
+            raise RuntimeError("the model buffer is empty")
+        if isinstance(index, slice):
+            leaves = [leaf[:self._size][index] for leaf in self.leaves]
+        else:
+            leaves = self.gather(torch.as_tensor(index))
+        return transition_dict(leaves)
+
+
+def transition_dict(leaves: list[Tensor]) -> TensorDict:
+    """A transition TensorDict from tensors in ``TRANSITION_KEYS`` order (no copy)."""
+    obs, action, *nxt = leaves
+    return TensorDict({"observation": obs, "action": action,
+                       "next": {key[1]: value for key, value in zip(TRANSITION_KEYS[2:], nxt)}},
+                      batch_size=[obs.shape[0]])
 
 
 @dataclass
@@ -139,13 +209,8 @@ class ModelRollouts:
         self.generator = generator
         self.share = rollout_batch_size // world_size + int(rank < rollout_batch_size % world_size)
         self.rollouts_per_epoch = math.ceil((updates_per_epoch or rollout_freq) / rollout_freq)
-        self.buffer = TensorDictReplayBuffer(
-            storage=LazyTensorStorage(
-                model_retain_epochs * self.rollouts_per_epoch * rollout_length * self.share
-            ),
-            batch_size=sample_size,
-            generator=generator,
-        )
+        self.sample_size = sample_size
+        self.buffer = ModelBuffer(model_retain_epochs * self.rollouts_per_epoch * rollout_length * self.share)
         self.ensemble: EnsemblePredictor | None = None
 
     def __len__(self) -> int:
@@ -154,7 +219,7 @@ class ModelRollouts:
 
     @property
     def capacity(self) -> int:
-        return self.buffer.storage.max_size
+        return self.buffer.capacity
 
     def attach(self, ensemble: EnsemblePredictor) -> None:
         """Roll out through ``ensemble`` from now on."""
@@ -209,11 +274,13 @@ class ModelRollouts:
         }
         return RolloutStats(scalars, {k: v.cpu() for k, v in diagnostics.items()})
 
+    def sample_index(self) -> Tensor:
+        """``sample_size`` uniformly drawn buffer positions [sample_size] (from the caller's generator)."""
+        return self.buffer.sample_index(self.sample_size, self.generator)
+
     def sample(self) -> TensorDict:
         """``sample_size`` rows of the model buffer, uniformly."""
-        if len(self.buffer) == 0:
-            raise RuntimeError("the model buffer is empty: roll out before sampling")
-        return self.buffer.sample()
+        return self.buffer[self.sample_index()]
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict:
@@ -222,8 +289,8 @@ class ModelRollouts:
         if not n:
             return {}
         return {
-            "model_buffer": self.buffer.storage[:n].to_dict(),  # plain tensors: weights_only loads
-            "model_buffer_cursor": torch.tensor(self.buffer.writer.state_dict()["_cursor"]),
+            "model_buffer": self.buffer[:].to_dict(),  # plain tensors: weights_only loads
+            "model_buffer_cursor": torch.tensor(self.buffer.cursor),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -234,8 +301,7 @@ class ModelRollouts:
         cursor = int(state["model_buffer_cursor"])
         if rows.shape[0] <= self.capacity:  # same layout and cursor: sampling continues exactly
             self.buffer.extend(rows)
-            writer_state = self.buffer.writer.state_dict()
-            self.buffer.writer.load_state_dict({**writer_state, "_cursor": cursor})
+            self.buffer.cursor = cursor % self.capacity
         else:  # e.g. a single-process checkpoint resumed on several ranks: keep the newest rows
             oldest_first = torch.cat([rows[cursor:], rows[:cursor]]) if cursor else rows
             log.warning("model buffer: keeping the newest %d of %d checkpointed rows (smaller "

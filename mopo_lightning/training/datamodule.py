@@ -21,13 +21,13 @@ from typing import Literal
 import lightning as L
 import torch
 from tensordict import TensorDict
-from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+from torch import Tensor
 
 from mopo_lightning.data.d4rl import DatasetError, load_dataset, resolve_dataset
 from mopo_lightning.data.source import dataset_source
 from mopo_lightning.dynamics.batches import DynamicsData, dynamics_dataloaders
 from mopo_lightning.envs.model_env import EnsemblePredictor
-from mopo_lightning.envs.rollout import ModelRollouts
+from mopo_lightning.envs.rollout import ModelRollouts, transition_dict
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.tasks import Task, get_task
 from mopo_lightning.training.mixed_batches import Learner, MixedBatches, RolloutLog
@@ -135,11 +135,13 @@ class D4RLDataModule(L.LightningDataModule):
         self.real: TensorDict | None = None
         self.ensemble: EnsemblePredictor | None = None
         self.rollouts: ModelRollouts | None = None
-        self.real_buffer: TensorDictReplayBuffer | None = None
+        self.real_rows: list[Tensor] | None = None  # the real transitions, one tensor per TRANSITION_KEYS entry
         self.generator = torch.Generator()
         self._seeded_rank: int | None = None
         self._learner: Learner | None = None
         self._rollout_log: RolloutLog | None = None
+        self.rollout_threads: int | None = None
+        """Torch CPU threads of the model rollouts (None: the SAC update's); set by ``fit`` (--threads.rollout)."""
 
     # ------------------------------------------------------------------ the task: the data's own env and scores
     @property
@@ -239,7 +241,7 @@ class D4RLDataModule(L.LightningDataModule):
         if self._seeded_rank != self._rank():
             self._seeded_rank = self._rank()
             self.generator.manual_seed(self.hparams.seed + 7919 * self._seeded_rank)
-            self.rollouts = self.real_buffer = None  # sized for the rank's share of the rollouts
+            self.rollouts = self.real_rows = None  # sized for the rank's share of the rollouts
 
     def _announce_scores(self) -> None:
         """Say once, at setup, when scores cannot be normalised (no reference returns for this data)."""
@@ -289,11 +291,7 @@ class D4RLDataModule(L.LightningDataModule):
     def _build_buffers(self) -> None:
         hp = self.hparams
         self.setup()
-        real = self.real.select(*TRANSITION_KEYS)
-        self.real_buffer = TensorDictReplayBuffer(
-            storage=LazyTensorStorage(real.shape[0]), batch_size=self.n_real, generator=self.generator
-        )
-        self.real_buffer.extend(real)
+        self.real_rows = [self.real.get(key).contiguous() for key in TRANSITION_KEYS]
         self.rollouts = ModelRollouts(
             self.real["observation"],
             self.task_spec.termination_fn,
@@ -321,11 +319,19 @@ class D4RLDataModule(L.LightningDataModule):
         return self.rollouts
 
     def sample_batch(self) -> TensorDict:
-        """One SAC batch: ``n_real`` real rows, the rest from the model buffer (real first)."""
-        parts = [self.model_rollouts().sample()]  # drawn first: the generator's order of draws is fixed
-        if self.n_real:
-            parts.insert(0, self.real_buffer.sample())
-        return torch.cat(parts)
+        """One SAC batch: ``n_real`` real rows, the rest from the model buffer (real first).
+
+        Drawn by index: one ``index_select`` per key and source, then one ``cat`` per key (~0.2 ms of CPU
+        per 256-row batch, against ~0.9 ms for two TorchRL buffer samples and a TensorDict ``cat``). The
+        draws are TorchRL's (model rows first, then real rows, from ``generator``), so batches are the same.
+        """
+        rollouts = self.model_rollouts()
+        model_index = rollouts.sample_index()  # drawn first: the generator's order of draws is fixed
+        model = rollouts.buffer.gather(model_index)
+        if not self.n_real:
+            return transition_dict(model)
+        real_index = torch.randint(0, self.real_rows[0].shape[0], (self.n_real,), generator=self.generator)
+        return transition_dict([torch.cat([r.index_select(0, real_index), m]) for r, m in zip(self.real_rows, model)])
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict:
@@ -353,4 +359,5 @@ class D4RLDataModule(L.LightningDataModule):
         if self._learner is None:
             raise RuntimeError("the policy stage needs a learner: call bind_learner(sac_module) first")
         return MixedBatches(self.model_rollouts(), self.sample_batch, self._learner,
-                            self.hparams.updates_per_epoch, log=self._rollout_log)
+                            self.hparams.updates_per_epoch, log=self._rollout_log,
+                            rollout_threads=self.rollout_threads)

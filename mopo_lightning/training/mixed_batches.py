@@ -8,6 +8,7 @@ Trainer, so the data side never drives the learner.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import torch
@@ -47,16 +48,33 @@ def tensorboard_rollout_log(logger: Any) -> RolloutLog:
     return log
 
 
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads (None: as set), then restore the previous count."""
+    previous = torch.get_num_threads()
+    if n is None or n == previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class MixedBatches:
     """One epoch of SAC batches; rolls the learner's current policy out when the schedule says so.
 
     The counter starts from the learner's ``sac_updates``, so a resumed run rolls out on the same
     schedule. Lightning fetches one batch ahead, so the rolled-out actor may be one update older.
+    ``rollout_threads`` torch threads run the rollout (None: the SAC update's count); see
+    ``benchmarks/threads.py``.
     """
 
     def __init__(self, rollouts: ModelRollouts, sample: Callable[[], TensorDict], learner: Learner,
-                 length: int, log: RolloutLog | None = None) -> None:
+                 length: int, log: RolloutLog | None = None, rollout_threads: int | None = None) -> None:
         self.rollouts, self.sample, self.learner, self.length, self.log = rollouts, sample, learner, length, log
+        self.rollout_threads = rollout_threads
 
     def __len__(self) -> int:
         return self.length
@@ -68,7 +86,8 @@ class MixedBatches:
                 # A NaN policy must be named as such, not as a "model prediction" fault in the rollout
                 # (on an accelerator the learner checks only every N updates).
                 self.learner.check_finite()
-                stats = self.rollouts.rollout(self.learner.policy_module(), updates, self.learner.device)
+                with torch_threads(self.rollout_threads):
+                    stats = self.rollouts.rollout(self.learner.policy_module(), updates, self.learner.device)
                 if self.log is not None:
                     self.log(stats, updates)
             yield self.sample()

@@ -32,6 +32,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, rng_state, set_rng_state
+from mopo_lightning.callbacks.progress_bar import StageProgressBar
 from mopo_lightning.dynamics.batches import BootstrapBatches
 from mopo_lightning.dynamics.fingerprint import (
     dataset_sha256,
@@ -44,8 +45,10 @@ from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
 from mopo_lightning.files import atomic_path
 from mopo_lightning.guards import CheckpointError, ConfigError
 from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.training.mixed_batches import torch_threads
 
 FINAL, PARTIAL, LOCK = "dynamics.ckpt", "partial.ckpt", "lock"
+PROGRESS_REFRESH_STEPS = 10  # stage-1 progress bar redraws (a step is ~20 ms on one CPU thread)
 BOOTSTRAP_EPOCH = "dynamics_bootstrap_epoch"  # top-level checkpoint key: epochs the train loader began
 
 
@@ -143,14 +146,16 @@ def load_matching(path: Path, fingerprint: dict[str, Any], what: str) -> Dynamic
     return module
 
 
-def dynamics_stage(datamodule: D4RLDataModule, **kwargs: Any) -> tuple[DynamicsModule, dict[str, Any]]:
-    """Stage 1 under its own RNG stream, seeded by ``data.seed``; see ``_dynamics_stage``.
+def dynamics_stage(datamodule: D4RLDataModule, num_threads: int | None = None,
+                   **kwargs: Any) -> tuple[DynamicsModule, dict[str, Any]]:
+    """Stage 1 under its own RNG stream, seeded by ``data.seed``, with ``num_threads`` torch CPU threads
+    (None: as set; restored afterwards); see ``_dynamics_stage``.
 
     The ensemble's initial weights then depend only on what the fingerprint records (not on what was
     built before it, e.g. the SAC networks' sizes), so a cached model is exactly the one this run would
     train; and stage 2 starts from the same global RNG state whether stage 1 trained, resumed or loaded.
     """
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), torch_threads(num_threads):
         torch.manual_seed(int(datamodule.hparams.seed))
         return _dynamics_stage(datamodule, **kwargs)
 
@@ -233,13 +238,20 @@ def _train(
         resume = str(partial)
         print(f"dynamics: resuming {partial} after {epochs} epochs", flush=True)
     saver = Stage1Checkpoint(partial, batches)
+    kwargs = dict(trainer_kwargs)
+    callbacks: list[L.Callback] = [saver]
+    if kwargs.get("enable_progress_bar", True) is not False:
+        # Lightning's default bar redraws every step: ~0.6 ms of a ~20 ms step (benchmarks/fit_loop.py)
+        callbacks.append(StageProgressBar("stage 1 (dynamics)", refresh_rate=PROGRESS_REFRESH_STEPS))
+        kwargs["enable_progress_bar"] = True
+    kwargs.setdefault("enable_model_summary", False)
     trainer = L.Trainer(
-        **trainer_kwargs,
+        **kwargs,
         # the module stops itself (member-wise early stopping, epoch and time caps)
         max_epochs=module.hparams.max_epochs or -1,
         num_sanity_val_steps=0,
         logger=logger,
-        callbacks=[saver],
+        callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
     )

@@ -1,7 +1,8 @@
 """ModelRollouts' checkpoint state: FIFO position and sampling continue exactly after a restore.
 
-This also guards the one semi-public TorchRL hook the project uses (the writer's ``_cursor`` state):
-if TorchRL renames or changes it, these tests fail loudly instead of a resume silently reordering rows.
+The model buffer is the project's own preallocated ring (``envs.rollout.ModelBuffer``); its checkpoint
+state keeps the format of the TorchRL buffer it replaced (filled rows as plain tensors, the writer's cursor),
+so older checkpoints load under ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def test_state_after_wraparound_restores_order_and_sampling():
     a = _rollouts()
     assert a.capacity == 10
     a.buffer.extend(_rows(0, 13))  # wraps: rows 10..12 overwrite positions 0..2, the writer sits at 3
-    assert a.buffer.writer.state_dict()["_cursor"] == 3
+    assert a.buffer.cursor == 3
     state = a.state_dict()
     assert int(state["model_buffer_cursor"]) == 3
 
@@ -54,3 +55,28 @@ def test_smaller_capacity_keeps_the_newest_rows():
     assert small.capacity == 4
     small.load_state_dict(a.state_dict())
     assert sorted(small.buffer[:]["observation"][:, 0].tolist()) == [9.0, 10.0, 11.0, 12.0]
+
+
+def test_buffer_matches_the_torchrl_buffer_it_replaced():
+    """Same rows after wrapping, same cursor, same checkpoint tensors and the same draws for one seed."""
+    from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+
+    ours = _rollouts(seed=3)
+    theirs = TensorDictReplayBuffer(storage=LazyTensorStorage(ours.capacity), batch_size=4,
+                                    generator=torch.Generator().manual_seed(3))
+    for start, n in ((0, 4), (4, 5), (9, 3), (12, 10)):  # the last one fills the whole ring again
+        ours.buffer.extend(_rows(start, n))
+        theirs.extend(_rows(start, n))
+        assert ours.buffer.cursor == theirs.writer.state_dict()["_cursor"]
+        assert torch.equal(ours.buffer[:]["observation"], theirs.storage[: len(theirs)]["observation"])
+    assert torch.equal(ours.sample()["observation"], theirs.sample()["observation"])
+
+
+def test_checkpoint_state_loads_with_weights_only(tmp_path):
+    a = _rollouts()
+    a.buffer.extend(_rows(0, 7))
+    torch.save(a.state_dict(), tmp_path / "state.pt")
+    b = _rollouts()
+    b.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert len(b) == 7 and b.buffer.cursor == 7
+    assert torch.equal(b.buffer[:]["next", "terminated"], a.buffer[:]["next", "terminated"])

@@ -1,0 +1,143 @@
+"""Torch CPU threads per phase of a run: 1 against 2 (or ``--threads``), interleaved, medians.
+
+Phases, each as the loop runs it:
+- ``rollout``: one batched penalised ensemble step of ``--rows`` start states (``ModelRollouts.rollout``
+  with h = 1: the policy on every row, the 7-member ``predict``, the penalty, the termination);
+- ``dynamics``: one stage-1 step, forward + backward + fused Adam on [7, 256, in] (``benchmarks/dynamics.py``);
+- ``sac``: one SAC update on a mixed 256-row batch (``SACModule.update``);
+- ``evaluation``: ``--episodes`` HalfCheetah episodes of ``--episode_steps`` steps (``evaluate_policy``).
+For each phase the thread counts alternate round by round (every count sees the same background load)
+and the median wall and CPU seconds per call are kept. The wall figure decides: a phase gets more threads
+only where its median wall time drops.
+
+Measured (2-core machine shared with other test jobs, load average 4.3 -> 5.9, 5 rounds, medians)::
+
+    phase        threads     wall ms      CPU ms  speed-up
+    rollout            1     6148.87     2132.54      1.00   (50,000 rows, h = 1)
+    rollout            2    16041.75     7715.56      0.38
+    dynamics           1      119.21       30.01      1.00   (one [7, 256] step)
+    dynamics           2      550.70      253.34      0.22
+    sac                1       48.10       15.41      1.00   (one update, batch 256)
+    sac                2      547.18      269.77      0.09
+    evaluation         1     1550.44      506.54      1.00   (10 episodes x 200 steps)
+    evaluation         2     8545.05     4172.41      0.18
+
+With both cores busy, a second OpenMP thread spin-waits for a core that another process holds: every
+phase is 2.6x to 11x slower, so every default stays at ``--num_threads`` (1). On an idle machine with 8+
+cores expect the rollout (matmuls of [7, 1024, 200] chunks) and the stage-1 step to gain from 2-4 threads,
+the SAC update (batch 256, 256-wide layers) little, and evaluation nothing (MuJoCo steps one env at a time):
+run this benchmark there and set ``--threads.rollout`` / ``--threads.dynamics`` from it.
+
+Prints a table and writes ``benchmarks/results/threads.json``.
+
+    python benchmarks/threads.py [--threads 1 2] [--rounds 5] [--rows 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from conftest import collected_dataset
+
+from mopo_lightning.callbacks.evaluation import evaluate_policy
+from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+from mopo_lightning.policy.sac import SACModule
+from mopo_lightning.training.datamodule import D4RLDataModule
+
+
+def phases(args: argparse.Namespace) -> dict[str, Callable[[], object]]:
+    torch.manual_seed(0)
+    dm = D4RLDataModule(task="halfcheetah", path=str(collected_dataset("halfcheetah", 20_000, seed=0)),
+                        rollout_length=1, rollout_batch_size=args.rows, seed=0)
+    dm.setup("fit")
+    ensemble = GaussianEnsemble(dm.obs_dim, dm.act_dim)
+    ensemble.fit_normalizer(torch.cat([dm.real["observation"], dm.real["action"]], -1))
+    dm.attach_dynamics(ensemble)
+    sac = SACModule(dm.obs_dim, dm.act_dim)
+    sac.configure_optimizers()
+    policy = sac.policy_module()
+    dm.model_rollouts().rollout(policy)
+
+    train = GaussianEnsemble(dm.obs_dim, dm.act_dim)
+    x, y = torch.randn(7, 256, train.in_dim), torch.randn(7, 256, train.out_dim)
+    opt = torch.optim.Adam(train.parameters(), lr=1e-3, fused=True)
+
+    def dynamics_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        nll, _ = train.nll_loss(x, y)
+        (nll + 0.01 * train.logvar_bound_loss() + train.weight_decay_loss()).backward()
+        opt.step()
+
+    batch = dm.sample_batch()
+    return {
+        "rollout": lambda: dm.model_rollouts().rollout(policy),
+        "dynamics": dynamics_step,
+        "sac": lambda: sac.update(batch),
+        "evaluation": lambda: evaluate_policy("halfcheetah", lambda obs: sac.act(obs, deterministic=True),
+                                              range(args.episodes), max_episode_steps=args.episode_steps,
+                                              policy_batch=args.episodes),
+    }
+
+
+CALLS = {"rollout": 1, "dynamics": 20, "sac": 20, "evaluation": 1}
+
+
+def main() -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--episode_steps", type=int, default=200)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    fns = phases(args)
+    load_before = os.getloadavg()
+    table: dict[str, dict[int, dict[str, float]]] = {}
+    for name, fn in fns.items():
+        n = CALLS[name]
+        walls: dict[int, list[float]] = {t: [] for t in args.threads}
+        cpus: dict[int, list[float]] = {t: [] for t in args.threads}
+        for t in args.threads:  # warm-up at every count
+            torch.set_num_threads(t)
+            fn()
+        for _ in range(args.rounds):
+            for t in args.threads:
+                torch.set_num_threads(t)
+                wall, cpu = time.perf_counter(), time.process_time()
+                for _ in range(n):
+                    fn()
+                walls[t].append((time.perf_counter() - wall) / n)
+                cpus[t].append((time.process_time() - cpu) / n)
+        table[name] = {t: {"wall_s": statistics.median(walls[t]), "cpu_s": statistics.median(cpus[t])}
+                       for t in args.threads}
+    torch.set_num_threads(1)
+    base = args.threads[0]
+    print(f"{'phase':<12}{'threads':>8}{'wall ms':>12}{'CPU ms':>12}{'speed-up':>10}")
+    for name, rows in table.items():
+        for t, fig in rows.items():
+            speedup = rows[base]["wall_s"] / fig["wall_s"]
+            print(f"{name:<12}{t:>8}{fig['wall_s'] * 1e3:>12.2f}{fig['cpu_s'] * 1e3:>12.2f}{speedup:>10.2f}")
+    result = {"cpu_count": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+              "rows": args.rows, "episodes": args.episodes, "episode_steps": args.episode_steps,
+              "rounds": args.rounds, "phases": table}
+    out = ROOT / "benchmarks" / "results" / "threads.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
