@@ -12,6 +12,7 @@ are linked from ``data.task``, never typed into YAML.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -72,6 +73,12 @@ def check_renamed_keys(argv: list[str]) -> None:
                         break
                 else:
                     refuse(old, str(path))
+
+
+def _first_process() -> bool:
+    """True in the process that starts a run: DDP launchers re-run the command with these set on the others
+    (before the Trainer exists, so Lightning's own rank is not known yet)."""
+    return all(int(os.environ.get(key) or 0) == 0 for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def _log_period(log_every_n_steps: int | None) -> int:
@@ -215,7 +222,7 @@ class MOPOCLI(LightningCLI):
         The run directory and ``--ckpt_path`` are checked before any work (``training/run_dir.py``).
         """
         config = self.config.get(self.subcommand) if self.subcommand else self.config
-        run = RunDirectory(self.run_dir)
+        run = RunDirectory(self.run_dir, rank=0 if _first_process() else 1)
         ckpt_path = run.prepare(config.as_dict(), ckpt_path, self._cfg("overwrite"))
         try:
             self._fit(model, datamodule, ckpt_path, run)

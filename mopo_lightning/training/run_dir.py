@@ -73,8 +73,11 @@ def check_checkpoint(path: str | Path) -> None:
 class RunDirectory:
     """One run's directory: ``run.json``, ``dynamics.ckpt``, ``sac/``, ``tensorboard/``, ``results.json``."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, rank: int = 0) -> None:
+        """``rank``: this process's global rank; only rank 0 checks and writes (DDP re-runs the command on
+        every rank, after rank 0 has started the run)."""
         self.path = Path(path)
+        self.rank = rank
         self._replace = False
         self._identity: dict[str, Any] | None = None
 
@@ -98,6 +101,10 @@ class RunDirectory:
         - a file: it must load; a run already here must have the same configuration.
         """
         mine = identity(config)
+        if self.rank != 0:  # rank 0 has checked this start and owns the directory
+            self._identity = mine
+            last = ckpt_path == "last"
+            return (str(self.last) if self.last.exists() else None) if last else ckpt_path
         if ckpt_path is None:
             if self.holds_run():
                 if not overwrite:
@@ -126,6 +133,8 @@ class RunDirectory:
         """Make the run directory its own: delete a replaced run, then write ``run.json`` (first start only)."""
         if self._identity is None:
             raise RuntimeError("RunDirectory.start() before prepare()")
+        if self.rank != 0:
+            return
         if self._replace:
             shutil.rmtree(self.path)
             self._replace = False

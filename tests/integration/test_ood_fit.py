@@ -57,8 +57,10 @@ def test_report_on_the_two_runs(ood_runs):
     cwd, mopo, mbpo, report = ood_runs
     (row,) = report["ood"]
     assert row["task"] == "halfcheetah-jump" and report["d4rl"] == {}
-    assert row["mopo"] == {"mean": mopo["evaluations"][-1]["return_mean"], "std": 0.0, "n": 1}
-    assert row["mbpo"] == {"mean": mbpo["evaluations"][-1]["return_mean"], "std": 0.0, "n": 1}
+    for name, results in (("mopo", mopo), ("mbpo", mbpo)):  # one seed: the interval is the point itself
+        final = results["evaluations"][-1]["return_mean"]
+        point = {"value": final, "low": final, "high": final}
+        assert row[name] == {"n": 1, "mean": point, "iqm": point}
     # batch statistics: the relabelled rewards of the two 1000-step episodes of the file
     rewards = load_dataset(cwd / "data" / "hc.hdf5", "halfcheetah-jump")["next", "reward"].squeeze(-1).double()
     episodes = rewards.reshape(2, 1000).sum(1).numpy()

@@ -117,3 +117,15 @@ def test_run_location_and_path_spelling_do_not_define_a_run(tmp_path, monkeypatc
     moved["data"]["path"] = "y.hdf5"
     with pytest.raises(ConfigError, match="data.path"):
         run.prepare(moved, "last")
+
+
+def test_other_ranks_neither_check_nor_write(tmp_path):
+    """DDP re-runs the command on every rank after rank 0 has started the run: they must not refuse it."""
+    run = _started(tmp_path / "r")
+    _ckpt(run.path / "sac" / "epoch0001.ckpt")
+    run.last.symlink_to("epoch0001.ckpt")
+    other = RunDirectory(run.path, rank=1)
+    assert other.prepare(CONFIG, None) is None  # rank 0 would refuse: the directory holds a run
+    assert other.prepare(_with(data__penalty_coef=9.0), "last") == str(run.last)
+    other.start()
+    assert json.loads((run.path / IDENTITY).read_text()) == identity(CONFIG)
