@@ -24,7 +24,7 @@ IDENTITY = "run.json"
 """The run's resolved configuration, written when it starts, compared when it resumes."""
 
 FREE_KEYS = (
-    "ckpt_path", "overwrite", "stage", "num_threads", "dynamics_cache", "config", "run_name", "run_root",
+    "ckpt_path", "overwrite", "stage", "num_threads", "threads", "dynamics_cache", "config", "run_name", "run_root",
     "trainer.max_epochs", "trainer.max_steps", "trainer.max_time", "trainer.devices", "trainer.num_nodes",
     "trainer.strategy", "trainer.accelerator", "trainer.enable_progress_bar", "trainer.enable_model_summary",
 )
