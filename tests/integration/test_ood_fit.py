@@ -24,17 +24,14 @@ TINY = [
 ]
 
 
-
-
 @pytest.fixture(scope="module")
 def ood_runs(tmp_path_factory) -> tuple[Path, dict, dict, dict]:
-    """A random HalfCheetah file (two 1000-step episodes), MOPO on it, MBPO reusing MOPO's dynamics."""
+    """A random HalfCheetah file (two 1000-step episodes), MOPO on it, MBPO reusing MOPO's dynamics (cache)."""
     cwd = tmp_path_factory.mktemp("ood_fit")
     collect("halfcheetah", 2_000, cwd / "data" / "hc.hdf5", policy="random", seed=0, quiet=True)
     common = ["--config", str(REPO / "conf" / "halfcheetah_jump.yaml"), "--data.path", "data/hc.hdf5", *TINY]
     run_cli("fit", *common, "--run_name", "mopo", cwd=cwd)
-    run_cli("fit", *common, "--run_name", "mbpo", "--data.penalty_coef", "0",
-            "--dynamics_checkpoint", "checkpoints/mopo/dynamics.ckpt", cwd=cwd)
+    run_cli("fit", *common, "--run_name", "mbpo", "--data.penalty_coef", "0", cwd=cwd)  # dynamics from the cache
     mopo, mbpo = (json.loads((cwd / "checkpoints" / n / "results.json").read_text()) for n in ("mopo", "mbpo"))
     report = json.loads(run_cli("report", "checkpoints/mopo", "checkpoints/mbpo", "--json", cwd=cwd).stdout)
     return cwd, mopo, mbpo, report
