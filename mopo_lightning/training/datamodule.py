@@ -21,17 +21,15 @@ from typing import Literal
 import lightning as L
 import torch
 from tensordict import TensorDict
-from torch import Tensor
 
-from mopo_lightning.data.d4rl import DatasetError, load_dataset, resolve_dataset
-from mopo_lightning.data.source import dataset_source
+from mopo_lightning.data.d4rl import DatasetError
+from mopo_lightning.data.dataset import OfflineDataset
 from mopo_lightning.dynamics.batches import DynamicsData, dynamics_dataloaders
 from mopo_lightning.envs.model_env import EnsemblePredictor
-from mopo_lightning.envs.rollout import ModelRollouts, transition_dict
+from mopo_lightning.envs.rollout import ModelRollouts
 from mopo_lightning.guards import ConfigError
-from mopo_lightning.tasks import Task, get_task
-from mopo_lightning.training.mixed_batches import Learner, MixedBatches, RolloutLog
-from mopo_lightning.transitions import TRANSITION_KEYS
+from mopo_lightning.tasks import Task
+from mopo_lightning.training.mixed_batches import Learner, MixedBatches, MixedSampler, RolloutLog
 
 log = logging.getLogger(__name__)
 
@@ -110,22 +108,11 @@ class D4RLDataModule(L.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        self._task_spec: Task = get_task(task)
         self.task = task
-        if path is None and dataset is None:
-            raise ConfigError("D4RLDataModule needs `data.path` (an HDF5 file) or `data.dataset` (a D4RL or "
-                              "Minari name)")
-        self.source = dataset_source(path if path is not None else dataset)
-        """Where the data come from: ``file`` (HDF5), ``d4rl`` (a D4RL name) or ``minari``."""
-        if self.source == "minari" and mode != "transitions":
-            raise ConfigError("data.mode qlearning is D4RL's file reading; a Minari dataset has its episodes' "
-                              "own next observations (use data.mode transitions)")
-        self._minari = None  # the opened MinariDataset, on first use
-        self._announced_scores = False
+        self.data = OfflineDataset(task, dataset, path, mode, data_dir, max_rows)
+        """The dataset this run names: its source, its task and score reference, its rows (``data/``)."""
         if not 0.0 <= real_ratio <= 1.0:
             raise ConfigError(f"data.real_ratio must be in [0, 1], got {real_ratio}")
-        if max_rows is not None and max_rows < 1:
-            raise ConfigError(f"data.max_rows must be at least 1 (or null for every row), got {max_rows}")
         for name in ("batch_size", "rollout_length", "rollout_batch_size", "rollout_freq", "model_retain_epochs",
                      "updates_per_epoch", "dynamics_batch_size"):
             if self.hparams[name] < 1:
@@ -135,7 +122,7 @@ class D4RLDataModule(L.LightningDataModule):
         self.real: TensorDict | None = None
         self.ensemble: EnsemblePredictor | None = None
         self.rollouts: ModelRollouts | None = None
-        self.real_rows: list[Tensor] | None = None  # the real transitions, one tensor per TRANSITION_KEYS entry
+        self.sampler: MixedSampler | None = None
         self.generator = torch.Generator()
         self._seeded_rank: int | None = None
         self._learner: Learner | None = None
@@ -146,32 +133,17 @@ class D4RLDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ the task: the data's own env and scores
     @property
     def task_spec(self) -> Task:
-        """The task the run trains and evaluates on: the registry's, or a Minari dataset's own (its recorded
-        env id and kwargs, sizes, health ranges and ``ref_min_score``/``ref_max_score``)."""
-        if self.source == "minari":
-            self._minari_dataset()  # opened (downloaded if missing) once; sets the dataset's own task
-        return self._task_spec
+        """The task the run trains and evaluates on: the registry's, or a Minari dataset's own."""
+        return self.data.task
+
+    @property
+    def source(self) -> str:
+        return self.data.source
 
     @property
     def score_reference(self) -> str:
         """Which reference returns normalise scores: ``D4RL``, ``minari:<id>`` or ``none`` (scores null)."""
-        task = self.task_spec
-        if not task.has_reference_scores:
-            return "none"
-        if self.source == "minari":
-            return f"minari:{self._minari_dataset().spec.dataset_id}"
-        return "D4RL"
-
-    def _minari_dataset(self):
-        """The Minari dataset (``data.minari.open_dataset``), opened once; its task replaces the registry's."""
-        if self._minari is None:
-            from mopo_lightning.data.minari import dataset_task, open_dataset
-
-            hp = self.hparams
-            dataset = open_dataset(hp.path if hp.path is not None else hp.dataset)
-            self._task_spec = dataset_task(dataset, self._task_spec)
-            self._minari = dataset
-        return self._minari
+        return self.data.score_reference
 
     # ------------------------------------------------------------------ sizes, linked into the modules
     @property
@@ -188,71 +160,37 @@ class D4RLDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ data
     def dataset_path(self) -> Path:
-        """Resolve (and if configured, collect or download) the dataset file.
-
-        For a Minari dataset: its data file in the Minari store (``.../data/main_data.hdf5``), downloaded first
-        when missing; ``data info`` reads that path as the Minari dataset (``data.source.dataset_source``).
-        """
+        """The data file, collected first when it is missing and it is the config's ``data.collect_path``."""
         hp = self.hparams
-        if self.source == "minari":
-            from mopo_lightning.data.minari import dataset_file
-
-            return dataset_file(self._minari_dataset())
-        if hp.path is not None:
+        if self.source != "minari" and hp.path is not None and not Path(hp.path).expanduser().exists():
             path = Path(hp.path).expanduser()
-            if not path.exists():
-                if not (hp.collect_steps and self._is_collect_path(path)):
-                    hint = f" (only data.collect_path {hp.collect_path} is collected when missing)" \
-                        if hp.collect_steps and hp.collect_path else ""
-                    raise DatasetError(f"{path}: no such file{hint}")
-                from mopo_lightning.collection.collect import collect
+            collect_path = hp.collect_path and Path(hp.collect_path).expanduser().resolve()
+            if not (hp.collect_steps and path.resolve() == collect_path):
+                hint = f" (only data.collect_path {hp.collect_path} is collected when missing)" \
+                    if hp.collect_steps and hp.collect_path else ""
+                raise DatasetError(f"{path}: no such file{hint}")
+            from mopo_lightning.collection.collect import collect
 
-                message = (f"collecting {hp.collect_steps} {hp.collect_policy}-policy {self.task_spec.name} "
-                           f"steps into {path} (data.collect_path)")
-                print(f"mopo-lightning: {message}", flush=True)
-                log.info(message)
-                collect(self.task_spec, steps=hp.collect_steps, path=path, policy=hp.collect_policy, seed=hp.seed)
-            return resolve_dataset(path)
-        return resolve_dataset(hp.dataset, data_dir=hp.data_dir)
-
-    def _is_collect_path(self, path: Path) -> bool:
-        collect_path = self.hparams.collect_path
-        return collect_path is not None and path.resolve() == Path(collect_path).expanduser().resolve()
+            message = (f"collecting {hp.collect_steps} {hp.collect_policy}-policy {self.task_spec.name} "
+                       f"steps into {path} (data.collect_path)")
+            print(f"mopo-lightning: {message}", flush=True)
+            log.info(message)
+            collect(self.task_spec, steps=hp.collect_steps, path=path, policy=hp.collect_policy, seed=hp.seed)
+        return self.data.file()
 
     def prepare_data(self) -> None:
         self.dataset_path()
 
     def setup(self, stage: str | None = None) -> None:
         if self.real is None:
-            if self.source == "minari":
-                from mopo_lightning.data.minari import load_minari
-
-                real = load_minari(self._minari_dataset(), self.task_spec)
-            else:
-                real = load_dataset(self.dataset_path(), self.task_spec, mode=self.hparams.mode)
-            self._announce_scores()
-            max_rows = self.hparams.max_rows
-            if max_rows is not None and real.shape[0] > max_rows:
-                log.info("data.max_rows: keeping the last %d of %d transitions", max_rows, real.shape[0])
-                real = real[real.shape[0] - max_rows:].clone()  # as the authors' 1M-row FIFO pool
-            self.real = real
+            self.dataset_path()  # collected first where the config says so
+            self.real = self.data.load()
         # Seeded per rank, once the rank is known (the CLI calls setup before the launcher has run):
         # every rank samples its own batches and rolls out from its own start states.
         if self._seeded_rank != self._rank():
             self._seeded_rank = self._rank()
             self.generator.manual_seed(self.hparams.seed + 7919 * self._seeded_rank)
-            self.rollouts = self.real_rows = None  # sized for the rank's share of the rollouts
-
-    def _announce_scores(self) -> None:
-        """Say once, at setup, when scores cannot be normalised (no reference returns for this data)."""
-        if self._announced_scores or self.task_spec.has_reference_scores:
-            return
-        self._announced_scores = True
-        name = self.hparams.dataset if self.source == "minari" and self.hparams.path is None else self.task_spec.name
-        message = (f"{name}: no reference scores (ref_min_score/ref_max_score), so normalised scores are null; "
-                   "returns are reported")
-        print(f"mopo-lightning: {message}", flush=True)
-        log.info(message)
+            self.rollouts = self.sampler = None  # sized for the rank's share of the rollouts
 
     def _rank(self) -> int:
         trainer = getattr(self, "trainer", None)
@@ -291,7 +229,6 @@ class D4RLDataModule(L.LightningDataModule):
     def _build_buffers(self) -> None:
         hp = self.hparams
         self.setup()
-        self.real_rows = [self.real.get(key).contiguous() for key in TRANSITION_KEYS]
         self.rollouts = ModelRollouts(
             self.real["observation"],
             self.task_spec.termination_fn,
@@ -311,6 +248,7 @@ class D4RLDataModule(L.LightningDataModule):
         )
         if self.ensemble is not None:
             self.rollouts.attach(self.ensemble)
+        self.sampler = MixedSampler(self.real, self.rollouts, self.n_real, self.generator)
 
     def model_rollouts(self) -> ModelRollouts:
         """The rollout owner, built for this rank on first use."""
@@ -319,19 +257,9 @@ class D4RLDataModule(L.LightningDataModule):
         return self.rollouts
 
     def sample_batch(self) -> TensorDict:
-        """One SAC batch: ``n_real`` real rows, the rest from the model buffer (real first).
-
-        Drawn by index: one ``index_select`` per key and source, then one ``cat`` per key (~0.2 ms of CPU
-        per 256-row batch, against ~0.9 ms for two TorchRL buffer samples and a TensorDict ``cat``). The
-        draws are TorchRL's (model rows first, then real rows, from ``generator``), so batches are the same.
-        """
-        rollouts = self.model_rollouts()
-        model_index = rollouts.sample_index()  # drawn first: the generator's order of draws is fixed
-        model = rollouts.buffer.gather(model_index)
-        if not self.n_real:
-            return transition_dict(model)
-        real_index = torch.randint(0, self.real_rows[0].shape[0], (self.n_real,), generator=self.generator)
-        return transition_dict([torch.cat([r.index_select(0, real_index), m]) for r, m in zip(self.real_rows, model)])
+        """One SAC batch: ``n_real`` real rows, the rest from the model buffer (``MixedSampler``)."""
+        self.model_rollouts()
+        return self.sampler()
 
     # ------------------------------------------------------------------ checkpoint state
     def state_dict(self) -> dict:

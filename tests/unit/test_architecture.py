@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("guards", "files", "progress", "transitions", "console"),  # foundations: no project imports
     ("envs.termination", "envs.rewards"),  # pure functions of the real tasks
     ("tasks",),  # the registry
-    ("envs.wrappers", "data"),  # the real envs; offline datasets
+    ("envs.wrappers", "data"),  # the real envs; offline datasets (data/dataset.py: what a run names)
     ("dynamics",),  # the ensemble and its training
     ("envs.model_env", "envs.rollout", "envs.premise"),  # the penalised model MDP, its rollouts, its premise
     ("policy",),  # SAC
