@@ -101,7 +101,7 @@ class Stage1Checkpoint(Checkpoint):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.should_stop:
             return  # training ends now; the final dynamics.ckpt is written next
-        trainer.save_checkpoint(self.path)  # atomic (AtomicCheckpointIO)
+        trainer.save_checkpoint(self.path, weights_only=False)  # atomic (AtomicCheckpointIO)
         if self.signum is not None:
             epochs = int(pl_module.early_stopping.num_updates)
             self.restore_handlers()

@@ -1,0 +1,53 @@
+"""The stage progress bar: stage name and real totals, no v_num, no per-epoch validation bar."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from mopo_lightning.callbacks.progress_bar import StageProgressBar
+
+
+class Tiny(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("holdout", self.layer(batch[0]).sum())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit(tmp_path, max_epochs: int) -> None:
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=4)
+    trainer = L.Trainer(max_epochs=max_epochs, logger=CSVLogger(tmp_path, version="mics"), num_sanity_val_steps=0,
+                        enable_checkpointing=False, enable_model_summary=False,
+                        callbacks=[StageProgressBar("stage 1 (dynamics)")])
+    trainer.fit(Tiny(), data, data)
+
+
+def test_bar_names_the_stage_and_total_without_version_or_validation_bar(tmp_path, capfd):
+    _fit(tmp_path, 2)
+    err = capfd.readouterr().err
+    assert "stage 1 (dynamics) epoch 2/2" in err
+    assert "Validation" not in err and "v_num" not in err
+
+
+def test_bar_without_an_epoch_cap_shows_the_epoch_alone(tmp_path, capfd, monkeypatch):
+    calls = {"n": 0}
+
+    def stop_after_two(self, *args):  # an uncapped stage stops itself (early stopping)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            self.trainer.should_stop = True
+
+    monkeypatch.setattr(Tiny, "on_train_epoch_end", stop_after_two, raising=False)
+    _fit(tmp_path, -1)
+    err = capfd.readouterr().err
+    assert "stage 1 (dynamics) epoch 2:" in err and "/-" not in err
