@@ -34,7 +34,8 @@ def _fit(tmp_path, max_epochs: int) -> None:
 
 def test_bar_names_the_stage_and_total_without_version_or_validation_bar(tmp_path, capfd):
     _fit(tmp_path, 2)
-    err = capfd.readouterr().err
+    captured = capfd.readouterr()
+    err = captured.out + captured.err  # tqdm writes to stdout in Lightning 2
     assert "stage 1 (dynamics) epoch 2/2" in err
     assert "Validation" not in err and "v_num" not in err
 
@@ -49,5 +50,6 @@ def test_bar_without_an_epoch_cap_shows_the_epoch_alone(tmp_path, capfd, monkeyp
 
     monkeypatch.setattr(Tiny, "on_train_epoch_end", stop_after_two, raising=False)
     _fit(tmp_path, -1)
-    err = capfd.readouterr().err
+    captured = capfd.readouterr()
+    err = captured.out + captured.err  # tqdm writes to stdout in Lightning 2
     assert "stage 1 (dynamics) epoch 2:" in err and "/-" not in err
