@@ -238,6 +238,9 @@ class MuJoCoEvaluation(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
+        check = getattr(pl_module, "check_finite", None)
+        if callable(check):  # callbacks run before the module's own epoch-end check: never evaluate a NaN policy
+            check()
         metrics = self.run(trainer, pl_module)
         # Every rank holds the same gathered numbers: log them once.
         pl_module.log_dict(metrics, on_step=False, on_epoch=True, rank_zero_only=True)
