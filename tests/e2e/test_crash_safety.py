@@ -59,6 +59,21 @@ def test_nan_in_sac_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["epoch0001.ckpt", "last.ckpt"]
 
 
+def test_a_nan_policy_is_never_evaluated_even_with_sparse_checks():
+    """With checks every 1000 updates (the accelerator default), evaluation still refuses a NaN policy."""
+    from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
+
+    dm = _hopper_datamodule()
+    module = SACModule(dm.obs_dim, dm.act_dim, hidden_dim=32, check_finite_every=1000)
+    dm.bind_learner(module)
+    evaluation = MuJoCoEvaluation(num_episodes=1, max_episode_steps=10)
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        enable_checkpointing=False, callbacks=[PoisonActor(before_update=10), evaluation])
+    with pytest.raises(NonFiniteError, match=r"non-finite sac/\w+ at SAC update 11"):
+        trainer.fit(module, datamodule=dm)
+    assert evaluation.history == []  # stopped before the first evaluation
+
+
 def test_nan_in_model_predictions_stops_the_rollout():
     dm = _hopper_datamodule()
     with torch.no_grad():
