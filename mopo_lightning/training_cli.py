@@ -172,7 +172,7 @@ class MOPOCLI(LightningCLI):
         name = self._cfg("run_name")
         if not name:
             data = self._cfg("data")
-            source = data.dataset or Path(data.path).stem
+            source = Path(data.path).stem if data.path else data.dataset  # data.path wins, as in the DataModule
             name = f"{data.task}-{source}-s{self._cfg('seed_everything')}"
         return Path(self._cfg("run_root")) / name
 
@@ -191,7 +191,7 @@ class MOPOCLI(LightningCLI):
         data = self._cfg("data")
         self.results = RunResults(
             self.run_dir / "results.json",
-            {"task": data.task, "dataset": data.dataset or data.path, "seed": self._cfg("seed_everything"),
+            {"task": data.task, "dataset": data.path or data.dataset, "seed": self._cfg("seed_everything"),
              "penalty_coef": data.penalty_coef, "rollout_length": data.rollout_length},
         )
         for key in ("max_epochs", "max_steps"):

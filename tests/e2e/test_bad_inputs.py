@@ -28,7 +28,7 @@ def workdir(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("bad_inputs")
     good = cwd / "hopper.hdf5"
     shutil.copyfile(collected_dataset("hopper", 2_000, seed=0), good)
-    run_cli("fit", "--config", str(QUICKSTART), "--data.path", "hopper.hdf5", "--run_name", RUN, *TINY, cwd=cwd)
+    run_cli(*fit(), cwd=cwd)
     for name, key, change in (("huge.hdf5", "observations", lambda a: a.__setitem__((5, 2), 1e30)),
                               ("half.hdf5", "terminals", None)):
         path = cwd / name
@@ -62,7 +62,9 @@ def fingerprint(root: Path) -> dict[str, tuple[int, str]]:
 
 def fit(*extra: str) -> list[str]:
     """``fit`` on the good data into the finished run; a later ``--run_name`` in ``extra`` wins."""
-    return ["fit", "--config", str(QUICKSTART), "--data.path", "hopper.hdf5", "--run_name", RUN, *TINY, *extra]
+    # a D4RL name beside the path, as the paper configs have: the path wins, and results.json must say so
+    return ["fit", "--config", str(QUICKSTART), "--data.dataset", "hopper-medium-replay-v2", "--data.path",
+            "hopper.hdf5", "--run_name", RUN, *TINY, *extra]
 
 
 def corrupt_last(root: Path) -> list[str]:
@@ -124,3 +126,11 @@ def test_bad_input_ends_with_one_line_and_changes_nothing(workdir, monkeypatch, 
     assert status == code, err[-3000:]
     assert len(lines) == 1 and text in lines[0] and "Traceback" not in err, err[-3000:]
     assert fingerprint(workdir) == before
+
+
+def test_results_name_the_data_that_was_used(workdir):
+    """With both a D4RL name and a path, the path is read; results.json and the run name must not say otherwise."""
+    import json
+
+    results = json.loads((workdir / "checkpoints" / RUN / "results.json").read_text())
+    assert results["dataset"] == "hopper.hdf5"
