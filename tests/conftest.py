@@ -132,3 +132,23 @@ def minari_dataset(
 def minari_factory():
     """``minari_dataset`` itself: tests create the real Minari datasets they need."""
     return minari_dataset
+
+
+def random_sac_batches(n: int, obs_dim: int, act_dim: int, batch: int, seed: int = 0) -> list:
+    """``n`` seeded random SAC batches (transition keys, 20% terminal rows), for unit tests of the update."""
+    from tensordict import TensorDict
+
+    g = torch.Generator().manual_seed(seed)
+    return [
+        TensorDict(
+            {
+                "observation": torch.randn(batch, obs_dim, generator=g),
+                "action": torch.rand(batch, act_dim, generator=g) * 2 - 1,
+                ("next", "observation"): torch.randn(batch, obs_dim, generator=g),
+                ("next", "reward"): torch.randn(batch, 1, generator=g),
+                ("next", "terminated"): torch.rand(batch, 1, generator=g) < 0.2,
+            },
+            batch_size=[batch],
+        )
+        for _ in range(n)
+    ]

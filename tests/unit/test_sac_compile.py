@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch._dynamo
 import torch._inductor.config
+from conftest import random_sac_batches
 from tensordict import TensorDict
 
 from mopo_lightning.policy.sac import LOG_KEYS, SACModule
@@ -16,20 +17,7 @@ O, A, B = 3, 2, 32
 
 
 def batches(n: int) -> list[TensorDict]:
-    g = torch.Generator().manual_seed(0)
-    return [
-        TensorDict(
-            {
-                "observation": torch.randn(B, O, generator=g),
-                "action": torch.rand(B, A, generator=g) * 2 - 1,
-                ("next", "observation"): torch.randn(B, O, generator=g),
-                ("next", "reward"): torch.randn(B, 1, generator=g),
-                ("next", "terminated"): torch.rand(B, 1, generator=g) < 0.2,
-            },
-            batch_size=[B],
-        )
-        for _ in range(n)
-    ]
+    return random_sac_batches(n, O, A, B)
 
 
 def train(compile: bool, data: list[TensorDict]) -> tuple[SACModule, list[TensorDict]]:

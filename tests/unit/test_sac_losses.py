@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from conftest import random_sac_batches
 from tensordict import TensorDict
 
 from mopo_lightning.guards import NonFiniteError
@@ -15,20 +16,7 @@ O, A, B = 3, 2, 48
 
 
 def batches(n: int, seed: int = 0, device: str = "cpu") -> list[TensorDict]:
-    g = torch.Generator().manual_seed(seed)
-    return [
-        TensorDict(
-            {
-                "observation": torch.randn(B, O, generator=g),
-                "action": torch.rand(B, A, generator=g) * 2 - 1,
-                ("next", "observation"): torch.randn(B, O, generator=g),
-                ("next", "reward"): torch.randn(B, 1, generator=g),
-                ("next", "terminated"): torch.rand(B, 1, generator=g) < 0.2,
-            },
-            batch_size=[B],
-        ).to(device)
-        for _ in range(n)
-    ]
+    return [td.to(device) for td in random_sac_batches(n, O, A, B, seed)]
 
 
 def plain_sac(sac: SACModule, data: list[TensorDict]) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:

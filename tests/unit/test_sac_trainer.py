@@ -7,9 +7,9 @@ import csv
 import lightning as L
 import pytest
 import torch
+from conftest import random_sac_batches
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from tensordict import TensorDict
 from torch.utils.data import DataLoader
 
 from mopo_lightning.guards import NonFiniteError
@@ -19,21 +19,7 @@ O, A, B = 3, 2, 32
 
 
 def loader(n: int, seed: int = 0) -> DataLoader:
-    g = torch.Generator().manual_seed(seed)
-    batches = [
-        TensorDict(
-            {
-                "observation": torch.randn(B, O, generator=g),
-                "action": torch.rand(B, A, generator=g) * 2 - 1,
-                ("next", "observation"): torch.randn(B, O, generator=g),
-                ("next", "reward"): torch.randn(B, 1, generator=g),
-                ("next", "terminated"): torch.rand(B, 1, generator=g) < 0.2,
-            },
-            batch_size=[B],
-        )
-        for _ in range(n)
-    ]
-    return DataLoader(batches, batch_size=None, collate_fn=lambda x: x)
+    return DataLoader(random_sac_batches(n, O, A, B, seed), batch_size=None, collate_fn=lambda x: x)
 
 
 def trainer(tmp_path, max_steps: int, log_every: int = 5) -> L.Trainer:
