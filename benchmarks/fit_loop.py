@@ -13,11 +13,13 @@ Per-epoch seconds come from hooks wrapped around the two LightningModules' ``on_
 evaluation, checkpoints). The first epoch of each stage pays warm-ups and is reported but left out of the
 median.
 
-Components, measured alone in the same process right after the run (same thread count, same trained model):
-- stage 1: the bare forward + backward + fused-Adam step of the ensemble on [7, 256, in] tensors (as
-  ``benchmarks/dynamics.py``) times the steps of one epoch, plus one holdout forward;
-- stage 2: one rollout + ``--updates`` SAC updates on ``sample_batch()`` + one evaluation (as
-  ``benchmarks/epoch.py``).
+Components, measured alone in the same process (same thread count):
+- stage 1, right after the run with the trained model: the bare forward + backward + fused-Adam step of
+  the ensemble on [7, 256, in] tensors (as ``benchmarks/dynamics.py``) times the steps of one epoch, plus
+  one holdout forward;
+- stage 2, once before the run (untrained ensemble of the same shape) and once after it (the trained
+  one), averaged, since this machine's speed drifts by 10-20% over minutes: one rollout + ``--updates``
+  SAC updates on ``sample_batch()`` + one evaluation (as ``benchmarks/epoch.py``).
 
 Prints a table and writes ``benchmarks/results/fit_loop.json`` (or ``--out``).
 
@@ -45,6 +47,7 @@ from conftest import collected_dataset
 
 from mopo_lightning import cli
 from mopo_lightning.callbacks.evaluation import evaluate_policy
+from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.training.datamodule import D4RLDataModule
@@ -130,14 +133,23 @@ def holdout_seconds(module: DynamicsModule, rows: int) -> tuple[float, float]:
     return since(start)
 
 
-def sac_components(path: Path, dyn: DynamicsModule, args: argparse.Namespace) -> dict[str, float]:
-    """One rollout, ``updates`` SAC updates on mixed batches and one evaluation, each alone."""
+def sac_components(path: Path, dyn: DynamicsModule | None, args: argparse.Namespace) -> dict[str, float]:
+    """One rollout, ``updates`` SAC updates on mixed batches and one evaluation, each alone.
+
+    ``dyn`` None (before the run): an untrained ensemble of the same shape, as ``benchmarks/epoch.py``
+    (HalfCheetah never terminates, so the rollout's cost does not depend on the weights).
+    """
     torch.manual_seed(0)
     dm = D4RLDataModule(task="halfcheetah", path=str(path), rollout_length=args.rollout_length,
                         rollout_batch_size=args.rollout_batch_size, rollout_freq=args.updates,
                         updates_per_epoch=args.updates, seed=0)
     dm.setup("fit")
-    dm.attach_dynamics(dyn.ensemble)
+    if dyn is None:
+        ensemble = GaussianEnsemble(dm.obs_dim, dm.act_dim)
+        ensemble.fit_normalizer(torch.cat([dm.real["observation"], dm.real["action"]], -1))
+    else:
+        ensemble = dyn.ensemble
+    dm.attach_dynamics(ensemble)
     sac = SACModule(dm.obs_dim, dm.act_dim)
     sac.configure_optimizers()
     policy = sac.policy_module()
@@ -189,6 +201,7 @@ def main() -> dict:
     load_before = os.getloadavg()
 
     path = collected_dataset("halfcheetah", args.rows, seed=0)
+    before = sac_components(path, None, args)  # stage-2 components, before the run (see below)
     stage1, stage2 = Clock(DynamicsModule), Clock(SACModule)
     with tempfile.TemporaryDirectory() as tmp:
         run_args = [
@@ -214,7 +227,9 @@ def main() -> dict:
     bare, bare_cpu = bare_dynamics_step(dyn)
     holdout, holdout_cpu = holdout_seconds(dyn, min(int(args.rows * 0.2), 1000))
     stage1_component, stage1_component_cpu = steps * bare + holdout, steps * bare_cpu + holdout_cpu
-    comp = sac_components(path, dyn, args)
+    after = sac_components(path, dyn, args)
+    # the machine's speed drifts over minutes: components before and after the run, averaged
+    comp = {k: (before[k] + after[k]) / 2 for k in after}
     e1, e2 = stage1.epochs(), stage2.epochs()
     c1, c2 = stage1.epochs(cpu=True), stage2.epochs(cpu=True)
     s1, s2 = median_after_first(e1), median_after_first(e2)
@@ -246,6 +261,7 @@ def main() -> dict:
         "stage2_epoch_s": s2,
         "stage2_epoch_cpu_s": s2c,
         **{f"stage2_component_{k}": v for k, v in comp.items()},
+        "stage2_component_total_cpu_s_before_after": [before["total_cpu_s"], after["total_cpu_s"]],
         "stage2_ratio": s2 / comp["total_s"],
         "stage2_ratio_cpu": s2c / comp["total_cpu_s"],
         "final_return": results.get("final_return"),

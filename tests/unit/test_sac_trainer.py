@@ -97,3 +97,29 @@ def test_rare_finite_checks_still_stop_before_a_poisoned_checkpoint(tmp_path):
     with pytest.raises(NonFiniteError, match=message):
         tr.fit(sac, train_dataloaders=loader(10))
     assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["epoch=0-step=30.ckpt"]
+
+
+class _CountBackward(L.Callback):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.calls += 1
+
+
+def test_plain_backward_shortcut_gives_lightnings_weights_and_keeps_backward_hooks(tmp_path):
+    """On one device in fp32 with no backward hook, the update calls ``loss.backward()`` itself; a callback
+    with a backward hook puts ``manual_backward`` back, and both paths train to the same bits."""
+    fits = {}
+    for name, callbacks in [("direct", []), ("lightning", [_CountBackward()])]:
+        torch.manual_seed(0)
+        sac = SACModule(O, A, hidden_dim=16)
+        tr = L.Trainer(max_steps=3 * 8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                       enable_model_summary=False, callbacks=callbacks)
+        tr.fit(sac, train_dataloaders=loader(8))
+        fits[name] = (sac, callbacks)
+    direct, lightning = fits["direct"][0], fits["lightning"][0]
+    assert direct._direct_backward and not lightning._direct_backward
+    assert fits["lightning"][1][0].calls == 3 * 8  # critic, actor and alpha backward of every update
+    for key, value in direct.state_dict().items():
+        assert torch.equal(value, lightning.state_dict()[key]), key
