@@ -17,9 +17,12 @@ Components, measured alone in the same process (same thread count):
 - stage 1, right after the run with the trained model: the bare forward + backward + fused-Adam step of
   the ensemble on [7, 256, in] tensors (as ``benchmarks/dynamics.py``) times the steps of one epoch, plus
   one holdout forward;
-- stage 2, once before the run (untrained ensemble of the same shape) and once after it (the trained
-  one), averaged, since this machine's speed drifts by 10-20% over minutes: one rollout + ``--updates``
-  SAC updates on ``sample_batch()`` + one evaluation (as ``benchmarks/epoch.py``).
+- stage 2, after every SAC epoch, inside the run but outside the epoch's clock (the run's RNG stream
+  untouched), with the run's trained ensemble: one rollout + ``--updates`` SAC updates of a fresh SAC on
+  ``sample_batch()`` + one evaluation (as ``benchmarks/epoch.py``). Each epoch is divided by the
+  components measured right after it, and the median ratio after the first epoch is reported: this
+  machine's speed drifts by 10-20% over minutes, so components measured once, after the run, skewed
+  the ratio either way.
 
 Prints a table and writes ``benchmarks/results/fit_loop.json`` (or ``--out``).
 
@@ -36,7 +39,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,33 +53,45 @@ from conftest import collected_dataset
 from mopo_lightning import cli
 from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
-from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
+from mopo_lightning.dynamics.module import DynamicsModule
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.training.datamodule import D4RLDataModule
 
 
 class Clock:
-    """Timestamps of each ``on_train_epoch_start`` and of ``on_train_end`` of a LightningModule class."""
+    """Per-epoch (wall, process CPU) seconds of a LightningModule class's training epochs.
 
-    def __init__(self, cls: type) -> None:
-        self.stamps: list[tuple[float, float]] = []  # (wall, process CPU) seconds
-        self.end: tuple[float, float] | None = None
+    An epoch runs from its ``on_train_epoch_start`` to the next one's (or to ``on_train_end``).
+    ``between(module)``, if given, runs at each of those boundaries after the epoch's end is stamped and
+    before the next start is, so its own time counts in no epoch; its results are kept in order.
+    """
+
+    def __init__(self, cls: type, between: Callable[[Any], dict] | None = None) -> None:
+        self.starts: list[tuple[float, float]] = []
+        self.ends: list[tuple[float, float]] = []
+        self.between_results: list[dict] = []
         start_hook, end_hook = cls.on_train_epoch_start, cls.on_train_end
         clock = self
 
+        def boundary(module) -> None:
+            clock.ends.append(now())
+            if between is not None:
+                clock.between_results.append(between(module))
+
         def on_train_epoch_start(module) -> None:
-            clock.stamps.append((time.perf_counter(), time.process_time()))
+            if len(clock.starts) > len(clock.ends):  # the previous epoch ends here
+                boundary(module)
+            clock.starts.append(now())
             start_hook(module)
 
         def on_train_end(module) -> None:
             end_hook(module)
-            clock.end = (time.perf_counter(), time.process_time())
+            boundary(module)
 
         cls.on_train_epoch_start, cls.on_train_end = on_train_epoch_start, on_train_end
 
     def epochs(self, cpu: bool = False) -> list[float]:
-        ends = [*self.stamps[1:], self.end]
-        return [b[cpu] - a[cpu] for a, b in zip(self.stamps, ends)]
+        return [e[cpu] - s[cpu] for s, e in zip(self.starts, self.ends)]
 
 
 def median_after_first(values: list[float]) -> float:
@@ -93,7 +110,8 @@ def since(start: tuple[float, float]) -> tuple[float, float]:
 
 def bare_dynamics_step(module: DynamicsModule, rounds: int = 7, n: int = 10) -> tuple[float, float]:
     """Median (wall, CPU) seconds of one forward + backward + fused-Adam step on [E, 256, in] tensors,
-    on a copy of the model, the loss written as the module's (NLL + 0.01 logvar bounds + weight decay)."""
+    on a copy of the model, with the module's maths: NLL + 0.01 logvar bounds through autograd, the weight
+    decay's gradient wd * W added by one fused ``_foreach`` call (``DynamicsModule.training_step``)."""
     hp = module.hparams
     ens = type(module.ensemble)(hp.obs_dim, hp.act_dim, hp.num_members, hp.num_elites, hp.hidden_dim,
                                 hp.num_layers, hp.weight_decays)
@@ -102,13 +120,14 @@ def bare_dynamics_step(module: DynamicsModule, rounds: int = 7, n: int = 10) -> 
     x = torch.randn(hp.num_members, 256, ens.in_dim, generator=g)
     y = torch.randn(hp.num_members, 256, ens.out_dim, generator=g)
     opt = torch.optim.Adam(ens.parameters(), lr=1e-3, fused=True)
-    decay = [(wd, w) for wd, w in zip(ens.weight_decays, ens.weights)]
+    weights, decays = list(ens.weights), list(ens.weight_decays)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         nll, _ = ens.nll_loss(x, y)
-        wd = sum(c * w.square().sum() / 2 for c, w in decay)
-        (nll + 0.01 * (ens.max_logvar.sum() - ens.min_logvar.sum()) + wd).backward()
+        (nll + 0.01 * ens.logvar_bound_loss()).backward()
+        with torch.no_grad():
+            torch._foreach_add_([w.grad for w in weights], torch._foreach_mul(weights, decays))
         opt.step()
 
     for _ in range(3):
@@ -133,22 +152,13 @@ def holdout_seconds(module: DynamicsModule, rows: int) -> tuple[float, float]:
     return since(start)
 
 
-def sac_components(path: Path, dyn: DynamicsModule | None, args: argparse.Namespace) -> dict[str, float]:
-    """One rollout, ``updates`` SAC updates on mixed batches and one evaluation, each alone.
-
-    ``dyn`` None (before the run): an untrained ensemble of the same shape, as ``benchmarks/epoch.py``
-    (HalfCheetah never terminates, so the rollout's cost does not depend on the weights).
-    """
+def sac_components(path: Path, ensemble: GaussianEnsemble, args: argparse.Namespace) -> dict[str, float]:
+    """One rollout of ``ensemble``, ``updates`` SAC updates on mixed batches and one evaluation, each alone."""
     torch.manual_seed(0)
     dm = D4RLDataModule(task="halfcheetah", path=str(path), rollout_length=args.rollout_length,
                         rollout_batch_size=args.rollout_batch_size, rollout_freq=args.updates,
                         updates_per_epoch=args.updates, seed=0)
     dm.setup("fit")
-    if dyn is None:
-        ensemble = GaussianEnsemble(dm.obs_dim, dm.act_dim)
-        ensemble.fit_normalizer(torch.cat([dm.real["observation"], dm.real["action"]], -1))
-    else:
-        ensemble = dyn.ensemble
     dm.attach_dynamics(ensemble)
     sac = SACModule(dm.obs_dim, dm.act_dim)
     sac.configure_optimizers()
@@ -201,8 +211,20 @@ def main() -> dict:
     load_before = os.getloadavg()
 
     path = collected_dataset("halfcheetah", args.rows, seed=0)
-    before = sac_components(path, None, args)  # stage-2 components, before the run (see below)
-    stage1, stage2 = Clock(DynamicsModule), Clock(SACModule)
+    holdout_rows = min(int(args.rows * 0.2), 1000)
+    steps = math.ceil((args.rows - holdout_rows) / 256)
+
+    def bare_now(module: DynamicsModule) -> dict[str, float]:
+        with torch.random.fork_rng():
+            (bare, bare_cpu), (holdout, holdout_cpu) = bare_dynamics_step(module), holdout_seconds(module, holdout_rows)
+        return {"bare_step_s": bare, "bare_step_cpu_s": bare_cpu,
+                "total_s": steps * bare + holdout, "total_cpu_s": steps * bare_cpu + holdout_cpu}
+
+    def components_now(module: SACModule) -> dict[str, float]:
+        with torch.random.fork_rng():  # the run's own random stream is left as it was
+            return sac_components(path, module.trainer.datamodule.ensemble, args)
+
+    stage1, stage2 = Clock(DynamicsModule, between=bare_now), Clock(SACModule, between=components_now)
     with tempfile.TemporaryDirectory() as tmp:
         run_args = [
             "fit", "--data.task", "halfcheetah", "--data.path", str(path), "--seed_everything", "0",
@@ -219,17 +241,17 @@ def main() -> dict:
         cli.main(run_args)
         fit_s = time.perf_counter() - start
         results = json.loads((Path(tmp) / "bench" / "results.json").read_text())
-        dyn = load_dynamics(Path(tmp) / "bench" / "dynamics.ckpt")
-    torch.set_num_threads(args.threads)
 
-    n_train = args.rows - min(int(args.rows * 0.2), 1000)
-    steps = math.ceil(n_train / 256)
-    bare, bare_cpu = bare_dynamics_step(dyn)
-    holdout, holdout_cpu = holdout_seconds(dyn, min(int(args.rows * 0.2), 1000))
-    stage1_component, stage1_component_cpu = steps * bare + holdout, steps * bare_cpu + holdout_cpu
-    after = sac_components(path, dyn, args)
-    # the machine's speed drifts over minutes: components before and after the run, averaged
-    comp = {k: (before[k] + after[k]) / 2 for k in after}
+    # each epoch against its components measured right after it, in the same process (this machine's
+    # speed drifts by 10-20% over minutes, so components measured once would skew the ratio)
+    def ratios(clock: Clock, cpu: bool) -> list[float]:
+        key = "total_cpu_s" if cpu else "total_s"
+        return [e / c[key] for e, c in zip(clock.epochs(cpu=cpu), clock.between_results)]
+
+    def medians(clock: Clock) -> dict[str, float]:
+        return {k: median_after_first([c[k] for c in clock.between_results]) for k in clock.between_results[0]}
+
+    bare, comp = medians(stage1), medians(stage2)
     e1, e2 = stage1.epochs(), stage2.epochs()
     c1, c2 = stage1.epochs(cpu=True), stage2.epochs(cpu=True)
     s1, s2 = median_after_first(e1), median_after_first(e2)
@@ -249,21 +271,23 @@ def main() -> dict:
         "stage1_epoch_cpu_s": s1c,
         "stage1_step_ms_in_loop": s1 / steps * 1e3,
         "stage1_step_cpu_ms_in_loop": s1c / steps * 1e3,
-        "stage1_bare_step_ms": bare * 1e3,
-        "stage1_bare_step_cpu_ms": bare_cpu * 1e3,
-        "stage1_component_epoch_s": stage1_component,
-        "stage1_component_epoch_cpu_s": stage1_component_cpu,
-        "stage1_ratio": s1 / stage1_component,
-        "stage1_ratio_cpu": s1c / stage1_component_cpu,
+        "stage1_bare_step_ms": bare["bare_step_s"] * 1e3,
+        "stage1_bare_step_cpu_ms": bare["bare_step_cpu_s"] * 1e3,
+        "stage1_component_epoch_s": bare["total_s"],
+        "stage1_component_epoch_cpu_s": bare["total_cpu_s"],
+        "stage1_ratios_cpu_per_epoch": ratios(stage1, cpu=True),
+        "stage1_ratio": median_after_first(ratios(stage1, cpu=False)),
+        "stage1_ratio_cpu": median_after_first(ratios(stage1, cpu=True)),
         "holdout_mse_elites": results["dynamics"]["holdout_mse_elites"],
         "stage2_epochs_s": e2,
         "stage2_epochs_cpu_s": c2,
         "stage2_epoch_s": s2,
         "stage2_epoch_cpu_s": s2c,
         **{f"stage2_component_{k}": v for k, v in comp.items()},
-        "stage2_component_total_cpu_s_before_after": [before["total_cpu_s"], after["total_cpu_s"]],
-        "stage2_ratio": s2 / comp["total_s"],
-        "stage2_ratio_cpu": s2c / comp["total_cpu_s"],
+        "stage2_component_total_cpu_s_per_epoch": [c["total_cpu_s"] for c in stage2.between_results],
+        "stage2_ratios_cpu_per_epoch": ratios(stage2, cpu=True),
+        "stage2_ratio": median_after_first(ratios(stage2, cpu=False)),
+        "stage2_ratio_cpu": median_after_first(ratios(stage2, cpu=True)),
         "final_return": results.get("final_return"),
     }
     print(f"{'figure':<34}{'value':>14}")
@@ -274,7 +298,7 @@ def main() -> dict:
             print(f"{key:<34}  {' '.join(f'{v:.3f}' for v in value)}")
         else:
             print(f"{key:<34}{value!s:>14}")
-    print(f"stage 1: {s1:.2f} s/epoch in the loop vs {stage1_component:.2f} s of bare steps "
+    print(f"stage 1: {s1:.2f} s/epoch in the loop vs {bare['total_s']:.2f} s of bare steps "
           f"({figures['stage1_ratio']:.3f}x wall, {figures['stage1_ratio_cpu']:.3f}x CPU); stage 2: {s2:.2f} "
           f"s/epoch vs {comp['total_s']:.2f} s of components ({figures['stage2_ratio']:.3f}x wall, "
           f"{figures['stage2_ratio_cpu']:.3f}x CPU)")
