@@ -41,6 +41,7 @@ import lightning as L
 import torch
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torch import Tensor, nn
@@ -319,16 +320,14 @@ def _backward_needs_lightning(trainer: L.Trainer, module: L.LightningModule) -> 
     """Whether ``manual_backward`` does more here than ``loss.backward()``.
 
     On one device in plain fp32 it adds only the ``on_before_backward``/``on_after_backward`` hooks:
-    three dispatches over every callback per update, ~0.8 ms of a ~17 ms update (5%) in
-    ``benchmarks/fit_loop.py``. Other strategies (DDP prepares its reducer), precisions (loss scaling),
-    and any callback or module that overrides a backward hook keep Lightning's path.
+    three dispatches over every callback per update, ~0.8 ms of a ~20 ms update (4%) in the real loop
+    (both paths alternated inside one ``benchmarks/fit_loop.py`` run). Other strategies (DDP prepares its
+    reducer), precisions (loss scaling), and any callback or module that overrides a backward hook keep
+    Lightning's path.
     """
     if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.precision_plugin) is not Precision:
         return True
-    if type(module).backward is not L.LightningModule.backward:
+    if is_overridden("backward", module, L.LightningModule):
         return True
-    return any(
-        getattr(type(obj), hook) is not getattr(base, hook)
-        for obj, base in [(module, L.LightningModule), *((cb, L.Callback) for cb in trainer.callbacks)]
-        for hook in _BACKWARD_HOOKS
-    )
+    owners = [(module, L.LightningModule), *((callback, L.Callback) for callback in trainer.callbacks)]
+    return any(is_overridden(hook, obj, base) for obj, base in owners for hook in _BACKWARD_HOOKS)
