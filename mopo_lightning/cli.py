@@ -207,6 +207,7 @@ def run(args: list[str], from_sys_argv: bool = False) -> None:
     if found is None:
         return
     command, rest = found
+    check_config_syntax(rest)
     prog = f"{PROG} {command.name}"
     module, name = command.target.split(":")
     function = getattr(importlib.import_module(module), name)
@@ -225,6 +226,20 @@ def run(args: list[str], from_sys_argv: bool = False) -> None:
         run_function(function, parser, rest)
     except ArgumentError as err:
         raise UsageError(prog, _short(str(err), option_names(parser), prog)) from err
+
+
+def check_config_syntax(args: Sequence[str]) -> None:
+    """Every ``--config FILE`` that exists must parse as YAML: a syntax error is one line (file:line:column),
+    exit 2, before any command starts (jsonargparse would bury it in a generic parse error)."""
+    from pathlib import Path
+
+    from mopo_lightning.files import read_yaml
+
+    for i, token in enumerate(args):
+        path = args[i + 1] if token == "--config" and i + 1 < len(args) else (
+            token.split("=", 1)[1] if token.startswith("--config=") else None)
+        if path is not None and Path(path).is_file():
+            read_yaml(path)
 
 
 def _short(message: str, options: list[str], prog: str) -> str:

@@ -66,3 +66,30 @@ def sha256_file(path: str | Path, chunk_size: int = 1 << 20) -> str:
         while chunk := f.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def file_state(path: str | Path) -> tuple[str, int, int, int, int]:
+    """(resolved path, size, mtime_ns, inode, ctime_ns): changes whenever the file is written or replaced.
+
+    Replacing a file (a rename into place, a copy that keeps the old mtime) changes its inode or ctime, so
+    two equal states bracket a read that saw one unchanged file.
+    """
+    path = Path(path).resolve()
+    stat = path.stat()
+    return str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns
+
+
+def read_yaml(path: str | Path) -> object:
+    """Parse a YAML file; a syntax error is one ``ConfigError`` line naming the file, line and column."""
+    import yaml
+
+    from mopo_lightning.guards import ConfigError
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None

@@ -53,7 +53,7 @@ RENAMED_KEYS = {"data.penalty": "data.penalty_kind", "dynamics.num_hidden": "dyn
 
 def check_renamed_keys(argv: list[str]) -> None:
     """Raise ``ConfigError`` for a renamed key on the command line or in a ``--config`` YAML."""
-    import yaml
+    from mopo_lightning.files import read_yaml
 
     def refuse(old: str, where: str) -> None:
         raise ConfigError(f"{where}: `{old}` was renamed to `{RENAMED_KEYS[old]}`")
@@ -64,7 +64,7 @@ def check_renamed_keys(argv: list[str]) -> None:
             refuse(key, "command line")
         if token == "--config" and i + 1 < len(argv) or token.startswith("--config="):
             path = Path(argv[i + 1] if token == "--config" else token.split("=", 1)[1])
-            tree = yaml.safe_load(path.read_text()) if path.is_file() else None
+            tree = read_yaml(path) if path.is_file() else None
             for old in RENAMED_KEYS:
                 node = tree
                 for part in old.split("."):
@@ -115,6 +115,9 @@ class MOPOCLI(LightningCLI):
         parser.add_argument("--run_name", type=Optional[str], default=None,
                             help="outputs go to <run_root>/<run_name>/ (default: <task>-<dataset>-s<seed>)")
         parser.add_argument("--run_root", type=str, default="checkpoints", help="parent of run directories")
+        parser.add_argument("--method", type=Optional[str], default=None,
+                            help="the method this run belongs to in reports, e.g. MOPO or MBPO (a sweep's arm); "
+                                 "a label: it changes no setting")
         parser.add_argument("--stage", type=Literal["all", "dynamics"], default="all",
                             help="`dynamics` runs stage 1 alone and stops after saving dynamics.ckpt")
         parser.add_argument("--num_threads", type=int, default=1,
@@ -192,7 +195,8 @@ class MOPOCLI(LightningCLI):
         self.results = RunResults(
             self.run_dir / "results.json",
             {"task": data.task, "dataset": data.path or data.dataset, "seed": self._cfg("seed_everything"),
-             "penalty_coef": data.penalty_coef, "rollout_length": data.rollout_length},
+             "method": self._cfg("method"), "penalty_coef": data.penalty_coef,
+             "rollout_length": data.rollout_length, "planned": self._planned(config)},
         )
         for key in ("max_epochs", "max_steps"):
             value = config.get(key)
@@ -223,11 +227,56 @@ class MOPOCLI(LightningCLI):
         """
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         run = RunDirectory(self.run_dir, rank=0 if _first_process() else 1)
+        resuming = ckpt_path is not None
         ckpt_path = run.prepare(config.as_dict(), ckpt_path, self._cfg("overwrite"))
+        self.results.rank_zero = run.rank == 0
+        if resuming:
+            self.results.restore()  # a fresh start (--overwrite too) keeps nothing of an old results.json
         try:
             self._fit(model, datamodule, ckpt_path, run)
         except NonFiniteError as error:
+            self._record_failure(run, error)
             raise NonFiniteError(f"{error}; the run stopped. {self._checkpoint_left()}") from error
+        except (KeyboardInterrupt, SystemExit, Exception) as error:
+            self._record_failure(run, error)
+            raise
+
+    def _record_failure(self, run: RunDirectory, error: BaseException) -> None:
+        """``results.json`` says how a started run ended: stopped by a signal, or failed with the error."""
+        if not run.started:
+            return  # bad input: the run never started and leaves no trace
+        if isinstance(error, KeyboardInterrupt):
+            self.results.set_status("stopped", signal=2)
+        elif isinstance(error, SystemExit) and isinstance(error.code, int) and error.code > 128:
+            self.results.set_status("stopped", signal=error.code - 128)
+        elif isinstance(error, SystemExit) and error.code in (0, None):
+            return
+        else:
+            message = " ".join(str(error).split()) or type(error).__name__
+            self.results.set_status("failed", error=f"{type(error).__name__}: {message}"[:500])
+
+    def _planned(self, trainer_config: dict[str, Any]) -> dict[str, Any]:
+        """The run's budget as configured (``None``: unlimited), so a report can tell a finished run."""
+        if self._cfg("stage") == "dynamics":
+            return {"stage": "dynamics"}
+        epochs, steps = trainer_config.get("max_epochs"), trainer_config.get("max_steps")
+        if epochs is None and steps in (None, -1):
+            epochs = 1000  # Lightning's default when neither is set
+        epochs = None if epochs is None or epochs < 0 or steps not in (None, -1) else int(epochs)
+        every = max(1, int(self._cfg("evaluation.every_n_epochs") or 1))
+        updates = self._cfg("data.updates_per_epoch")
+        return {"stage": "all", "epochs": epochs, "sac_updates": None if epochs is None else epochs * updates,
+                "evaluations": None if epochs is None else epochs // every}
+
+    def _record_end(self, model: SACModule) -> None:
+        """``finished`` when the planned SAC updates were all done; else ``stopped`` with the reason."""
+        planned = self.results.data["planned"].get("sac_updates")
+        done = int(model.sac_updates)
+        if planned is None or done >= planned:
+            self.results.set_status("finished")
+        else:
+            self.results.set_status("stopped", reason=f"the trainer ended at {done} of {planned} planned SAC "
+                                                      "updates (trainer.max_time, max_steps or a callback)")
 
     def _checkpoint_left(self) -> str:
         """The truth about what a stopped run left to resume from."""
@@ -242,11 +291,13 @@ class MOPOCLI(LightningCLI):
         datamodule.prepare_data()
         datamodule.setup("fit")  # loads and validates the data: a bad file stops here, before anything is written
         run.start()
+        self.results.set_status("running")
         dynamics, info = self.dynamics_stage(datamodule)
         self.results.data["dynamics"] = info
         self.results.data["seconds"]["dynamics"] = info["seconds"]
         self.results.save()
         if self._cfg("stage") == "dynamics":
+            self.results.set_status("finished")
             print(f"dynamics saved to {self.run_dir / 'dynamics.ckpt'}")
             return
         datamodule.attach_dynamics(dynamics.ensemble)
@@ -255,6 +306,7 @@ class MOPOCLI(LightningCLI):
         logger = self.trainer.logger
         datamodule.bind_learner(model, log=None if logger is None else tensorboard_rollout_log(logger))
         self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        self._record_end(model)
         if self.trainer.is_global_zero:
             print(self.closing_summary(datamodule, model))
 

@@ -152,3 +152,27 @@ def random_sac_batches(n: int, obs_dim: int, act_dim: int, batch: int, seed: int
         )
         for _ in range(n)
     ]
+
+
+def fit_run(root: Path, name: str, args: list[str], scores: list[float | None], returns: list[float] | None = None,
+            status: str = "finished", **detail) -> Path:
+    """A run directory made by ``fit``'s own configuration path: ``run.json`` and ``results.json`` exactly as
+    ``mopo-lightning fit`` writes them (LightningCLI parse, links, ``RunDirectory``, ``RunResults``), with the
+    given evaluations and status instead of training."""
+    from mopo_lightning.training.run_dir import RunDirectory
+    from mopo_lightning.training_cli import MOPOCLI
+
+    import warnings
+
+    with warnings.catch_warnings():  # pytest's sys.argv beside args
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        cli = MOPOCLI(args=[*args, "--run_root", str(root), "--run_name", name], run=False)
+    run = RunDirectory(cli.run_dir)
+    run.prepare(cli.config.as_dict(), None)
+    run.start()
+    returns = returns or [10.0 * (s or 0.0) for s in scores]
+    cli.results.data["evaluations"] = [
+        {"sac_updates": 100 * (i + 1), "return_mean": r, "return_std": 1.0, "normalized_score": s}
+        for i, (s, r) in enumerate(zip(scores, returns))]
+    cli.results.set_status(status, **detail)
+    return cli.run_dir

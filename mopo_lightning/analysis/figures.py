@@ -28,14 +28,18 @@ def save(figure: Figure, path: str | Path) -> Path:
     return path
 
 
-def learning_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-                    ylabel: str, title: str) -> Figure:
-    """``curves``: (label, sac_updates, mean, low, high) per configuration."""
+def learning_curves(curves: Sequence[tuple], ylabel: str, title: str) -> Figure:
+    """``curves``: (label, sac_updates, mean, low, high[, tail_x, tail_mean]) per configuration; the optional
+    tail (dashed) continues the mean over the seeds that evaluated further, so a curve never ends silently
+    where its shortest seed ended."""
     figure = Figure(figsize=(6.4, 4.0))
     ax = figure.add_subplot()
-    for label, x, mean, low, high in curves:
+    for label, x, mean, low, high, *tail in curves:
         (line,) = ax.plot(x, mean, label=label, lw=1.6)
         ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, lw=0)
+        if tail and len(tail[0]):
+            ax.plot(np.r_[x[-1:], tail[0]], np.r_[mean[-1:], tail[1]], ls="--", lw=1.2, color=line.get_color(),
+                    label=f"{label}: fewer seeds")
     ax.set_xlabel("SAC updates")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -87,11 +91,15 @@ def heat_map(values: np.ndarray, hs: Sequence, lambdas: Sequence, label: str, ti
     return figure
 
 
-def _aligned(curves: list[list[tuple[int, float | None]]]) -> tuple[np.ndarray, np.ndarray]:
-    """SAC-update points every seed evaluated at (with a finite value), and the ``[seeds, 1, points]`` values."""
+def _aligned(curves: list[list[tuple[int, float | None]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """SAC-update points every seed evaluated at (with a finite value) and their ``[seeds, 1, points]`` values;
+    then the later points some seeds reached, with the mean over those seeds (the tail)."""
     tables = [{u: v for u, v in c if v is not None and np.isfinite(v)} for c in curves]
     points = sorted(set.intersection(*(set(t) for t in tables))) if tables else []
-    return np.array(points), np.array([[[t[u] for u in points]] for t in tables])
+    last = points[-1] if points else -1
+    tail = sorted({u for t in tables for u in t if u > last})
+    tail_mean = [float(np.mean([t[u] for t in tables if u in t])) for u in tail]
+    return np.array(points), np.array([[[t[u] for u in points]] for t in tables]), np.array(tail), np.array(tail_mean)
 
 
 def study_figures(configs: Sequence[dict], out: Path, reps: int, seed: int) -> list[Path]:
@@ -110,17 +118,19 @@ def study_figures(configs: Sequence[dict], out: Path, reps: int, seed: int) -> l
         measure = "normalised score" if members[0]["measure"] == "normalized_score" else "return"
         lines = []
         for config in members:
-            x, values = _aligned(config["curves"])
+            x, values, tail_x, tail_mean = _aligned(config["curves"])
             if x.size:
                 mean, low, high = curve(values, reps, seed)
-                lines.append((config["label"], x, mean, low, high))
+                lines.append((config["label"], x, mean, low, high, tail_x, tail_mean))
         stem = f"{index:02d}_{_slug(panel)}"
-        written.append(save(learning_curves(lines, measure, f"{panel}: mean and 95% CI over seeds"),
+        written.append(save(learning_curves(lines, measure, f"{panel}: mean over seeds, bootstrap band"),
                             out / f"{stem}_curves.png"))
         rows = [(c["label"], {k: Interval(**c["statistics"][k]) for k in ("iqm", "mean")})
                 for c in members if c["statistics"]]
         if rows:
-            written.append(save(interval_plot(rows, f"final {measure}", f"{panel}: 95% bootstrap CIs"),
+            kinds = {r["iqm"].kind for _, r in rows}
+            what = "95% bootstrap CIs" if kinds == {"bootstrap"} else "95% bootstrap CIs, or the range below 5 runs"
+            written.append(save(interval_plot(rows, f"final {measure}", f"{panel}: {what}"),
                                 out / f"{stem}_intervals.png"))
     grids: dict[str, list[dict]] = {}
     for config in configs:

@@ -1,23 +1,29 @@
-"""The report (``report.build_report``'s JSON-ready dict) as Markdown tables, in the paper's layouts."""
+"""The report (``report.build_report``'s JSON-ready dict) as Markdown tables, in the paper's layouts.
+
+Every interval carries its n and says what it is: ``65.0 [60.0, 70.0] (n=5)`` is a 95% bootstrap interval,
+``65.0 (range 60.0..70.0, n=3)`` the range of fewer runs than an interval needs (``statistics.MIN_RUNS``).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-D4RL_ORDER = ("random", "medium", "mixed", "medium-expert")
+
+def interval(s: dict[str, Any], digits: int = 1, n: str | None = None) -> str:
+    """A statistic with its interval, or its range, or alone, as ``s['kind']`` says; ``n`` appended."""
+    v, lo, hi = (f"{s[k]:.{digits}f}" for k in ("value", "low", "high"))
+    tail = f", n={n}" if n is not None else ""
+    if s.get("kind") == "range":
+        return f"{v} (range {lo}..{hi}{tail})"
+    if s.get("kind") == "none":
+        return f"{v} (no interval{tail})"
+    return f"{v} [{lo}, {hi}]" + (f" (n={n})" if n is not None else "")
 
 
 def cell(stats: dict[str, Any] | None, key: str = "mean", digits: int = 1) -> str:
-    """``65.0 [60.0, 70.0] (n=2)``: a statistic with its 95% interval and the number of seeds."""
-    if stats is None:
-        return "-"
-    s = stats[key]
-    return f"{s['value']:.{digits}f} [{s['low']:.{digits}f}, {s['high']:.{digits}f}] (n={stats['n']})"
-
-
-def interval(s: dict[str, float], digits: int = 1) -> str:
-    return f"{s['value']:.{digits}f} [{s['low']:.{digits}f}, {s['high']:.{digits}f}]"
+    """One configuration's statistic with its interval and its number of seeds."""
+    return "-" if stats is None else interval(stats[key], digits, str(stats["n"]))
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -34,42 +40,79 @@ def _premise(p: dict[str, float] | None) -> list[str]:
     return ["-"] * 3 if not p else [_num(p.get(k), 2) for k in ("spearman", "violation_rate", "return_gap")]
 
 
+def _configurations(report: dict[str, Any]) -> str:
+    rows = [[r["configuration"] + (f" ({len(r['unfinished'])} unfinished)" if r["unfinished"] else ""),
+             r["measure"].replace("_mean", "").replace("normalized_", ""), " ".join(map(str, r["seeds"])),
+             cell(r["statistics"], "mean"), cell(r["statistics"], "iqm"), *_premise(r["premise"]),
+             ", ".join(r["score_reference"])] for r in report["configurations"]]
+    return "### Per configuration (mean and IQM over seeds)\n\n" + table(
+        ["configuration", "measure", "seeds", "mean", "IQM", "premise spearman", "violation rate", "return gap",
+         "reference"], rows)
+
+
+def _table1(report: dict[str, Any]) -> str:
+    methods = sorted({m for row in report["table1"] for m in row["methods"]}, key=lambda m: (m != "MOPO", m == "MBPO", m))
+    body = [[row["dataset"], row["env"], *(cell(row["methods"].get(m)) for m in methods),
+             _num(row["paper_mopo"])] for row in report["table1"]]
+    return ("### Table 1: normalised score per dataset, mean over seeds (the paper's layout; paper: D4RL v0, "
+            "6 seeds)\n\n" + table(["dataset", "environment", *methods, "paper MOPO"], body))
+
+
+def _aggregates(report: dict[str, Any]) -> str:
+    body = [[a["method"], str(len(a["tasks"])), str(a["n"]), interval(a["iqm"]), interval(a["mean"])]
+            for a in report["aggregates"]]
+    return ("### Across tasks (normalised score; every task of a method, on the runs each task has)\n\n"
+            + table(["method", "tasks", "runs (n)", "IQM", "mean"], body))
+
+
+def _improvement(report: dict[str, Any]) -> str:
+    body = [[p["x"], p["y"], str(len(p["tasks"])), f"{p['n_x']} vs {p['n_y']}", interval(p, 2)]
+            for p in report["probability_of_improvement"]]
+    return ("### Probability of improvement P(X > Y) (Agarwal et al. 2021)\n\n"
+            + table(["X", "Y", "tasks", "runs (n)", "P(X > Y)"], body))
+
+
+def _ood(report: dict[str, Any]) -> str:
+    body = [[r["task"], Path(r["dataset"]).name, str(r["rollout_length"] or "-"), f"{r['penalty_coef']:g}",
+             _num(r["batch_mean"]), _num(r["batch_max"]), cell(r["mopo"]), cell(r["mbpo"])] for r in report["ood"]]
+    return ("### Out-of-distribution tasks (average return, mean over seeds; paper Table 2)\n\n" + table(
+        ["environment", "dataset", "h", "lambda", "batch mean", "batch max", "MOPO", "MBPO (lambda 0)"], body))
+
+
+def _notes(report: dict[str, Any]) -> list[str]:
+    notes = [f"- left out: {r['run']}: {r['reason']}" for r in report["left_out"]]
+    for r in report["configurations"]:
+        if r["evaluations_per_seed"]:
+            notes.append(f"- {r['configuration']}: seeds have {' or '.join(map(str, r['evaluations_per_seed']))} "
+                         "evaluations; its learning curve's band covers the points every seed reached, the dashed "
+                         "tail fewer seeds")
+        for run in r["unfinished"]:
+            notes.append(f"- included unfinished: {run} (its latest evaluation stands as its score)")
+    return notes
+
+
 def markdown(report: dict[str, Any]) -> str:
     """Every section of the report that has rows."""
     s = report["settings"]
-    parts = [(f"Score: {s['score']}; 95% intervals: {s['interval']}, {s['bootstrap_reps']} replications, "
-              f"seed {s['bootstrap_seed']}. Score reference(s): {', '.join(report['score_references']) or '-'}.")]
-    if report["duplicates_left_out"]:
-        parts.append(f"Left out as repeats of a newer run's configuration and seed: "
-                     f"{', '.join(report['duplicates_left_out'])}")
-    rows = [[r["configuration"], r["measure"].replace("_mean", "").replace("normalized_", ""),
-             " ".join(map(str, r["seeds"])), cell(r["statistics"], "mean"), cell(r["statistics"], "iqm"),
-             *_premise(r["premise"]), ", ".join(r["score_reference"])] for r in report["configurations"]]
-    if rows:
-        parts.append("### Per configuration (mean and IQM over seeds, 95% CI)\n\n" + table(
-            ["configuration", "measure", "seeds", "mean [95% CI]", "IQM [95% CI]", "premise spearman",
-             "violation rate", "return gap", "reference"], rows))
-    for method, cells in sorted(report["d4rl"].items()):
-        envs = sorted({env for row in cells.values() for env in row})
-        order = [k for k in D4RL_ORDER if k in cells] + sorted(k for k in cells if k not in D4RL_ORDER)
-        body = [[row, *(cell(cells[row].get(env)) for env in envs)] for row in order]
-        parts.append(f"### {method} on D4RL (normalised score, mean [95% CI] over seeds; paper Table 1)\n\n"
-                     + table(["dataset", *envs], body))
+    head = (f"Score: {s['score']}; {'unfinished runs included, marked' if s['include_unfinished'] else 'finished runs only'}. "
+            f"{s['interval']} Bootstrap: {s['bootstrap_reps']} replications, seed {s['bootstrap_seed']}. "
+            f"Score reference(s): {', '.join(report['score_references']) or '-'}.")
+    parts = [head]
+    if report["configurations"]:
+        parts.append(_configurations(report))
+    if report["table1"]:
+        parts.append(_table1(report))
     if report["ood"]:
-        body = [[r["task"], Path(r["dataset"]).name, str(r["rollout_length"] or "-"), f"{r['penalty_coef']:g}",
-                 _num(r["batch_mean"]), _num(r["batch_max"]), cell(r["mopo"]), cell(r["mbpo"])]
-                for r in report["ood"]]
-        parts.append("### Out-of-distribution tasks (average return, mean [95% CI]; paper Table 2)\n\n" + table(
-            ["environment", "dataset", "h", "lambda", "batch mean", "batch max", "MOPO", "MBPO (lambda 0)"], body))
+        parts.append(_ood(report))
     if report["aggregates"]:
-        body = [[a["method"], str(len(a["tasks"])), str(a["seeds"]), interval(a["iqm"]), interval(a["mean"])]
-                for a in report["aggregates"]]
-        parts.append("### Across tasks (normalised score on the seeds every task has)\n\n"
-                     + table(["method", "tasks", "seeds", "IQM [95% CI]", "mean [95% CI]"], body))
+        parts.append(_aggregates(report))
     if report["probability_of_improvement"]:
-        body = [[p["x"], p["y"], str(len(p["tasks"])), interval(p, 2)] for p in report["probability_of_improvement"]]
-        parts.append("### Probability of improvement P(X > Y) (Agarwal et al. 2021)\n\n"
-                     + table(["X", "Y", "tasks", "P(X > Y) [95% CI]"], body))
+        parts.append(_improvement(report))
+    if notes := _notes(report):
+        parts.append("### Notes\n\n" + "\n".join(notes))
     if report.get("figures"):
         parts.append("### Figures\n\n" + "\n".join(f"![{Path(f).stem}]({Path(f).name})" for f in report["figures"]))
-    return "\n\n".join(parts) if rows else "no runs with evaluations"
+    if not report["configurations"]:
+        parts.insert(1, "no finished runs with evaluations" + ("" if s["include_unfinished"] else
+                                                              " (--include_unfinished shows the others)"))
+    return "\n\n".join(parts)

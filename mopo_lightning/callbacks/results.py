@@ -19,6 +19,10 @@ from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
 from mopo_lightning.files import write_text_atomic
 
 HP_METRIC = "hp/final_normalized_score"
+RUNNING, FINISHED, FAILED, STOPPED = STATUSES = ("running", "finished", "failed", "stopped")
+"""``results.json`` ``status``: still running (or killed without a word: SIGKILL, power loss), finished its
+planned budget, failed (an exception: ``status_detail.error``), or stopped early (``status_detail``: the
+``signal``, or the ``reason`` the trainer ended before its budget)."""
 
 
 def _strict(value: Any) -> Any:
@@ -40,7 +44,8 @@ def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
 class RunResults(L.Callback):
     """Keeps ``<run_dir>/results.json`` up to date with every MuJoCo evaluation.
 
-    Fields: ``task``, ``dataset``, ``seed``, ``dynamics`` (holdout MSE of the elites, elites, epochs,
+    Fields: ``task``, ``dataset``, ``seed``, ``method`` (``fit --method``, a sweep's arm), ``status`` and
+    ``status_detail`` (``STATUSES``), ``planned`` (the budget: epochs, SAC updates, evaluations), ``dynamics`` (holdout MSE of the elites, elites, epochs,
     seconds), ``evaluations`` (list of {``sac_updates``, ``return_mean``, ``normalized_score``}),
     ``final_normalized_score`` and ``final_return`` (the latest evaluation; the score is null for
     variants without D4RL reference scores) and ``seconds`` per stage. With ``callbacks.premise`` on, each
@@ -53,21 +58,36 @@ class RunResults(L.Callback):
         self.path = Path(path)
         self.data: dict[str, Any] = {
             **header,
+            "status": RUNNING,
             "evaluations": [],
             "final_normalized_score": None,
             "seconds": dict(header.get("seconds", {})),
         }
-        if self.path.exists():  # a resumed run: keep what it recorded (trimmed in on_train_start)
+        self._start: float | None = None
+        self._offset = 0.0
+        self.rank_zero = True
+        """Only the first process writes the file (DDP runs every callback on every rank)."""
+
+    def restore(self) -> None:
+        """A resumed run keeps what it recorded (evaluations past the restored checkpoint are dropped in
+        ``on_train_start``). A fresh start, ``--overwrite`` included, never reads the old file."""
+        if self.path.exists():
             previous = json.loads(self.path.read_text())
             self.data["evaluations"] = previous.get("evaluations", [])
             self.data["seconds"]["policy"] = previous.get("seconds", {}).get("policy", 0.0)
-        self._start: float | None = None
-        self._offset = 0.0
-        self._is_global_zero = True
+
+    def set_status(self, status: str, **details: Any) -> None:
+        """Record how the run stands (``STATUSES``) with its details (signal, error, reason) and save."""
+        assert status in STATUSES, status
+        self.data["status"] = status
+        self.data.pop("status_detail", None)
+        if details:
+            self.data["status_detail"] = details
+        self.save()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
-        self._is_global_zero = trainer.is_global_zero
+        self.rank_zero = trainer.is_global_zero
         # which reference normalises the scores: "D4RL", "minari:<id>" or "none" (report shows it)
         self.data["score_reference"] = getattr(getattr(trainer, "datamodule", None), "score_reference", None)
         # Evaluations past the restored checkpoint are dropped: the resumed run will redo them.
@@ -122,7 +142,7 @@ class RunResults(L.Callback):
         """Rewrite the file (rank 0 only); the policy-stage clock is updated first."""
         if self._start is not None:
             self.data["seconds"]["policy"] = self._offset + time.perf_counter() - self._start
-        if self._is_global_zero:
+        if self.rank_zero:
             write_json_atomic(self.path, self.data)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -1,9 +1,10 @@
 """What made a dynamics ensemble: its fingerprint, the cache entry it names, and the entry's lock.
 
 A trained ensemble is identified by everything that shapes its weights (the "Runs you can trust" issue):
-- the dataset's bytes (SHA-256, hashed once per (path, size, mtime) and remembered on disk);
+- the dataset's bytes (SHA-256, hashed once per file state and remembered on disk), checked to be the bytes
+  the run read: a file replaced between reading and hashing is refused;
 - the loader and stage-1 data settings: ``data.task``, ``data.mode``, ``data.seed``, ``data.holdout_ratio``,
-  ``data.max_holdout``, ``data.dynamics_batch_size`` (and ``data.max_rows`` where the DataModule has it);
+  ``data.max_holdout``, ``data.dynamics_batch_size``, ``data.max_rows``;
 - every ``DynamicsModule`` hyper-parameter (defaults filled in, so an omitted key equals its default).
 Stage-2 settings (h, lambda, SAC) are not in it, so runs that differ only there share one trained model.
 
@@ -25,17 +26,60 @@ from pathlib import Path
 from typing import Any
 
 from mopo_lightning.dynamics.module import DynamicsModule
-from mopo_lightning.files import sha256_file, write_text_atomic
+from mopo_lightning.files import file_state, sha256_file, write_text_atomic
 
 FINGERPRINT_VERSION = 1
 """Bumped when the fingerprint's fields or the training code's numbers change."""
-STAGE1_DATA_KEYS = ("task", "mode", "seed", "holdout_ratio", "max_holdout", "dynamics_batch_size")
-"""DataModule hparams that shape stage 1 (always present)."""
-OPTIONAL_DATA_KEYS = ("max_rows", "max_transitions")
-"""Row caps some DataModule versions have: in the fingerprint when present."""
+STAGE1_DATA_KEYS = ("task", "mode", "seed", "holdout_ratio", "max_holdout", "dynamics_batch_size", "max_rows")
+"""DataModule hparams that shape stage 1."""
 _SKIPPED_DYNAMICS_KEYS = ("obs_dim", "act_dim")  # given by data.task
+DATASET_KEYS = ("path", "dataset", "data_dir", "collect_path", "collect_steps", "collect_policy")
+"""DataModule hparams that choose which bytes are read (the fingerprint holds those bytes' SHA-256)."""
+CONFIG_KEYS = ("seed_everything", *(f"data.{k}" for k in (*DATASET_KEYS, *STAGE1_DATA_KEYS)),
+               "dynamics.")
+"""``fit`` config keys that can change the fingerprint (``data.seed`` is linked from ``seed_everything``); a
+trailing dot names a whole group. The sweep's trial order reads this list, so the two cannot drift apart."""
 
-_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, this process
+_HASHES: dict[tuple, str] = {}  # files.file_state -> sha256, this process
+
+
+def dataset_sha256(path: str | Path, cache_dir: str | Path | None = None,
+                   loaded: tuple | None = None) -> str:
+    """SHA-256 of the dataset file, computed once per file state (path, size, mtime, inode, ctime).
+
+    ``loaded``: the ``files.file_state`` the file had when its rows were read; a file written or replaced
+    since then raises ``DatasetError``, so a model is never labelled with bytes it was not trained on.
+    Remembered in this process and, with ``cache_dir``, in ``<cache_dir>/dataset_hashes/`` so that another
+    process (or a later run) does not read a 2 GB file again.
+    """
+    key = file_state(path)
+    if loaded is not None and tuple(loaded) != key:
+        from mopo_lightning.data.d4rl import DatasetError
+
+        raise DatasetError(f"{key[0]} changed after this run read it (size, mtime or inode differ); another "
+                           "process wrote or replaced it: run again once the file stays put")
+    if key in _HASHES:
+        return _HASHES[key]
+    record = None
+    if cache_dir is not None:
+        name = hashlib.sha256(key[0].encode()).hexdigest()[:16]
+        record = Path(cache_dir) / "dataset_hashes" / f"{name}.json"
+        try:
+            saved = json.loads(record.read_text())
+            if saved["state"] == list(key):
+                _HASHES[key] = saved["sha256"]
+                return saved["sha256"]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    digest = sha256_file(key[0])
+    if file_state(path) != key:
+        from mopo_lightning.data.d4rl import DatasetError
+
+        raise DatasetError(f"{key[0]} changed while it was hashed; another process is writing it")
+    _HASHES[key] = digest
+    if record is not None:
+        write_text_atomic(record, json.dumps({"state": list(key), "sha256": digest}) + "\n")
+    return digest
 
 
 def _canonical(value: Any) -> Any:
@@ -49,36 +93,6 @@ def _canonical(value: Any) -> Any:
     return str(value)
 
 
-def dataset_sha256(path: str | Path, cache_dir: str | Path | None = None) -> str:
-    """SHA-256 of the dataset file, computed once per (path, size, mtime).
-
-    Remembered in this process and, with ``cache_dir``, in ``<cache_dir>/dataset_hashes/`` so that another
-    process (or a later run) does not read a 2 GB file again.
-    """
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key in _HASHES:
-        return _HASHES[key]
-    record = None
-    if cache_dir is not None:
-        name = hashlib.sha256(str(path).encode()).hexdigest()[:16]
-        record = Path(cache_dir) / "dataset_hashes" / f"{name}.json"
-        try:
-            saved = json.loads(record.read_text())
-            if [saved["path"], saved["size"], saved["mtime_ns"]] == list(key):
-                _HASHES[key] = saved["sha256"]
-                return saved["sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    digest = sha256_file(path)
-    _HASHES[key] = digest
-    if record is not None:
-        saved = {"path": key[0], "size": key[1], "mtime_ns": key[2], "sha256": digest}
-        write_text_atomic(record, json.dumps(saved) + "\n")
-    return digest
-
-
 def dynamics_fingerprint(
     dataset_sha: str, data_hparams: Mapping[str, Any], dynamics_hparams: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -90,9 +104,8 @@ def dynamics_fingerprint(
         raise TypeError(f"not DynamicsModule hyper-parameters: {sorted(unknown)}")
     dynamics = {**defaults, **dynamics_hparams}
     fields: dict[str, Any] = {"version": FINGERPRINT_VERSION, "data.sha256": dataset_sha}
-    for key in (*STAGE1_DATA_KEYS, *OPTIONAL_DATA_KEYS):
-        if key in data_hparams:
-            fields[f"data.{key}"] = _canonical(data_hparams[key])
+    for key in STAGE1_DATA_KEYS:
+        fields[f"data.{key}"] = _canonical(data_hparams[key])
     for key in sorted(dynamics):
         if key not in _SKIPPED_DYNAMICS_KEYS:
             fields[f"dynamics.{key}"] = _canonical(dynamics[key])

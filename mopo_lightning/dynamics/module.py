@@ -45,7 +45,8 @@ class DynamicsModule(LightningModule):
         max_epochs_since_update: stop after this many epochs in a row with no member improving.
         improvement_threshold: relative holdout-MSE improvement a member needs to count as improved.
         max_epochs: optional cap on training epochs (None: early stopping alone decides).
-        max_seconds: optional cap on training time, checked after each epoch (None: no cap).
+        max_seconds: optional cap on training time, checked after each epoch (None: no cap). A model
+            that it cuts short depends on the wall clock: its run keeps it, the dynamics cache never serves it.
     """
 
     def __init__(
@@ -75,6 +76,9 @@ class DynamicsModule(LightningModule):
         )
         self.snapshot = MemberSnapshot(self.ensemble.member_parameters())
         self.register_buffer("finalized", torch.tensor(False))  # best weights restored, elites chosen
+        # True when max_seconds, a wall clock, ended training: such a model is not reproducible (stage 1
+        # keeps it in its run and never serves it from the cache)
+        self.register_buffer("time_capped", torch.tensor(False))
         self.automatic_optimization = False  # one plain step per batch: Lightning's closure costs ~4%
         # Epoch sums of the batch-size-weighted train_mse and train_loss ([2], on the device) and their
         # weight; a plain dict, so per-step updates skip nn.Module.__setattr__ (~1% of a step).
@@ -190,8 +194,9 @@ class DynamicsModule(LightningModule):
         epochs = int(self.early_stopping.num_updates)
         if self.hparams.max_epochs is not None and epochs >= self.hparams.max_epochs:
             stop = True
-        if self.hparams.max_seconds is not None and self._train_start is not None:
-            stop = stop or self.train_seconds > self.hparams.max_seconds  # resumed time counts
+        if not stop and self.hparams.max_seconds is not None and self._train_start is not None:
+            stop = self.train_seconds > self.hparams.max_seconds  # resumed time counts
+            self.time_capped.fill_(stop)
         # Ranks must agree (the time cap is read from each rank's own clock), or DDP would hang.
         stop = self.trainer.strategy.reduce_boolean_decision(bool(stop), all=False)
         if stop:

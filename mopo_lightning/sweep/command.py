@@ -49,7 +49,9 @@ def _start_ray(address: str | None, num_cpus: int | None) -> str:
         ray.init(address=address, **kwargs)
         where = f"cluster at {address}"
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+        from mopo_lightning.machine import available_cpus
+
+        ray.init(num_cpus=num_cpus or available_cpus(), **kwargs)  # os.cpu_count() ignores quotas and affinity
         where = "local"
     cpus = ray.cluster_resources().get("CPU", 0)
     gpus = ray.cluster_resources().get("GPU", 0)
@@ -149,18 +151,19 @@ def sweep(
     poll_seconds: float = 2.0,
     dry_run: bool = False,
 ) -> None:
-    """Run a grid of seeds x hyper-parameters of one fit config as trials on Ray Tune (resumable).
+    """Run fit configs x named arms x a grid of seeds and hyper-parameters as trials on Ray Tune (resumable).
 
     Each trial is an ordinary run directory <sweep_dir>/<trial> made by `mopo-lightning fit` in a
     subprocess (log: <sweep_dir>/<trial>.log). Run the same command again after a stop: finished trials
     are skipped, unfinished ones resume from their last checkpoint.
 
     Args:
-        sweep_file: the sweep YAML (conf/sweeps/*.yaml): `config:`, fixed fit keys and a `grid:` of dotted
-            fit keys to lists.
+        sweep_file: the sweep YAML (conf/sweeps/*.yaml): `configs:` (or one `config:`), optional named
+            `arms:` (e.g. MOPO and MBPO), fixed fit keys and a `grid:` of dotted fit keys to lists.
         sweep_dir: parent of the trials' run directories (default checkpoints/sweeps/<sweep file stem>).
         address: an existing Ray cluster (`auto` or HOST:PORT); default: start a local Ray.
-        num_cpus: CPUs of the local Ray (default: all of this machine's).
+        num_cpus: CPUs of the local Ray (default: those this process may use: its CPU affinity and
+            container quota, not the host's core count).
         cpus_per_trial: CPUs Ray reserves per trial; fit gets as many torch threads (--num_threads).
         gpus_per_trial: GPUs per trial; fractions share a GPU (0.25: four trials per GPU).
         max_concurrent_trials: at most this many trials at once (default: as many as the resources allow).
@@ -186,7 +189,12 @@ def sweep(
                                             gpus_per_trial, max_concurrent_trials)
     print(f"summary of {sweep_file} ({len(trials)} trials):")
     print(summary(configs, errors, unfinished))
-    print(f"report: mopo-lightning report {sweep_dir} --out {Path(sweep_dir) / 'report'}")
+    if not errors and not unfinished and not interrupted:
+        print(f"report: mopo-lightning report {sweep_dir} --out {Path(sweep_dir) / 'report'}")
+    else:
+        names = sorted(set(errors) | unfinished)
+        print(f"not finished: {', '.join(names)}; `report` leaves them out (--include_unfinished shows them, "
+              "marked). Run the same sweep command to resume them.")
     if interrupted or unfinished:
         message = f"sweep stopped with {len(unfinished)} unfinished trial(s); run the same command to resume"
         print(f"{PROG}: error: {message}", file=sys.stderr)

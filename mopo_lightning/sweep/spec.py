@@ -1,22 +1,30 @@
-"""The sweep file: one ``fit`` configuration and a grid of dotted ``fit`` keys, expanded into trials.
+"""The sweep file: fit configurations x named arms x a grid of dotted ``fit`` keys, expanded into trials.
 
-A sweep file is YAML (``conf/sweeps/*.yaml``)::
+A sweep file is YAML (``conf/sweeps/*.yaml``). The paper's Table 1 is one file::
 
-    config: conf/hopper_mixed.yaml     # base fit config(s): a path or a list, as ``fit --config``
-    trainer:                           # any other fit key, nested or dotted, applied after the config
+    configs:                           # one entry per dataset: a fit config (path, or list of paths) ...
+      - conf/hopper_mixed.yaml
+      - {config: conf/hopper_random.yaml, name: hopper_rnd, data.path: data/h.hdf5}  # ... or with overrides
+    arms:                              # named methods: overrides applied to every config (optional)
+      MOPO: {}                         #   the configs as given (each dataset's own h and lambda)
+      MBPO: {data.penalty_coef: 0.0}   #   the same without the penalty
+    trainer:                           # any other fit key, nested or dotted, applied to every trial
       max_epochs: 1000
     grid:                              # dotted fit keys -> lists of values; every combination is a trial
-      seed_everything: [0, 1, 2]
-      data.rollout_length: [1, 5]
-      data.penalty_coef: [1.0, 5.0]
+      seed_everything: [0, 1, 2, 3]
 
-Relative paths are taken from the current directory, as in ``fit``; a ``config`` not found there is looked
-up beside the sweep file. The sweep owns ``run_name``, ``run_root``, ``ckpt_path``, ``dynamics_cache`` and
-``num_threads``: they may not be set in the file.
+``config: FILE`` (one configuration, the older form) is ``configs: [FILE]``. Keys apply in this order:
+the config files, the fixed keys, a config entry's overrides, the arm's, the grid point's. An arm's name
+is passed to ``fit --method``, so ``report`` groups runs by it. Trial names join the config's name (when
+there are several), the arm (when there are arms) and the grid point: ``hopper_mixed-MBPO-s0``.
 
-Trial order: keys that enter the stage-1 fingerprint (``seed_everything``, ``data.*`` dataset keys,
-``dynamics.*``) vary fastest, so the first trials to start need different dynamics models and train them
-side by side; later trials load them from the shared cache instead of queueing on one model's lock.
+Relative paths are taken from the current directory, as in ``fit``; a config not found there is looked up
+beside the sweep file. The sweep owns ``run_name``, ``run_root``, ``ckpt_path``, ``dynamics_cache``,
+``num_threads`` and ``overwrite`` (and ``method`` when it has arms): they may not be set in the file.
+
+Trial order: configs and the keys that enter the stage-1 fingerprint (``dynamics.fingerprint.CONFIG_KEYS``)
+vary fastest, so the first trials to start need different dynamics models and train them side by side;
+later trials load them from the shared cache instead of queueing on one model's lock.
 """
 
 from __future__ import annotations
@@ -30,26 +38,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mopo_lightning.dynamics.fingerprint import CONFIG_KEYS
+from mopo_lightning.files import read_yaml
 from mopo_lightning.guards import ConfigError
 
 RESERVED = ("run_name", "run_root", "ckpt_path", "dynamics_cache", "num_threads", "overwrite")
 """Fit keys that the sweep sets for every trial."""
 
-FINGERPRINT_KEYS = ("seed_everything", "data.dataset", "data.path", "data.task", "data.holdout", "dynamics.")
-"""Grid keys that (may) change the dynamics model; they vary fastest in the trial order."""
-
 SHORT = {"seed_everything": "s", "data.rollout_length": "h", "data.penalty_coef": "lam",
          "data.penalty_kind": "pen", "data.real_ratio": "real"}
 """Short names of common grid keys in trial names (``h5-lam1-s0``); other keys use their last part."""
+NAME = re.compile(r"[A-Za-z0-9_.+]+")
+"""Config and arm names: they become parts of directory names."""
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One point of the grid: its name (= run directory name) and the fit arguments that make it."""
+    """One trial: its name (= run directory name) and the fit arguments that make it."""
 
     name: str
     overrides: dict[str, Any]
-    """The grid's dotted keys and this trial's values."""
+    """The config's name and arm (when the file has several / has arms), then the grid point's dotted keys."""
     fit_args: tuple[str, ...]
     """``fit`` arguments without ``--ckpt_path`` (the trainable adds ``--ckpt_path last`` to resume)."""
 
@@ -60,39 +69,56 @@ class Trial:
 
 
 @dataclass(frozen=True)
+class ConfigEntry:
+    """One fit configuration of the sweep: its files, its name and its own overrides."""
+
+    name: str
+    files: tuple[str, ...]
+    overrides: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Sweep:
     """A parsed sweep file."""
 
     path: Path
-    configs: tuple[str, ...]
+    configs: tuple[ConfigEntry, ...]
+    arms: dict[str, dict[str, Any]]
     fit_keys: dict[str, Any]
     grid: dict[str, list[Any]]
 
     def trials(self, sweep_dir: Path, dynamics_cache: Path, num_threads: int) -> list[Trial]:
-        """Every grid point as a ``Trial``, in start order (fingerprint keys vary fastest)."""
-        slow = [k for k in self.grid if not _is_fingerprint_key(k)]
-        fast = [k for k in self.grid if _is_fingerprint_key(k)]
-        order = slow + fast  # itertools.product varies its last factor fastest
-        common = [arg for config in self.configs for arg in ("--config", config)]
-        common += [arg for key, value in self.fit_keys.items() for arg in (f"--{key}", cli_value(value))]
+        """Every (arm, grid point, config) as a ``Trial``, in start order (fingerprint keys vary fastest)."""
+        slow = [k for k in self.grid if not is_fingerprint_key(k)]
+        fast = [k for k in self.grid if is_fingerprint_key(k)]
+        arms = list(self.arms.items()) or [(None, {})]
         trials, names = [], set()
-        for values in itertools.product(*(self.grid[k] for k in order)):
-            point = dict(zip(order, values))
-            overrides = {k: point[k] for k in self.grid}  # the file's key order, for names and tables
-            name = trial_name(overrides)
+        # itertools.product varies its last factor fastest: arms, slow keys, configs, fingerprint keys
+        for (arm, arm_keys), slow_values, entry, fast_values in itertools.product(
+                arms, itertools.product(*(self.grid[k] for k in slow)), self.configs,
+                itertools.product(*(self.grid[k] for k in fast))):
+            point = {**dict(zip(slow, slow_values)), **dict(zip(fast, fast_values))}
+            point = {k: point[k] for k in self.grid}  # the file's key order, for names and tables
+            labels = {**({"config": entry.name} if len(self.configs) > 1 else {}),
+                      **({"method": arm} if arm is not None else {})}
+            name = "-".join([*labels.values(), *([trial_name(point)] if point else [])]) or "trial"
             if name in names:
-                raise ConfigError(f"{self.path}: two grid points are both named {name!r}; make the grid's values "
-                                  "distinct after formatting")
+                raise ConfigError(f"{self.path}: two trials are both named {name!r}; make the config names and "
+                                  "grid values distinct after formatting")
             names.add(name)
-            args = [*common, *(a for k, v in overrides.items() for a in (f"--{k}", cli_value(v))),
+            keys = {**self.fit_keys, **entry.overrides, **arm_keys, **point}
+            args = [*(a for f in entry.files for a in ("--config", f)),
+                    *(a for k, v in keys.items() for a in (f"--{k}", cli_value(v))),
+                    *(("--method", arm) if arm is not None else ()),
                     "--run_name", name, "--run_root", str(sweep_dir), "--dynamics_cache", str(dynamics_cache),
                     "--num_threads", str(num_threads)]
-            trials.append(Trial(name, overrides, tuple(args)))
+            trials.append(Trial(name, {**labels, **point}, tuple(args)))
         return trials
 
 
-def _is_fingerprint_key(key: str) -> bool:
-    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in FINGERPRINT_KEYS)
+def is_fingerprint_key(key: str) -> bool:
+    """Whether a fit key can change the dynamics model (``dynamics.fingerprint.CONFIG_KEYS``)."""
+    return any(key == k or (k.endswith(".") and key.startswith(k)) for k in CONFIG_KEYS)
 
 
 def cli_value(value: Any) -> str:
@@ -109,8 +135,6 @@ def _format(value: Any) -> str:
 
 def trial_name(overrides: dict[str, Any]) -> str:
     """``{"data.rollout_length": 5, "data.penalty_coef": 1.0, "seed_everything": 0}`` -> ``h5-lam1-s0``."""
-    if not overrides:
-        return "trial"
     return "-".join(f"{SHORT.get(k, k.rsplit('.', 1)[-1])}{_format(v)}" for k, v in overrides.items())
 
 
@@ -124,26 +148,39 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _reserved(key: str) -> bool:
-    return key in RESERVED
+def _mapping(value: Any, what: str, path: Path) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"sweep file {path}: {what} must be a mapping of fit keys to values")
+    return _flatten(value)
+
+
+def _config_entry(item: Any, path: Path) -> ConfigEntry:
+    """``conf/x.yaml``, ``[a.yaml, b.yaml]`` or ``{config: ..., name: ..., <fit keys>}``."""
+    item = dict(item) if isinstance(item, dict) else {"config": item}
+    files = item.pop("config", None)
+    files = [files] if isinstance(files, str) else files
+    if not files or not all(isinstance(f, str) for f in files):
+        raise ConfigError(f"sweep file {path}: a `configs:` entry needs `config:` (a path or a list of paths)")
+    files = [_find_config(f, path) for f in files]
+    name = str(item.pop("name", None) or Path(files[-1]).stem)
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"sweep file {path}: config name {name!r} may hold only letters, digits, '_', '.', '+'")
+    return ConfigEntry(name, tuple(files), _mapping(item, f"config {name!r}", path))
 
 
 def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file; ``ConfigError`` (one line, naming the key) for anything wrong."""
-    import yaml
-
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"sweep file {path}: no such file") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"sweep file {path}: not YAML ({' '.join(str(error).split())})") from None
+    if not path.is_file():
+        raise ConfigError(f"sweep file {path}: no such file")
+    data = read_yaml(path)
     if not isinstance(data, dict):
-        raise ConfigError(f"sweep file {path}: expected a mapping with a `grid:` section")
+        raise ConfigError(f"sweep file {path}: expected a mapping with `configs:` (or `config:`) and `grid:`")
     data = dict(data)
-    grid = data.pop("grid", None)
-    if not isinstance(grid, dict) or not grid:
+    grid = data.pop("grid", None) or {}
+    if not isinstance(grid, dict):
         raise ConfigError(f"sweep file {path}: `grid:` must map dotted fit keys to lists of values")
     grid = _flatten({k: v for k, v in grid.items() if not isinstance(v, list)}) | {
         k: v for k, v in grid.items() if isinstance(v, list)}
@@ -152,24 +189,48 @@ def load_sweep(path: str | Path) -> Sweep:
             raise ConfigError(f"sweep file {path}: grid key {key!r} needs a non-empty list of values")
         if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
             raise ConfigError(f"sweep file {path}: grid key {key!r} lists a value twice")
-    configs = data.pop("config", None)
-    configs = [] if configs is None else [configs] if isinstance(configs, str) else list(configs)
+    if "config" in data and "configs" in data:
+        raise ConfigError(f"sweep file {path}: give `config:` (one configuration) or `configs:` (several), not both")
+    one = data.pop("config", None)
+    items = data.pop("configs", None) if one is None else [one]
+    if items is not None and (not isinstance(items, list) or not items):
+        raise ConfigError(f"sweep file {path}: `configs:` must be a non-empty list of fit configs")
+    configs = [_config_entry(item, path) for item in items] if items else [ConfigEntry("config", (), {})]
+    if len({c.name for c in configs}) != len(configs):
+        raise ConfigError(f"sweep file {path}: two configs share a name; give them distinct `name:`s")
+    arms = data.pop("arms", None) or {}
+    if not isinstance(arms, dict):
+        raise ConfigError(f"sweep file {path}: `arms:` must map method names to overrides")
+    for arm in arms:
+        if not NAME.fullmatch(str(arm)):
+            raise ConfigError(f"sweep file {path}: arm name {arm!r} may hold only letters, digits, '_', '.', '+'")
+    arms = {str(a): _mapping(v, f"arm {a!r}", path) for a, v in arms.items()}
+    if not grid and len(configs) == 1 and not arms:
+        raise ConfigError(f"sweep file {path}: nothing to sweep: give a `grid:`, several `configs:` or `arms:`")
     fit_keys = _flatten(data)
-    for key in [*fit_keys, *grid]:
-        if _reserved(key):
-            raise ConfigError(f"sweep file {path}: {key!r} is set by the sweep for every trial; remove it")
+    reserved = RESERVED + (("method",) if arms else ())
+    sources = [("fixed", fit_keys), ("grid", grid), *((f"arm {a!r}", k) for a, k in arms.items()),
+               *((f"config {c.name!r}", c.overrides) for c in configs)]
+    for where, keys in sources:
+        for key in keys:
+            if key in reserved:
+                raise ConfigError(f"sweep file {path}: {key!r} ({where}) is set by the sweep for every trial; "
+                                  "remove it")
     both = sorted(set(fit_keys) & set(grid))
     if both:
         raise ConfigError(f"sweep file {path}: {both[0]!r} is both a fixed key and a grid key")
-    return Sweep(path, tuple(_find_config(c, path) for c in configs), fit_keys, grid)
+    return Sweep(path, tuple(configs), arms, fit_keys, grid)
 
 
 def _find_config(config: str, sweep_file: Path) -> str:
-    """A base config as given when it exists from the current directory, else beside the sweep file."""
+    """A base config as given when it exists from the current directory, else beside the sweep file; its YAML
+    syntax is checked here, so a broken config stops the sweep before any trial starts."""
     if Path(config).is_file():
-        return config
-    beside = sweep_file.parent / config
-    if beside.is_file():
-        return os.path.relpath(beside)
-    raise ConfigError(f"sweep file {sweep_file}: config {config!r} not found (from the current directory "
-                      f"or beside the sweep file)")
+        found = config
+    elif (sweep_file.parent / config).is_file():
+        found = os.path.relpath(sweep_file.parent / config)
+    else:
+        raise ConfigError(f"sweep file {sweep_file}: config {config!r} not found (from the current directory "
+                          f"or beside the sweep file)")
+    read_yaml(found)
+    return found

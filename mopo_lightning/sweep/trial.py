@@ -8,8 +8,9 @@ evaluation becomes one ``tune.report`` ({``evaluation``, ``evaluations_expected`
 State of a trial, decided from its files alone (``trial_state``), so that any start of the sweep, fresh or
 after a kill, does the right thing:
 
-- ``finished``: ``<run dir>.done.json`` exists and records the same fit arguments; the trial is not
-  re-run, its recorded evaluations are reported to Tune again (so Tune's results hold every trial);
+- ``finished``: ``<run dir>.done.json`` exists and records the same fit arguments, and the run's
+  ``results.json`` says ``finished``; the trial is not re-run, its recorded evaluations are reported to Tune
+  again (so Tune's results hold every trial);
 - ``resume``: the run directory holds a run (``training/run_dir.RunDirectory.holds_run``): ``fit`` runs
   with ``--ckpt_path last`` and continues from ``sac/last.ckpt`` (stage 1 from its partial checkpoint);
 - ``new``: ``fit`` starts the run.
@@ -57,7 +58,7 @@ def marker_path(trial: dict[str, Any]) -> Path:
 def trial_state(trial: dict[str, Any]) -> str:
     """``finished``, ``resume`` or ``new`` (see the module docstring)."""
     marker = marker_path(trial)
-    if marker.is_file():
+    if marker.is_file() and read_results(trial).get("status") == FINISHED:  # not a run replaced since
         try:
             if json.loads(marker.read_text()).get("fit_args") == list(trial["fit_args"]):
                 return FINISHED
@@ -128,8 +129,12 @@ def run_trial(config: dict[str, Any]) -> None:
     args = [*trial["fit_args"], *(["--ckpt_path", "last"] if state == RESUME else [])]
     log = log_path(trial)
     log.parent.mkdir(parents=True, exist_ok=True)
+    import ray
+
+    context = ray.get_runtime_context()
     with open(log, "a") as out:
-        out.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} sweep trial {trial['name']} ({state}): "
+        out.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} sweep trial {trial['name']} ({state}) on Ray node "
+                  f"{context.get_node_id()} of the cluster at {context.gcs_address}: "
                   f"mopo-lightning fit {' '.join(args)}\n")
         out.flush()
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -27,6 +27,7 @@ from mopo_lightning.data.dataset import OfflineDataset
 from mopo_lightning.dynamics.batches import DynamicsData, dynamics_dataloaders
 from mopo_lightning.envs.model_env import EnsemblePredictor
 from mopo_lightning.envs.rollout import ModelRollouts
+from mopo_lightning.files import file_state
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.tasks import Task
 from mopo_lightning.training.mixed_batches import Learner, MixedBatches, MixedSampler, RolloutLog
@@ -120,6 +121,7 @@ class D4RLDataModule(L.LightningDataModule):
         if penalty_coef < 0:
             raise ConfigError(f"data.penalty_coef (lambda) must be >= 0 (0 gives MBPO), got {penalty_coef}")
         self.real: TensorDict | None = None
+        self.loaded_file_state: tuple | None = None
         self.ensemble: EnsemblePredictor | None = None
         self.rollouts: ModelRollouts | None = None
         self.sampler: MixedSampler | None = None
@@ -183,8 +185,12 @@ class D4RLDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if self.real is None:
-            self.dataset_path()  # collected first where the config says so
+            before = file_state(self.dataset_path())  # collected first where the config says so
             self.real = self.data.load()
+            if file_state(before[0]) != before:
+                raise DatasetError(f"{before[0]} changed while this run read it; another process wrote or "
+                                   "replaced it: run again once the file stays put")
+            self.loaded_file_state = before  # stage 1 hashes these bytes (dynamics.fingerprint.dataset_sha256)
         # Seeded per rank, once the rank is known (the CLI calls setup before the launcher has run):
         # every rank samples its own batches and rolls out from its own start states.
         if self._seeded_rank != self._rank():

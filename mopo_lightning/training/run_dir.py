@@ -80,6 +80,8 @@ class RunDirectory:
         self.rank = rank
         self._replace = False
         self._identity: dict[str, Any] | None = None
+        self.started = False
+        """Set by ``start``: from then on the directory holds this run."""
 
     @property
     def last(self) -> Path:
@@ -133,6 +135,7 @@ class RunDirectory:
         """Make the run directory its own: delete a replaced run, then write ``run.json`` (first start only)."""
         if self._identity is None:
             raise RuntimeError("RunDirectory.start() before prepare()")
+        self.started = True
         if self.rank != 0:
             return
         if self._replace:

@@ -153,7 +153,7 @@ def dynamics_stage(datamodule: D4RLDataModule, num_threads: int | None = None,
 
     The ensemble's initial weights then depend only on what the fingerprint records (not on what was
     built before it, e.g. the SAC networks' sizes), so a cached model is exactly the one this run would
-    train; and stage 2 starts from the same global RNG state whether stage 1 trained, resumed or loaded.
+    train (a model cut by ``dynamics.max_seconds`` is never cached: it depends on the wall clock); and stage 2 starts from the same global RNG state whether stage 1 trained, resumed or loaded.
     """
     with torch.random.fork_rng(devices=[]), torch_threads(num_threads):
         torch.manual_seed(int(datamodule.hparams.seed))
@@ -175,8 +175,10 @@ def _dynamics_stage(
     Returns the module and the ``dynamics`` section of ``results.json``.
     """
     cache = Path(cache_dir) if cache_dir is not None else run_dir.parent / ".dynamics_cache"
+    datamodule.setup()  # read the rows first: the fingerprint hashes the bytes that were read
     fingerprint = dynamics_fingerprint(
-        dataset_sha256(datamodule.dataset_path(), cache), datamodule.hparams, hparams
+        dataset_sha256(datamodule.dataset_path(), cache, loaded=datamodule.loaded_file_state),
+        datamodule.hparams, hparams
     )
     key = fingerprint_key(fingerprint)
     if checkpoint:
@@ -184,7 +186,8 @@ def _dynamics_stage(
         if not path.exists():
             raise CheckpointError(f"--dynamics_checkpoint {path}: no such file")
         module = load_matching(path, fingerprint, "--dynamics_checkpoint")
-        print(f"dynamics: loaded {path} (fingerprint {key})")
+        capped = " (cut by dynamics.max_seconds: not reproducible)" if bool(module.time_capped) else ""
+        print(f"dynamics: loaded {path} (fingerprint {key}){capped}")
         return module, _result(module, path, key, loaded=True)
     own = run_dir / FINAL
     if own.exists():
@@ -207,6 +210,11 @@ def _dynamics_stage(
         print(f"dynamics: loaded {final} from the cache (fingerprint {key}); stage 1 not retrained")
     else:
         module = trained
+    if bool(module.time_capped):  # _train wrote it into the run directory alone
+        print(f"dynamics: dynamics.max_seconds ({module.hparams.max_seconds:g} s) ended training after "
+              f"{int(module.early_stopping.num_updates)} epochs: the model depends on this machine's speed, so it "
+              f"is not reproducible; kept in {own} only, not in the cache", flush=True)
+        return module, {**_result(module, own, key, loaded=False), "reproducible": False}
     if rank_zero_only.rank == 0:
         with atomic_path(own) as tmp:
             shutil.copyfile(final, tmp)
@@ -256,7 +264,9 @@ def _train(
         default_root_dir=str(run_dir),
     )
     trainer.fit(module, train_dataloaders=data.train, val_dataloaders=data.holdout, ckpt_path=resume)
-    trainer.save_checkpoint(entry / FINAL, weights_only=True)  # weights, buffers, hparams, fingerprint, seconds
+    # A model cut by the wall clock goes into its run only: waiting processes must not load it from the cache.
+    final = run_dir / FINAL if bool(module.time_capped) else entry / FINAL
+    trainer.save_checkpoint(final, weights_only=True)  # weights, buffers, hparams, fingerprint, seconds
     if trainer.is_global_zero:
         partial.unlink(missing_ok=True)
     if saver.signum is not None:  # a signal during the last epoch: stage 1 is complete, stop before stage 2

@@ -133,7 +133,7 @@ def test_killed_sweep_resumes_without_retraining_finished_trials(tmp_path):
     assert "lam0.5: skipped: finished before" in out and "lam1: resumes from its last checkpoint" in out
     log = (sw / "lam1.log").read_text()
     log = log[log.rindex("sweep trial lam1 ("):]  # the second attempt's part of the log
-    assert log.startswith("sweep trial lam1 (resume): mopo-lightning fit") and "--ckpt_path last" in log
+    assert log.startswith("sweep trial lam1 (resume) on Ray node") and "--ckpt_path last" in log
     assert "Restoring states from the checkpoint" in log
     for run in (first, second, sw / "lam5"):
         assert [e["sac_updates"] for e in results(run)["evaluations"]] == [50 * (i + 1) for i in range(6)]

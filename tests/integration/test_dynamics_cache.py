@@ -154,3 +154,45 @@ def test_a_waiting_trainer_loads_what_the_lock_holder_trained(tmp_path, capsys):
         shutil.copyfile(trained["cache_entry"], entry / "dynamics.ckpt")  # ... and finishes
     worker.join(60)
     assert result["info"]["loaded"] is True and result["info"]["seconds"] == trained["seconds"]
+
+
+def test_a_file_replaced_after_it_was_read_is_refused(tmp_path):
+    path = tmp_path / "data.hdf5"
+    shutil.copyfile(collected_dataset("hopper", 2_000, seed=0), path)
+    dm = _datamodule(path)
+    dm.setup()  # the rows are read here
+    replacement = tmp_path / "other.hdf5"
+    shutil.copyfile(collected_dataset("hopper", 1_000, seed=0, max_episode_steps=25), replacement)
+    os.replace(replacement, path)  # a concurrent collector renames its file into place
+    from mopo_lightning.data.d4rl import DatasetError
+
+    with pytest.raises(DatasetError, match="changed after this run read it"):
+        dynamics_stage(dm, hparams=TINY, run_dir=tmp_path / "run", checkpoint=None, trainer_kwargs=TRAINER,
+                       logger=False, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").glob("*/dynamics.ckpt"))
+    # the same bytes under the same name but a new inode count as a replacement too (cp -p keeps the mtime)
+    dm = _datamodule(path)
+    dm.setup()
+    shutil.copy2(path, tmp_path / "copy.hdf5")
+    os.replace(tmp_path / "copy.hdf5", path)
+    with pytest.raises(DatasetError, match="changed after this run read it"):
+        dynamics_stage(dm, hparams=TINY, run_dir=tmp_path / "run", checkpoint=None, trainer_kwargs=TRAINER,
+                       logger=False, cache_dir=tmp_path / "cache")
+
+
+def test_a_model_cut_by_the_wall_clock_is_kept_in_its_run_and_never_cached(tmp_path, capsys):
+    data = collected_dataset("hopper", 2_000, seed=0)
+    capped = {"max_seconds": 0.0, "max_epochs": 5}  # any epoch outlasts 0 s: the clock ends training
+    module, info = _stage1(data, tmp_path / "a", tmp_path / "cache", capped)
+    assert bool(module.time_capped) and info["reproducible"] is False and info["loaded"] is False
+    assert int(module.early_stopping.num_updates) == 1
+    assert (tmp_path / "a" / "dynamics.ckpt").exists()
+    assert not list((tmp_path / "cache").glob("*/dynamics.ckpt"))  # nothing another run could load
+    assert "not reproducible; kept in" in capsys.readouterr().out
+    _, again = _stage1(data, tmp_path / "b", tmp_path / "cache", capped)
+    assert again["loaded"] is False and again["fingerprint"] == info["fingerprint"]  # trained again, not served
+    _, resumed = _stage1(data, tmp_path / "a", tmp_path / "cache", capped)  # its own run keeps it
+    assert resumed["loaded"] is True
+    module, plain = _stage1(data, tmp_path / "c", tmp_path / "cache")  # an epoch cap: reproducible, cached
+    assert not bool(module.time_capped) and "reproducible" not in plain
+    assert list((tmp_path / "cache").glob("*/dynamics.ckpt"))

@@ -1,4 +1,7 @@
-"""Report statistics against rliable called directly and against values computed by hand; the figures."""
+"""Report statistics against rliable and hand computations; runs made by fit's own configuration path.
+
+What a method is, finished runs only, small samples shown as ranges, pooled aggregates, and the figures.
+"""
 
 from __future__ import annotations
 
@@ -8,30 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fit_run
 from rliable import library as rly
 from rliable import metrics
 
 from mopo_lightning.analysis import statistics as st
+from mopo_lightning.analysis.figures import _aligned
 from mopo_lightning.cli import main
 from mopo_lightning.report import Settings, build_report
 
-
-def write_run(root: Path, name: str, seed: int, scores: list[float], h: int = 5, lam: float = 1.0,
-              task: str = "hopper", dataset: str = "hopper-medium-replay-v2", mtime: float | None = None) -> Path:
-    run = root / name
-    run.mkdir(parents=True)
-    evals = [{"sac_updates": 100 * (i + 1), "return_mean": 10.0 * s, "normalized_score": s}
-             for i, s in enumerate(scores)]
-    (run / "results.json").write_text(json.dumps({
-        "task": task, "dataset": dataset, "seed": seed, "rollout_length": h, "penalty_coef": lam,
-        "evaluations": evals, "final_normalized_score": scores[-1], "final_return": 10.0 * scores[-1],
-        "score_reference": "D4RL", "final_premise": {"spearman": 0.1 * seed, "violation_rate": 0.5,
-                                                     "return_gap": 2.0}}))
-    (run / "run.json").write_text(json.dumps({"data.penalty_kind": "aleatoric", "seed_everything": seed,
-                                              "run_name": name, "model.lr": 3e-4}))
-    if mtime is not None:
-        os.utime(run / "results.json", (mtime, mtime))
-    return run
+PAPER = {"hopper": (5, 1.0), "walker2d": (1, 1.0)}  # the paper's "mixed" h and lambda of each task
 
 
 def test_iqm_by_hand_and_intervals_equal_rliable_called_directly():
@@ -57,7 +46,8 @@ def test_probability_of_improvement_by_hand():
     # pairs (x > y): 1>2 no, 1>4 no, 3>2 yes, 3>4 no -> 1/4
     assert st.probability_of_improvement(x, y, reps=200).value == pytest.approx(0.25)
     assert st.probability_of_improvement(y, x, reps=200).value == pytest.approx(0.75)
-    assert st.probability_of_improvement(x + 10, y, reps=200).as_dict() == {"value": 1.0, "low": 1.0, "high": 1.0}
+    assert st.probability_of_improvement(x + 10, y, reps=200).as_dict() == {"value": 1.0, "low": 1.0, "high": 1.0,
+                                                                            "kind": "bootstrap"}
     ties = np.array([[1.0], [2.0]])
     assert st.probability_of_improvement(ties, ties.copy(), reps=200).value == 0.5
     # two tasks: the average of per-task probabilities (1 and 0.25)
@@ -65,73 +55,136 @@ def test_probability_of_improvement_by_hand():
     assert st.probability_of_improvement(two_x, two_y, reps=200).value == pytest.approx(0.625)
 
 
-@pytest.fixture
-def study(tmp_path) -> Path:
-    """A 2 x 2 grid of h x lambda with 4 seeds each, one duplicate seed, one config on a second dataset."""
-    root = tmp_path / "sweep"
-    for h in (1, 5):
-        for lam in (1.0, 5.0):
-            for seed in range(4):
-                base = 10 * h + lam
-                write_run(root, f"h{h}-lam{lam:g}-s{seed}", seed, [base / 2, base + seed], h=h, lam=lam)
-    write_run(root, "old-h1-lam1-s0", 0, [0.0, -100.0], h=1, lam=1.0, mtime=1_000_000)  # older duplicate of s0
-    write_run(root, "hc-s0", 0, [1.0, 50.0], h=1, task="halfcheetah",
-              dataset="halfcheetah-medium-replay-v2")
-    write_run(root, "hc-s1", 1, [1.0, 60.0], h=1, task="halfcheetah",
-              dataset="halfcheetah-medium-replay-v2")
+def test_unequal_tasks_pool_every_run_and_equal_ones_are_rliables():
+    equal = [np.arange(5.0), np.arange(5.0) + 10]
+    direct = st.mean_and_iqm(np.stack(equal, axis=1), reps=300, seed=1)
+    assert st.aggregate(equal, reps=300, seed=1) == direct
+    ragged = [np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]), np.array([10.0, 20.0])]
+    est = st.aggregate(ragged, reps=300, seed=1)
+    assert est["mean"].value == pytest.approx((3.5 + 15.0) / 2)  # the mean of the task means
+    assert est["iqm"].value == pytest.approx(np.mean([3.0, 4.0, 5.0, 6.0]))  # middle half of all 8 runs
+    assert est["mean"].low < est["mean"].value < est["mean"].high and est["mean"].kind == "bootstrap"
+    # P(X > Y) on unequal tasks: per task by hand, averaged
+    xs, ys = [np.array([5.0, 6.0, 7.0]), np.array([1.0, 2.0, 3.0, 4.0])], [np.array([1.0, 6.5]), np.array([0.0, 9.0, 0.5])]
+    poi = st.improvement(xs, ys, reps=300)
+    # task 1: 5, 6, 7 beat 1 and only 7 beats 6.5 -> 4 of 6 pairs; task 2: all four beat 0 and 0.5, none 9 -> 8/12
+    assert poi.value == pytest.approx((4 / 6 + 8 / 12) / 2)
+    assert poi.kind == "bootstrap" and 0.0 <= poi.low <= poi.value <= poi.high <= 1.0
+
+
+def test_small_samples_show_the_range_and_no_improvement_interval():
+    three = st.aggregate([np.array([3.0, 1.0, 2.0])], reps=300)
+    assert three["mean"].as_dict() == {"value": 2.0, "low": 1.0, "high": 3.0, "kind": "range"}
+    five = st.aggregate([np.array([3.0, 1.0, 2.0, 5.0, 4.0])], reps=300)
+    assert five["mean"].kind == "bootstrap" and five["mean"].high - five["mean"].low < 4.0
+    two = st.improvement([np.array([5.0, 6.0])], [np.array([1.0, 2.0])], reps=300)
+    assert two.as_dict() == {"value": 1.0, "low": 1.0, "high": 1.0, "kind": "none"}
+
+
+def _task_args(task: str, data: str = "medium-replay") -> list[str]:
+    h, lam = PAPER[task]
+    return ["--config", "conf/quickstart.yaml", "--data.task", task, "--data.path", f"data/{task}-{data}.hdf5",
+            "--data.rollout_length", str(h), "--data.penalty_coef", str(lam), "--trainer.max_epochs", "2",
+            "--data.updates_per_epoch", "50"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    """Two tasks of different sizes (hopper 11/3, walker2d 17/6), each with its paper h and lambda; arms MOPO and
+    MBPO (lambda 0); hopper 3 seeds, walker2d 5; plus unnamed runs (h 5, lambda 1) on both tasks; plus a
+    stopped, a failed and a running run, and an older duplicate."""
+    root = tmp_path_factory.mktemp("study")
+    cwd = os.getcwd()
+    os.chdir(Path(__file__).resolve().parents[2])  # conf/ paths as a user gives them
+    try:
+        for task, seeds in (("hopper", 3), ("walker2d", 5)):
+            for seed in range(seeds):
+                base = 40.0 if task == "hopper" else 20.0
+                fit_run(root, f"{task}-MOPO-s{seed}", [*_task_args(task), "--method", "MOPO",
+                                                       "--seed_everything", str(seed)], [base / 2, base + seed])
+                fit_run(root, f"{task}-MBPO-s{seed}", [*_task_args(task), "--method", "MBPO", "--data.penalty_coef",
+                                                       "0", "--seed_everything", str(seed)], [base / 4, base / 2 + seed])
+            for seed in range(2):
+                fit_run(root, f"{task}-plain-s{seed}", [*_task_args(task), "--data.rollout_length", "5",
+                                                        "--seed_everything", str(seed)], [1.0, 5.0 + seed])
+        args = [*_task_args("hopper"), "--method", "MOPO"]
+        fit_run(root, "hopper-MOPO-s7", [*args, "--seed_everything", "7"], [99.0], status="stopped", signal=15)
+        fit_run(root, "hopper-MOPO-s8", [*args, "--seed_everything", "8"], [98.0, 97.0], status="failed",
+                error="NonFiniteError: non-finite loss")
+        fit_run(root, "hopper-MOPO-s9", [*args, "--seed_everything", "9"], [96.0], status="running")
+        old = fit_run(root / "old", "hopper-MOPO-s0", [*args, "--seed_everything", "0"], [0.0, -100.0])
+        os.utime(old / "results.json", (1_000_000, 1_000_000))
+    finally:
+        os.chdir(cwd)
     (root / ".dynamics_cache" / "x").mkdir(parents=True)  # hidden directories are no runs
     return root
 
 
-def test_configurations_deduplicate_and_match_rliable(study):
-    report, _ = build_report([study], Settings(reps=300, seed=0))
-    assert report["duplicates_left_out"] == [str(study / "old-h1-lam1-s0")]
-    rows = {r["configuration"]: r for r in report["configurations"]}
-    row = rows["hopper hopper-medium-replay-v2 h1 lam1 aleatoric"]
-    assert row["seeds"] == [0, 1, 2, 3] and row["values"] == [11.0, 12.0, 13.0, 14.0]  # final evaluations
-    direct = st.mean_and_iqm(np.array(row["values"])[:, None], reps=300, seed=0)
-    assert row["statistics"] == {"n": 4, "mean": direct["mean"].as_dict(), "iqm": direct["iqm"].as_dict()}
-    assert row["statistics"]["iqm"]["value"] == pytest.approx(12.5)  # middle two of 11..14
-    assert row["premise"] == pytest.approx({"spearman": 0.15, "violation_rate": 0.5, "return_gap": 2.0})
-    assert row["score_reference"] == ["D4RL"]
-    assert len(rows) == 5 and "model.lr" not in str(rows)  # a key equal in every run does not split configs
-    last2, _ = build_report([study], Settings(last=2, reps=300))
-    row2 = next(r for r in last2["configurations"] if r["configuration"] == row["configuration"])
-    assert row2["values"] == [(5.5 + 11) / 2, (5.5 + 12) / 2, (5.5 + 13) / 2, (5.5 + 14) / 2]
-    assert last2["settings"]["score"] == "mean of the last 2 evaluations"
-
-
-def test_aggregates_and_probability_of_improvement_across_tasks(study):
+def test_methods_are_arms_or_algorithm_keys_never_sizes_or_paths(study):
     report, _ = build_report([study], Settings(reps=300))
+    methods = sorted({r["method"] for r in report["configurations"]})
+    assert methods == ["MBPO", "MOPO", "h5 lam1 aleatoric"]  # not split by obs_dim, data.path or per-task h
     agg = {a["method"]: a for a in report["aggregates"]}
-    h1 = agg["h1 lam1 aleatoric"]  # hopper (seeds 0-3) and halfcheetah (seeds 0, 1): seeds 0 and 1
-    assert h1["tasks"] == ["halfcheetah halfcheetah-medium-replay-v2", "hopper hopper-medium-replay-v2"]
-    assert h1["seeds"] == 2
-    direct = st.mean_and_iqm(np.array([[50.0, 11.0], [60.0, 12.0]]), reps=300)
-    assert h1["iqm"] == direct["iqm"].as_dict() and h1["mean"]["value"] == pytest.approx(33.25)
+    assert agg["MOPO"]["tasks"] == ["hopper hopper-medium-replay", "walker2d walker2d-medium-replay"]
+    assert agg["MOPO"]["runs"] == {"hopper hopper-medium-replay": 3, "walker2d walker2d-medium-replay": 5}
+    assert agg["MOPO"]["n"] == 8 and agg["MOPO"]["iqm"]["kind"] == "bootstrap"
+    pooled = st.aggregate([np.array([40.0, 41, 42]), np.array([20.0, 21, 22, 23, 24])], reps=300)
+    assert agg["MOPO"]["iqm"] == pooled["iqm"].as_dict() and agg["MOPO"]["mean"] == pooled["mean"].as_dict()
+    assert agg["h5 lam1 aleatoric"]["n"] == 4 and agg["h5 lam1 aleatoric"]["iqm"]["kind"] == "range"
     poi = {(p["x"], p["y"]): p for p in report["probability_of_improvement"]}
-    # on hopper, h5 lam5 (55..58) beats h1 lam5 (15..18) on every pair
-    assert poi[("h5 lam5 aleatoric", "h1 lam5 aleatoric")]["value"] == 1.0
-    assert poi[("h1 lam5 aleatoric", "h5 lam5 aleatoric")]["value"] == 0.0
-    # h1 lam1 vs h1 lam5 on hopper: 11..14 vs 15..18 -> 0; on the common task only
-    assert poi[("h1 lam1 aleatoric", "h1 lam5 aleatoric")]["tasks"] == ["hopper hopper-medium-replay-v2"]
-    assert report["d4rl"]["h5 lam5 aleatoric"]["mixed"]["hopper"]["n"] == 4
+    assert poi[("MOPO", "MBPO")]["value"] == 1.0 and poi[("MOPO", "MBPO")]["tasks"] == agg["MOPO"]["tasks"]
+    assert poi[("MOPO", "MBPO")]["kind"] == "bootstrap" and poi[("MOPO", "h5 lam1 aleatoric")]["kind"] == "none"
+    table = {(r["dataset"], r["env"]): r for r in report["table1"]}
+    assert sorted(table) == [("mixed", "hopper"), ("mixed", "walker2d")]  # D4RL's medium-replay is the paper's mixed
+    assert table[("mixed", "hopper")]["methods"]["MOPO"]["n"] == 3
+    assert table[("mixed", "walker2d")]["methods"]["MBPO"]["mean"]["value"] == pytest.approx(12.0)
+    assert table[("mixed", "hopper")]["paper_mopo"] is None  # our own file: the paper's 67.5 is not its number
+
+
+def test_unfinished_runs_are_left_out_and_named_unless_asked_for(study, capsys):
+    report, _ = build_report([study], Settings(reps=300))
+    left = {Path(r["run"]).name: r["reason"] for r in report["left_out"]}
+    assert left["hopper-MOPO-s7"] == "stopped (signal 15)"
+    assert left["hopper-MOPO-s8"] == "failed (error NonFiniteError: non-finite loss)"
+    assert left["hopper-MOPO-s9"].startswith("status running")
+    assert left["hopper-MOPO-s0"] == "repeats the configuration and seed of a newer run"  # the older copy
+    row = next(r for r in report["configurations"] if r["configuration"] == "hopper hopper-medium-replay MOPO")
+    assert row["seeds"] == [0, 1, 2] and row["values"] == [40.0, 41.0, 42.0] and row["unfinished"] == []
+    assert row["statistics"]["mean"] == {"value": 41.0, "low": 40.0, "high": 42.0, "kind": "range"}
+    wide, _ = build_report([study], Settings(reps=300, include_unfinished=True))
+    row = next(r for r in wide["configurations"] if r["configuration"] == "hopper hopper-medium-replay MOPO")
+    assert row["seeds"] == [0, 1, 2, 7, 8, 9] and row["values"][3:] == [99.0, 97.0, 96.0]
+    assert [Path(p).name for p in row["unfinished"]] == ["hopper-MOPO-s7", "hopper-MOPO-s8", "hopper-MOPO-s9"]
+    assert row["evaluations_per_seed"] == [1, 2]
+    main(["report", str(study), "--reps", "200", "--include_unfinished", "true"])
+    out = capsys.readouterr().out
+    assert "| hopper hopper-medium-replay MOPO (3 unfinished) |" in out and "unfinished runs included" in out
+    assert "dashed tail fewer seeds" in out
+
+
+def test_curves_keep_the_seeds_that_went_further():
+    x, values, tail_x, tail_mean = _aligned([[(1, 1.0), (2, 2.0), (3, 3.0)], [(1, 3.0), (2, 4.0)]])
+    assert x.tolist() == [1, 2] and values.shape == (2, 1, 2)
+    assert tail_x.tolist() == [3] and tail_mean.tolist() == [3.0]
 
 
 def test_report_command_writes_markdown_json_and_figures(study, tmp_path, capsys):
     out = tmp_path / "report"
     main(["report", str(study), "--out", str(out), "--reps", "200"])
     text, err = capsys.readouterr()
-    assert "1 run(s) repeat the configuration and seed of a newer run" in err and "old-h1-lam1-s0" in err
-    assert "| hopper hopper-medium-replay-v2 h1 lam1 aleatoric | score | 0 1 2 3 | 12.5 [" in text
-    assert "200 replications, seed 0" in text and "Score reference(s): D4RL" in text
+    assert "4 run(s) left out" in err and "hopper-MOPO-s7: stopped (signal 15)" in err
+    assert "| hopper hopper-medium-replay MOPO | score | 0 1 2 | 41.0 (range 40.0..42.0, n=3) |" in text
+    assert "| walker2d walker2d-medium-replay MOPO | score | 0 1 2 3 4 | 22.0 [" in text
+    assert "finished runs only" in text and "range [min, max]" in text and "at least 5 runs" in text
+    assert ("| mixed | hopper | 41.0 (range 40.0..42.0, n=3) | 5.5 (range 5.0..6.0, n=2) | 21.0 (range 20.0..22.0, "
+            "n=3) | - |") in text
     assert "### Probability of improvement" in text and "### Across tasks" in text
     assert (out / "report.md").read_text().strip() == text.strip()
     data = json.loads((out / "report.json").read_text())
     names = sorted(Path(f).name for f in data["figures"])
-    assert len([n for n in names if n.endswith("_curves.png")]) == 2  # hopper, halfcheetah
+    assert len([n for n in names if n.endswith("_curves.png")]) == 2  # hopper, walker2d
     assert len([n for n in names if n.endswith("_intervals.png")]) == 2
-    assert [n for n in names if n.startswith("heatmap")] == ["heatmap_00_hopper_hopper-medium-replay-v2_aleatoric.png"]
+    assert not [n for n in names if n.startswith("heatmap")]  # named arms are no h x lambda grid
     for name in names:
         png = (out / name).read_bytes()
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000

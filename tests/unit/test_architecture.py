@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "mopo_lightning"
 
 # Lowest first. A module may import from its own layer and the layers below it, never above.
 LAYERS: list[tuple[str, ...]] = [
-    ("guards", "files", "progress", "transitions", "console"),  # foundations: no project imports
+    ("guards", "files", "progress", "transitions", "console", "machine"),  # foundations
     ("envs.termination", "envs.rewards"),  # pure functions of the real tasks
     ("tasks",),  # the registry
     ("envs.wrappers", "data"),  # the real envs; offline datasets (data/dataset.py: what a run names)

@@ -46,7 +46,7 @@ def write_run(root: Path, name: str, task: str, dataset: str, seed: int, returns
     evals = [{"sac_updates": 1000 * (i + 1), "return_mean": r, "return_std": 1.0, "normalized_score": s}
              for i, (r, s) in enumerate(zip(returns, scores))]
     data = {"task": task, "dataset": dataset, "seed": seed, "evaluations": evals,
-            "final_normalized_score": scores[-1], "seconds": {}}
+            "final_normalized_score": scores[-1], "seconds": {}, "status": "finished"}
     if penalty_coef is not None:
         data |= {"penalty_coef": penalty_coef, "rollout_length": 5}
     (run_dir / "results.json").write_text(json.dumps(data))
@@ -87,39 +87,44 @@ def test_ood_table_numbers(runs):
     assert row["batch_mean"] == pytest.approx((7.35 - 0.5) / 2, abs=1e-5)
     assert row["batch_max"] == pytest.approx(7.35, abs=1e-5)
     assert row["mopo"]["n"] == 2 and row["mopo"]["mean"]["value"] == 150.0  # last evaluations: 100 and 200
-    assert row["mopo"]["mean"]["low"] == 100.0 and row["mopo"]["mean"]["high"] == 200.0
-    assert row["mbpo"] == {"n": 1, "mean": {"value": 80.0, "low": 80.0, "high": 80.0},
-                           "iqm": {"value": 80.0, "low": 80.0, "high": 80.0}}
+    assert row["mopo"]["mean"]["low"] == 100.0 and row["mopo"]["mean"]["high"] == 200.0  # the range of 2 runs
+    one = {"value": 80.0, "low": 80.0, "high": 80.0, "kind": "range"}
+    assert row["mbpo"] == {"n": 1, "mean": one, "iqm": one}
     assert rows[1]["mopo"]["mean"]["value"] == 40.0 and rows[1]["mbpo"] == row["mbpo"]
     assert rows[1]["batch_max"] == row["batch_max"]
 
 
 def test_d4rl_kind():
     assert [d4rl_kind(n) for n in ("hopper-medium-replay-v2", "walker2d_medium_expert-v2", "hopper-random-v0",
-                                   "data/quick.hdf5")] == ["mixed", "medium-expert", "random", "quick"]
+                                   "data/quick.hdf5", "data/hopper-sac-30k.hdf5")] == [
+        "mixed", "medium-expert", "random", "quick", "sac-30k"]
 
 
-def test_d4rl_tables_are_per_method(runs):
-    table = report(runs)["d4rl"]
-    assert table["h5 lam1"]["mixed"]["hopper"]["mean"]["value"] == 60.0  # final evaluation only
-    assert table["default"]["mixed"]["hopper"]["mean"]["value"] == 70.0  # no penalty_coef or h recorded
-    assert table["h5 lam5"]["random"]["walker2d"]["n"] == 1
-    assert table["h5 lam0"] == {"mixed": {"hopper": table["h5 lam0"]["mixed"]["hopper"]}}  # MBPO
-    assert "halfcheetah-jump" not in str(table)
+def test_table1_puts_methods_side_by_side_with_the_papers_number(runs):
+    rows = {(r["dataset"], r["env"]): r for r in report(runs)["table1"]}
+    assert sorted(rows) == [("mixed", "hopper"), ("random", "walker2d")]
+    hopper = rows[("mixed", "hopper")]
+    assert hopper["methods"]["h5 lam1"]["mean"]["value"] == 60.0  # final evaluation only
+    assert hopper["methods"]["default"]["mean"]["value"] == 70.0  # no penalty_coef or h recorded
+    assert hopper["methods"]["h5 lam0"]["n"] == 1  # MBPO
+    assert hopper["paper_mopo"] == 67.5  # a D4RL name: the paper's number stands beside it
+    assert rows[("random", "walker2d")]["methods"]["h5 lam5"]["n"] == 1
+    assert [r["dataset"] for r in report(runs)["table1"]] == ["random", "mixed"]  # the paper's row order
+    assert "halfcheetah-jump" not in str(rows)
 
 
 def test_report_command_prints_markdown_tables(runs, capsys):
     main(["report", *map(str, runs), "--reps", "200"])
     out = capsys.readouterr().out
-    assert "### Out-of-distribution tasks (average return, mean [95% CI]; paper Table 2)" in out
+    assert "### Out-of-distribution tasks (average return, mean over seeds; paper Table 2)" in out
     ood = out.split("### Out-of-distribution")[1].split("###")[0].splitlines()
     cells = [c.strip() for c in ood[4].split("|")[1:-1]]
     assert cells[:4] == ["halfcheetah-jump", "hc-sac.hdf5", "5", "1"]
     assert cells[4] == "3.4" and cells[5] in ("7.3", "7.4")
-    assert cells[6] == "150.0 [100.0, 200.0] (n=2)" and cells[7] == "80.0 [80.0, 80.0] (n=1)"
-    assert "### h5 lam1 on D4RL (normalised score, mean [95% CI] over seeds; paper Table 1)" in out
+    assert cells[6] == "150.0 (range 100.0..200.0, n=2)" and cells[7] == "80.0 (range 80.0..80.0, n=1)"
+    assert "### Table 1: normalised score per dataset" in out and "| mixed | hopper |" in out
     main(["report", str(runs[0]), "--json", "--reps", "50"])
     data = json.loads(capsys.readouterr().out)
-    assert data["ood"][0]["mopo"]["mean"]["value"] == 100.0 and data["d4rl"] == {}
+    assert data["ood"][0]["mopo"]["mean"]["value"] == 100.0 and data["table1"] == []
     with pytest.raises(SystemExit, match="not a run's results.json"):
         main(["report", str(runs[0]), str(jump_dataset(runs[0].parent / "x.hdf5"))])
