@@ -61,6 +61,23 @@ def test_fit_writes_results_json(fitted_run):
     assert [e["sac_updates"] for e in evals] == [50, 100]
     assert results["final_normalized_score"] == evals[-1]["normalized_score"]
     assert set(results["seconds"]) >= {"dynamics", "policy"}
+    assert results["status"] == "finished" and "status_detail" not in results and results["method"] is None
+    assert results["planned"] == {"stage": "all", "epochs": 2, "sac_updates": 100, "evaluations": 2}
+
+
+def test_overwrite_leaves_nothing_of_the_old_run_in_any_stage(fitted_run):
+    import shutil
+
+    run_dir, _, _ = fitted_run
+    old = run_dir.with_name("e2e_over")
+    shutil.copytree(run_dir, old)
+    data = json.loads((old / "results.json").read_text())["dataset"]
+    run_cli("fit", "--config", str(QUICKSTART), "--data.path", data, "--run_name", "e2e_over", *TINY,
+            "--stage", "dynamics", "--overwrite", "true", cwd=run_dir.parent.parent)
+    results = json.loads((old / "results.json").read_text())
+    assert results["evaluations"] == [] and results["final_normalized_score"] is None
+    assert results["status"] == "finished" and results["planned"] == {"stage": "dynamics"}
+    assert not (old / "sac").exists() and not (old / "tensorboard" / "sac").exists()
 
 
 def test_fit_reuses_dynamics_and_logs_to_tensorboard(fitted_run):

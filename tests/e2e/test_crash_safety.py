@@ -118,9 +118,12 @@ def test_signal_saves_a_resumable_checkpoint(workdir, signum):  # noqa: F811
     assert (sac_dir / "last.ckpt").resolve().name == "interrupted.ckpt"
     stopped_at = int(torch.load(sac_dir / "last.ckpt", weights_only=True)["state_dict"]["sac_updates"])
     assert stopped_at >= 40
+    results = json.loads((sac_dir.parent / "results.json").read_text())
+    assert results["status"] == "stopped" and results["status_detail"] == {"signal": int(signum)}
     # Resume and finish a short run: evaluation continues on the same 40-update grid.
     run_cli(*run[:-1], "3", "--ckpt_path", "last", cwd=cwd)
     results = json.loads((cwd / "checkpoints" / run_name / "results.json").read_text())
     assert [e["sac_updates"] for e in results["evaluations"]][-1] == 120
+    assert results["status"] == "finished" and results["planned"]["sac_updates"] == 120
     final = torch.load(sac_dir / "last.ckpt", weights_only=True)
     assert int(final["state_dict"]["sac_updates"]) == 120

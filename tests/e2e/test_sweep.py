@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -72,6 +73,7 @@ def test_two_trials_share_one_dynamics_model_and_a_failed_trial_is_named(tmp_pat
     assert "mopo-lightning fit --config" in out and "--run_name lam5 --run_root sw" in out
     assert "lambad" in out and "FAILED (exit 2)" in out and str(sw / "lambad.log") in out
     assert "1 of 3 trials failed (lambad)" in out
+    assert "report: mopo-lightning report" not in out and "not finished: lambad;" in out
     assert "evaluation 2/2: score" in out and "Ray: local, 2 CPUs" in out
     assert not (sw / "lambad.done.json").exists() and (sw / "lam1.done.json").exists()
     # Tune's own records of the sweep
@@ -140,3 +142,74 @@ def test_killed_sweep_resumes_without_retraining_finished_trials(tmp_path):
     assert results(first)["dynamics"]["loaded"] is False and results(sw / "lam5")["dynamics"]["loaded"] is True
     assert len(cache_entries(sw)) == 1
     assert "lam1" in out and "finished" in out
+    assert f"report: mopo-lightning report {sw}" in out  # every trial finished: the report command is offered
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_study_runs_on_a_ray_cluster_and_reports_mopo_against_mbpo(tmp_path):
+    """Two datasets x MOPO/MBPO arms on a Ray head started here (127.0.0.1, 2 CPUs), then the report."""
+    data_a, data_b = collected_dataset("hopper", 2_000, seed=0), collected_dataset("hopper", 2_000, seed=1)
+    port = _free_port()
+    temp = Path(f"/tmp/rt{os.getpid()}")  # short: Ray's socket paths must fit in 107 characters
+    head = subprocess.Popen(["ray", "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port",
+                             str(port), "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
+                             "--temp-dir", str(temp)], cwd=tmp_path, stdout=open(tmp_path / "head.txt", "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    try:
+        sweep = tmp_path / "study.yaml"
+        sweep.write_text(f"""
+configs:
+  - {{config: {REPO / 'conf' / 'quickstart.yaml'}, name: a, data.path: {data_a}}}
+  - {{config: {REPO / 'conf' / 'quickstart.yaml'}, name: b, data.path: {data_b}, data.rollout_length: 1}}
+arms:
+  MOPO: {{}}
+  MBPO: {{data.penalty_coef: 0.0}}
+trainer: {{max_epochs: 2, log_every_n_steps: 5}}
+data: {{updates_per_epoch: 50, rollout_batch_size: 500}}
+dynamics: {{max_epochs: 3}}
+evaluation: {{num_episodes: 2}}
+grid:
+  seed_everything: [0]
+""")
+        deadline = time.time() + 60
+        while "Ray runtime started" not in (tmp_path / "head.txt").read_text():
+            assert head.poll() is None and time.time() < deadline, (tmp_path / "head.txt").read_text()
+            time.sleep(0.5)
+        code = finish(start_sweep(tmp_path, str(sweep), "--address", f"127.0.0.1:{port}", "--sweep_dir", "sw"))
+        out = (tmp_path / "out.txt").read_text()
+        assert code == 0, out
+        assert f"Ray: cluster at 127.0.0.1:{port}, 2 CPUs" in out
+        sw = tmp_path / "sw"
+        for name in ("a-MOPO-s0", "b-MOPO-s0", "a-MBPO-s0", "b-MBPO-s0"):
+            log = (sw / f"{name}.log").read_text()
+            # run by the head's workers: the trial's Ray context names the head's GCS port (a local Ray has its own)
+            assert re.search(rf"of the cluster at [0-9.]+:{port}: mopo-lightning fit", log), log[:500]
+            assert results(sw / name)["status"] == "finished" and results(sw / name)["method"] == name[2:6]
+        assert results(sw / "b-MBPO-s0")["penalty_coef"] == 0.0 and results(sw / "b-MOPO-s0")["rollout_length"] == 1
+        assert len(cache_entries(sw)) == 2  # one model per dataset, shared by both arms
+        report = subprocess.run([sys.executable, "-m", "mopo_lightning.cli", "report", str(sw), "--json", "true",
+                                 "--reps", "100"], cwd=tmp_path, capture_output=True, text=True, check=True)
+        data = json.loads(report.stdout)
+        assert sorted(a["method"] for a in data["aggregates"]) == ["MBPO", "MOPO"]
+        assert all(a["n"] == 2 and len(a["tasks"]) == 2 for a in data["aggregates"])  # both datasets pooled
+        assert {(p["x"], p["y"]) for p in data["probability_of_improvement"]} == {("MOPO", "MBPO"), ("MBPO", "MOPO")}
+        assert data["left_out"] == []
+    finally:
+        if head.poll() is None:
+            os.killpg(head.pid, signal.SIGTERM)
+            try:
+                head.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(head.pid, signal.SIGKILL)
+        import shutil
+
+        shutil.rmtree(temp, ignore_errors=True)
+    assert not _pids_with(str(temp))  # the head and its workers are gone
