@@ -250,7 +250,7 @@ def figure_data(runs: list[Run], report: dict[str, Any]) -> list[dict[str, Any]]
     out = []
     for row in report["configurations"]:
         members = [by_run[p] for p in row["runs"]]
-        out.append({"label": row["method"], "measure": row["measure"],
+        out.append({"label": f"{row['method']} (n={len(row['runs'])})", "measure": row["measure"],
                     "panel": f"{row['task']} {dataset_name(row['dataset'])}",
                     "grid_key": f"{row['task']} {dataset_name(row['dataset'])} {row['penalty_kind'] or ''}".strip(),
                     # h x lambda heat maps are for grids of unnamed methods; a named arm is one method

@@ -53,10 +53,11 @@ def test_results_of_a_variant_hold_returns_and_no_score(ood_runs):
 def test_report_on_the_two_runs(ood_runs):
     cwd, mopo, mbpo, report = ood_runs
     (row,) = report["ood"]
-    assert row["task"] == "halfcheetah-jump" and report["d4rl"] == {}
-    for name, results in (("mopo", mopo), ("mbpo", mbpo)):  # one seed: the interval is the point itself
+    assert row["task"] == "halfcheetah-jump" and report["table1"] == [] and report["left_out"] == []
+    for name, results in (("mopo", mopo), ("mbpo", mbpo)):  # one seed: the range is the point itself
+        assert results["status"] == "finished"
         final = results["evaluations"][-1]["return_mean"]
-        point = {"value": final, "low": final, "high": final}
+        point = {"value": final, "low": final, "high": final, "kind": "range"}
         assert row[name] == {"n": 1, "mean": point, "iqm": point}
     # batch statistics: the relabelled rewards of the two 1000-step episodes of the file
     rewards = load_dataset(cwd / "data" / "hc.hdf5", "halfcheetah-jump")["next", "reward"].squeeze(-1).double()
