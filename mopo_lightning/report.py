@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from mopo_lightning.analysis import statistics as st
+from mopo_lightning.analysis.premise_kinds import premise_kinds
 from mopo_lightning.analysis.runs import Run, assign_methods, deduplicate, find_runs, load_run, method_label
 from mopo_lightning.data.d4rl import DatasetError, episode_ends, read_arrays, relabel_rewards, resolve_dataset
 from mopo_lightning.tasks import get_task
@@ -240,7 +241,8 @@ def build_report(paths: Sequence[str | Path], settings: Settings = Settings()) -
         "score_references": sorted({str(r.score_reference) for r in runs}),
         "left_out": [{"run": run, "reason": reason} for run, reason in left_out],
         "configurations": rows, "aggregates": aggregate, "probability_of_improvement": poi,
-        "table1": table1(rows), "ood": ood_table(groups, settings)}
+        "table1": table1(rows), "ood": ood_table(groups, settings),
+        "premise_kinds": premise_kinds({label(c): [r.final_premise for r in rs] for c, rs in groups.items()})}
     return report, runs
 
 

@@ -300,7 +300,7 @@ class MOPOCLI(LightningCLI):
             self.results.set_status("finished")
             print(f"dynamics saved to {self.run_dir / 'dynamics.ckpt'}")
             return
-        datamodule.attach_dynamics(dynamics.ensemble)
+        datamodule.attach_dynamics(dynamics.ensemble, penalty_scales=info["penalty_scales"]["kinds"])
         datamodule.rollout_threads = self._threads("rollout")
         torch.set_num_threads(self._threads("sac"))  # the updates, and evaluation (a callback) with them
         logger = self.trainer.logger

@@ -50,6 +50,16 @@ def _configurations(report: dict[str, Any]) -> str:
          "reference"], rows)
 
 
+def _premise_kinds(report: dict[str, Any]) -> str:
+    """Per configuration, each penalty kind's Spearman with the true error on the policy's own states."""
+    kinds = list(dict.fromkeys(k for r in report["premise_kinds"] for k in r["spearman"]))
+    body = [[r["configuration"], r["trained"] or "-", f"{r['best']} ({r['spearman'][r['best']]:.2f})",
+             str(r["runs"]), *(_num(r["spearman"].get(k), 2) for k in kinds)] for r in report["premise_kinds"]]
+    return ("### Which penalty tracked the model's error (Spearman of u with the true one-step error on the "
+            "policy's own states, final evaluation, mean over runs; Lu et al. 2022)\n\n"
+            + table(["configuration", "trains", "best", "runs", *kinds], body))
+
+
 def _table1(report: dict[str, Any]) -> str:
     methods = sorted({m for row in report["table1"] for m in row["methods"]}, key=lambda m: (m != "MOPO", m == "MBPO", m))
     body = [[row["dataset"], row["env"], *(cell(row["methods"].get(m)) for m in methods),
@@ -100,6 +110,8 @@ def markdown(report: dict[str, Any]) -> str:
     parts = [head]
     if report["configurations"]:
         parts.append(_configurations(report))
+    if report.get("premise_kinds"):
+        parts.append(_premise_kinds(report))
     if report["table1"]:
         parts.append(_table1(report))
     if report["ood"]:

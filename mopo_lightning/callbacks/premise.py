@@ -1,14 +1,16 @@
 """PremiseMonitor: MOPO's premise measured live at every evaluation (figures in ``envs/premise.py``).
 
 It listens to ``MuJoCoEvaluation`` (which then records its episodes' real transitions) and, on those
-transitions, measures the elite ensemble's true one-step error, its NLL, both penalties u(s, a), how well
-each ranks the error (Spearman), how often the error exceeds it, the penalised and raw H-step model returns
+transitions, measures the elite ensemble's true one-step error, its NLL, every penalty kind's u(s, a)
+(``envs/penalties.py``, whichever kind trains), how well each ranks the error (Spearman), how often the error
+exceeds it, the penalised and raw H-step model returns
 of the evaluation policy branched from the visited states against the real H-step returns (H: the run's
 rollout length, as MOPO's rollouts use it), and the visited states' distance to the data. Logged under
-``premise/`` (``premise/<kind>/...`` for each penalty kind) through ``pl_module.log_dict`` at the moment
-and with the options ``eval/*`` uses, so both land at the same x in TensorBoard; one figure (calibration
-of u, u against the error, penalised against real H-step returns; per kind) as a TensorBoard image at
-that x; the scalars also go into the evaluation's entry of ``results.json`` (``premise``).
+``premise/`` (``premise/<kind>/...`` for each penalty kind; the trained kind's also unprefixed) through
+``pl_module.log_dict`` at the moment and with the options ``eval/*`` uses, so both land at the same x in
+TensorBoard; one figure (calibration of u, u against the error, penalised against real H-step returns; for
+the trained kind and MOPO's two) as a TensorBoard image at that x; the scalars also go into the evaluation's
+entry of ``results.json`` (``premise``, with ``penalty_coefs``: the lambda each kind's returns used).
 
 Under DDP each rank's transitions are gathered on every rank (padded ``all_gather``, a collective all
 ranks join) and rank 0 alone computes and logs.
@@ -26,11 +28,11 @@ import torch
 from tensordict import TensorDict
 
 from mopo_lightning.callbacks.evaluation import EvalResult, MuJoCoEvaluation
+from mopo_lightning.envs.penalties import PENALTIES, coef_in_raw_units
 from mopo_lightning.envs.premise import (
     EPISODE,
     MAX_ROWS,
     MAX_START_STATES,
-    PENALTY_KINDS,
     STEP,
     DataReference,
     PenaltySettings,
@@ -47,17 +49,19 @@ Real transitions of each evaluation's episodes (at most max_rows of them, evenly
 y = [r, s' - s]; elites' mean prediction m.
 - model_error_mean: mean of ||m - y||_2 over all 1 + O columns; model_error_mse: mean square.
 - nll: -log of the elites' equal-weight Gaussian mixture density of y, nats per transition.
-- <kind>/penalty_mean: u(s, a) as the model env computes it (all members, no lambda).
-- <kind>/violation_rate: fraction of rows with error > u (aleatoric: error over all 1 + O columns;
-  disagreement: over the O next-state columns). The bound MOPO assumes.
-- <kind>/spearman: rank correlation of u and that error.
+- <kind>/penalty_mean: u(s, a) as the model env computes it (all members, no lambda), for every kind.
+- <kind>/violation_rate: fraction of rows with error > u (error over the columns u reads: all 1 + O, or the
+  O next-state ones for disagreement). The bound MOPO assumes; only in the error's units for aleatoric,
+  disagreement, max_pairwise_diff and ensemble_std.
+- <kind>/spearman: rank correlation of u and that error (units do not matter).
 H-step branched returns, H = horizon (the run's rollout length unless set), from start_states visited
 states s_t (at most max_start_states, evenly spaced) that have H real steps after them, or whose episode
 terminated within H steps (then the real window stops at the termination):
 - real_return: mean of sum_{k<H} r_{t+k} of the recorded episode.
 - model_return_raw: mean over s_t of the model's H-step return of the deterministic policy (first action
   the recorded a_t; model_step with the run's reward mode; a row stops at the model's termination).
-- <kind>/model_return_penalized: the same trajectories' sum of r - lambda u_kind.
+- <kind>/model_return_penalized: the same trajectories' sum of r - lambda_kind u_kind (lambda_kind: the
+  run's lambda in the kind's own units when data.penalty_units is mean or p95, else the same raw lambda).
 - return_gap = mean(penalised - real) (MOPO's lower bound wants <= 0); return_gap_raw = mean(raw - real).
 - penalized_below_real: fraction of start states with penalised <= real (the lower bound holding).
 - real_steps / model_steps: mean steps counted in each world; model_diverged: rows stopped by a
@@ -122,8 +126,7 @@ class PremiseMonitor(L.Callback):
         if ensemble is None:
             log.info("premise: no dynamics attached to the DataModule; skipped")
             return
-        hp = datamodule.hparams
-        settings = PenaltySettings(hp.penalty_coef, hp.penalty_kind, hp.reward_mode)
+        settings = penalty_settings(datamodule)
         device = ensemble.elites.device
         if self._reference is None and getattr(datamodule, "real", None) is not None:
             self._reference = DataReference.from_observations(
@@ -140,7 +143,7 @@ class PremiseMonitor(L.Callback):
         finally:
             pl_module.train(was_training)
         self.latest = premise
-        entry["premise"] = {"penalty_kind": settings.kind, **premise.scalars}
+        entry["premise"] = {"penalty_kind": settings.kind, "penalty_coefs": dict(settings.coefs), **premise.scalars}
         # the path eval/* takes (MuJoCoEvaluation.on_train_epoch_end): Lightning logs both at one step
         pl_module.log_dict({f"premise/{k}": v for k, v in premise.scalars.items()}, on_step=False, on_epoch=True,
                            rank_zero_only=True)
@@ -189,6 +192,20 @@ class PremiseMonitor(L.Callback):
             writer.add_image("premise/calibration", png_to_array(png), step, dataformats="HWC")
 
 
+def penalty_settings(datamodule: Any) -> PenaltySettings:
+    """The run's penalty, and each measured kind's lambda: the configured lambda in the run's units, so with
+    ``data.penalty_units`` mean or p95 every kind is weighed in its own units (raw: one raw lambda for all)."""
+    hp = datamodule.hparams
+    units, scales = hp.get("penalty_units", "raw"), getattr(datamodule, "penalty_scales", None)
+    coefs = {kind: coef_in_raw_units(hp.penalty_coef, kind, units, scales) for kind in PENALTIES}
+    return PenaltySettings(coefs[hp.penalty_kind], hp.penalty_kind, hp.reward_mode, coefs)
+
+
+def figure_kinds(trained: str) -> list[str]:
+    """The kinds the figure draws: the trained one and MOPO's two (its panels share axes, so a few kinds)."""
+    return list(dict.fromkeys([trained, "aleatoric", "disagreement"]))
+
+
 def lightning_epoch_step(trainer: L.Trainer, pl_module: L.LightningModule) -> int:
     """The x at which Lightning logs an epoch-end ``log_dict(on_epoch=True)`` from ``on_train_epoch_end``.
 
@@ -201,7 +218,7 @@ def lightning_epoch_step(trainer: L.Trainer, pl_module: L.LightningModule) -> in
 
 
 def premise_figure(premise: Premise, settings: PenaltySettings, bins: int = 10) -> bytes:
-    """One PNG (Agg, in memory; one render of three panels, both penalty kinds in each): the calibration of
+    """One PNG (Agg, in memory; one render of three panels, ``figure_kinds`` in each): the calibration of
     u (equal-count bins of u against the mean true error), u against the true error (at most
     ``SCATTER_POINTS`` rows per kind, log-log), and the penalised against the real H-step return per start
     state (at most ``SCATTER_POINTS``; below y = x the lower bound holds). y = x dashed in each."""
@@ -213,7 +230,7 @@ def premise_figure(premise: Premise, settings: PenaltySettings, bins: int = 10) 
     calibration, scatter, returns = fig.subplots(1, 3)
     real = premise.rows["return/real"].double()
     top, low, high, lo_r, hi_r = 0.0, np.inf, 0.0, np.inf, -np.inf
-    for kind, colour in zip(PENALTY_KINDS, ("tab:blue", "tab:orange")):
+    for kind, colour in zip(figure_kinds(settings.kind), ("tab:blue", "tab:orange", "tab:green")):
         u, err = premise.rows[f"{kind}/penalty"].double(), premise.rows[f"{kind}/error"].double()
         label = f"{kind}{' (trains)' if kind == settings.kind else ''}"
         groups = [g for g in u.argsort().tensor_split(min(bins, max(u.numel(), 1))) if g.numel()]
@@ -247,7 +264,7 @@ def premise_figure(premise: Premise, settings: PenaltySettings, bins: int = 10) 
     if np.isfinite(lo_r):
         returns.plot([lo_r, hi_r], [lo_r, hi_r], "k--", lw=0.8)
     returns.set(xlabel=f"real {s['horizon']:.0f}-step return",
-                ylabel=f"model return - {settings.coef:g} sum u",
+                ylabel="model return - lambda_kind sum u",
                 title=f"{s['horizon']:.0f}-step returns from {s['start_states']:.0f} visited states")
     for ax in (calibration, scatter, returns):
         ax.title.set_fontsize(10)

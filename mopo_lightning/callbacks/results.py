@@ -50,7 +50,8 @@ class RunResults(L.Callback):
     ``final_normalized_score`` and ``final_return`` (the latest evaluation; the score is null for
     variants without D4RL reference scores) and ``seconds`` per stage. With ``callbacks.premise`` on, each
     evaluation also holds ``premise`` (its ``premise/`` figures without the prefix, and ``penalty_kind``)
-    and ``final_premise`` repeats the latest one.
+    and ``final_premise`` repeats the latest one. ``penalty``: the penalty kind, lambda, its units and the
+    lambda applied to the raw penalty (``dynamics.penalty_scales``: every kind's scale on the data).
     """
 
     def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
@@ -98,7 +99,18 @@ class RunResults(L.Callback):
         self.data["final_normalized_score"] = evals[-1]["normalized_score"] if evals else None
         self.data["final_return"] = evals[-1]["return_mean"] if evals else None
         self.data["final_premise"] = evals[-1].get("premise") if evals else None
+        self._record_penalty(getattr(trainer, "datamodule", None))
         self._log_hparams(trainer)
+
+    def _record_penalty(self, datamodule: Any) -> None:
+        """``penalty``: the kind that trains, lambda as configured and in its units, and the lambda applied to
+        the raw u (the kinds' scales on the data are in ``dynamics.penalty_scales``)."""
+        try:
+            hp, applied = datamodule.hparams, datamodule.penalty_coef
+        except AttributeError:  # a DataModule without penalty settings
+            return
+        self.data["penalty"] = {"kind": hp.penalty_kind, "coef": hp.penalty_coef, "units": hp.penalty_units,
+                                "coef_raw_units": applied}
 
     def _log_hparams(self, trainer: L.Trainer) -> None:
         """TensorBoard's hparams view: the run's defining knobs, scored by the final normalised score."""

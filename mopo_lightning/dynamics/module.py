@@ -89,6 +89,9 @@ class DynamicsModule(LightningModule):
         self._train_start: float | None = None
         self._seconds_before = 0.0  # training seconds of earlier (resumed-from) runs
         self.fingerprint: dict | None = None  # what made this model (dynamics/fingerprint.py), if known
+        # Each uncertainty penalty's scale on the training data ({version, rows, kinds}, measured after
+        # training by stage 1: envs.penalties.measure_scales); outside the fingerprint: a stage-2 matter.
+        self.penalty_scales: dict | None = None
 
     def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         """Raw inputs [E, B, in] or [B, in] -> (mean, logvar) [E, B, out]."""
@@ -250,10 +253,13 @@ class DynamicsModule(LightningModule):
         checkpoint["dynamics_train_seconds"] = float(self.train_seconds)
         if self.fingerprint is not None:
             checkpoint["dynamics_fingerprint"] = dict(self.fingerprint)
+        if self.penalty_scales is not None:
+            checkpoint["dynamics_penalty_scales"] = dict(self.penalty_scales)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._seconds_before = float(checkpoint.get("dynamics_train_seconds", 0.0))
         self.fingerprint = checkpoint.get("dynamics_fingerprint")
+        self.penalty_scales = checkpoint.get("dynamics_penalty_scales")
 
 
 def load_dynamics(path: str | Path, map_location: str | torch.device = "cpu") -> DynamicsModule:

@@ -4,8 +4,8 @@ Sources: MOPO (Yu et al. 2020, arXiv 2005.13239), section 4 and algorithm 2, and
 (reference sections 2 and 3): every member is queried, one of the elites is drawn uniformly per row,
 its Gaussian sample gives both the reward and the next state, and the reward is penalised by
 lambda * u(s, a) with u = max_i ||sigma_i(s, a)||_2 over all members (the reward column included).
-The authors' code also has the disagreement penalty max_i ||mu_i[s'] - mean_j mu_j[s']||_2, offered
-here as ``penalty_kind="disagreement"``; the paper uses the mean reward, offered as ``reward_mode="mean"``.
+``penalty_kind`` picks another u from ``envs/penalties.py`` (the authors' disagreement and the heuristics
+Lu et al. 2022 compare); the paper uses the mean reward, offered as ``reward_mode="mean"``.
 
 The pure function ``model_step`` does the work, so rollout code can step any subset of rows
 without the env; ``PenalizedModelEnv._step`` calls it (on the ``_step``-masked rows only).
@@ -21,9 +21,11 @@ from torch import Tensor
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
+from mopo_lightning.envs.penalties import PenaltyKind, elite_sample, uncertainty_penalty
 from mopo_lightning.envs.termination import TerminationFn
 
-PenaltyKind = Literal["aleatoric", "disagreement"]
+__all__ = ["EnsemblePredictor", "PenalizedModelEnv", "PenaltyKind", "RewardMode", "model_step", "produced_transition",
+           "uncertainty_penalty"]
 RewardMode = Literal["sample", "mean"]
 
 
@@ -37,18 +39,16 @@ class EnsemblePredictor(Protocol):
         ...
 
 
-def uncertainty_penalty(mean: Tensor, std: Tensor, kind: PenaltyKind = "aleatoric") -> Tensor:
-    """u(s, a) per row from all members: mean, std [E, B, 1 + O] -> [B].
+def produced_transition(mean: Tensor, std: Tensor, elites: Tensor, generator: torch.Generator | None = None,
+                        reward_mode: RewardMode = "sample") -> Tensor:
+    """The transition a model step produces from the members' (mean, std) [E, B, 1 + O]: [B, 1 + O].
 
-    aleatoric: max_i ||sigma_i||_2 over every output (MOPO's default);
-    disagreement: max_i ||mu_i[s'] - mean_j mu_j[s']||_2 over the next-state columns.
+    An elite drawn uniformly per row; its Gaussian sample gives the next state and, in ``sample`` mode, the
+    reward (``mean`` mode: the elite's mean reward).
     """
-    if kind == "aleatoric":
-        return std.norm(dim=-1).amax(dim=0)
-    if kind == "disagreement":
-        next_obs = mean[..., 1:]
-        return (next_obs - next_obs.mean(dim=0)).norm(dim=-1).amax(dim=0)
-    raise ValueError(f"unknown penalty {kind!r}; expected 'aleatoric' or 'disagreement'")
+    mu, sample = elite_sample(mean, std, elites, generator)
+    reward = {"sample": sample, "mean": mu}[reward_mode][:, :1]  # KeyError for other modes
+    return torch.cat([reward, sample[:, 1:]], dim=-1)
 
 
 @torch.no_grad()
@@ -68,20 +68,14 @@ def model_step(
     Keys: ``observation`` [B, O], ``reward`` (penalised) [B, 1], ``raw_reward`` [B, 1], ``penalty``
     [B, 1] (u, before the coefficient), ``terminated``, ``truncated`` (always False), ``done`` [B, 1].
     Only the chosen elite's Gaussian is sampled: the same distribution as sampling every member and
-    keeping the chosen one (the authors' code), with 1/E of the random numbers.
+    keeping the chosen one (the authors' code), with 1/E of the random numbers. ``penalty_kind``: a name of
+    ``envs.penalties.PENALTIES``.
     """
     mean, std = ensemble.predict(obs, action)  # [E, B, 1 + O] each
     batch = obs.shape[0]
-    elites = ensemble.elites.to(mean.device)
-    pick = torch.randint(elites.numel(), (batch,), generator=generator, device=mean.device)
-    member = elites[pick]  # [B]
-    rows = torch.arange(batch, device=mean.device)
-    mu, sigma = mean[member, rows], std[member, rows]  # [B, 1 + O]
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-    sample = mu + eps * sigma
-    raw_reward = {"sample": sample, "mean": mu}[reward_mode][:, :1]  # [B, 1]; KeyError for other modes
-    next_obs = sample[:, 1:]  # [B, O]
-    u = uncertainty_penalty(mean, std, penalty_kind).unsqueeze(-1)  # [B, 1]
+    point = produced_transition(mean, std, ensemble.elites, generator, reward_mode)  # [B, 1 + O]
+    raw_reward, next_obs = point[:, :1], point[:, 1:]  # [B, 1], [B, O]
+    u = uncertainty_penalty(mean, std, penalty_kind, point).unsqueeze(-1)  # [B, 1]
     terminated = termination_fn(obs, action, next_obs).reshape(batch, 1)
     return TensorDict(
         observation=next_obs,
@@ -132,7 +126,7 @@ class PenalizedModelEnv(EnvBase):
             batch_size: number of rows N stepped together.
             obs_dim: observation size O.
             act_dim: action size A.
-            penalty_kind: "aleatoric" (max std norm, MOPO's default) or "disagreement".
+            penalty_kind: u, a name of ``envs.penalties.PENALTIES`` ("aleatoric": MOPO's max std norm).
             reward_mode: "sample" (authors' code) or "mean" (the paper) for the elite's reward.
             device: device of the env and its generator (default: the ensemble's).
             seed: seed of the env's generator (default: drawn from torch's global RNG).

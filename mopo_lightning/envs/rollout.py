@@ -195,7 +195,7 @@ class ModelRollouts:
             rollout_freq: SAC updates between rollouts (MOPO: 1000).
             model_retain_epochs: epochs of rollouts the FIFO buffer keeps (MOPO: 5).
             penalty_coef: lambda of r - lambda * u.
-            penalty_kind: ``aleatoric`` (MOPO) or ``disagreement``.
+            penalty_kind: u, a name of ``envs.penalties.PENALTIES`` (``aleatoric``: MOPO).
             reward_mode: ``sample`` (authors' code) or ``mean`` (paper).
             sample_size: model rows per ``sample()``.
             generator: the caller's generator (checkpointed by the caller).

@@ -26,6 +26,7 @@ from mopo_lightning.data.d4rl import DatasetError
 from mopo_lightning.data.dataset import OfflineDataset
 from mopo_lightning.dynamics.batches import DynamicsData, dynamics_dataloaders
 from mopo_lightning.envs.model_env import EnsemblePredictor
+from mopo_lightning.envs.penalties import PenaltyKind, PenaltyScales, PenaltyUnits, coef_in_raw_units
 from mopo_lightning.envs.rollout import ModelRollouts
 from mopo_lightning.files import file_state
 from mopo_lightning.guards import ConfigError
@@ -57,7 +58,8 @@ class D4RLDataModule(L.LightningDataModule):
         model_retain_epochs: int = 5,
         updates_per_epoch: int = 1000,
         penalty_coef: float = 1.0,
-        penalty_kind: Literal["aleatoric", "disagreement"] = "aleatoric",
+        penalty_kind: PenaltyKind = "aleatoric",
+        penalty_units: PenaltyUnits = "raw",
         reward_mode: Literal["sample", "mean"] = "sample",
         holdout_ratio: float = 0.2,
         max_holdout: int = 1000,
@@ -100,7 +102,11 @@ class D4RLDataModule(L.LightningDataModule):
                 pool (``envs.rollout``).
             updates_per_epoch: SAC updates per Lightning epoch (MOPO: 1000); evaluation runs per epoch.
             penalty_coef: lambda of r - lambda * u (per task, reference section 4); 0 gives MBPO.
-            penalty_kind: ``aleatoric`` max_i ||sigma_i|| (MOPO) or ``disagreement`` of the member means.
+            penalty_kind: u by name (``envs/penalties.py``): ``aleatoric`` max_i ||sigma_i|| (MOPO), the
+                authors' ``disagreement``, or Lu et al.'s ``max_pairwise_diff``, ``ensemble_std``, ``ensemble_var``,
+                ``llv``, ``loo_kl``.
+            penalty_units: ``raw`` (the paper's lambda) or lambda in units of the kind's ``mean`` or ``p95`` on the
+                data, measured with the model: lambda / that scale then weighs the raw u.
             reward_mode: ``sample`` the chosen elite's reward (authors' code) or its ``mean`` (paper).
             holdout_ratio: stage-1 holdout fraction, capped at ``max_holdout`` rows.
             max_holdout: cap of the stage-1 holdout (MOPO: 1000).
@@ -123,6 +129,7 @@ class D4RLDataModule(L.LightningDataModule):
         self.real: TensorDict | None = None
         self.loaded_file_state: tuple | None = None
         self.ensemble: EnsemblePredictor | None = None
+        self.penalty_scales: PenaltyScales | None = None  # each kind's scale on the data, from the model
         self.rollouts: ModelRollouts | None = None
         self.sampler: MixedSampler | None = None
         self.generator = torch.Generator()
@@ -221,16 +228,26 @@ class D4RLDataModule(L.LightningDataModule):
         )
 
     # ------------------------------------------------------------------ stage 2: model rollouts and mixed batches
-    def attach_dynamics(self, ensemble: EnsemblePredictor) -> None:
-        """Switch to the policy stage: rollouts go through ``ensemble`` from now on."""
+    def attach_dynamics(self, ensemble: EnsemblePredictor, penalty_scales: PenaltyScales | None = None) -> None:
+        """Switch to the policy stage: rollouts go through ``ensemble`` (``penalty_scales``: its penalty kinds'
+        scales on the data, ``envs.penalties.measure_scales``) from now on."""
+        self.penalty_scales = penalty_scales
+        coef = self.penalty_coef  # a scale that penalty_units needs and the model lacks fails here
         self.ensemble = ensemble.eval()
         self.ensemble.requires_grad_(False)
         if self.rollouts is not None:
             self.rollouts.attach(self.ensemble)
+            self.rollouts.penalty_coef = coef
 
     def bind_learner(self, learner: Learner, log: RolloutLog | None = None) -> None:
         """The learner whose policy is rolled out and whose update count drives the schedule."""
         self._learner, self._rollout_log = learner, log
+
+    @property
+    def penalty_coef(self) -> float:
+        """lambda applied to the raw u: ``penalty_coef``, divided by the kind's scale unless the units are raw."""
+        hp = self.hparams
+        return coef_in_raw_units(hp.penalty_coef, hp.penalty_kind, hp.penalty_units, self.penalty_scales)
 
     def _build_buffers(self) -> None:
         hp = self.hparams
@@ -243,7 +260,7 @@ class D4RLDataModule(L.LightningDataModule):
             rollout_batch_size=hp.rollout_batch_size,
             rollout_freq=hp.rollout_freq,
             model_retain_epochs=hp.model_retain_epochs,
-            penalty_coef=hp.penalty_coef,
+            penalty_coef=self.penalty_coef,
             penalty_kind=hp.penalty_kind,
             reward_mode=hp.reward_mode,
             sample_size=hp.batch_size - self.n_real,

@@ -42,10 +42,12 @@ from mopo_lightning.dynamics.fingerprint import (
     fingerprint_key,
 )
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
+from mopo_lightning.envs.penalties import measure_scales, scales_current
 from mopo_lightning.files import atomic_path
 from mopo_lightning.guards import CheckpointError, ConfigError
 from mopo_lightning.training.datamodule import D4RLDataModule
 from mopo_lightning.training.mixed_batches import torch_threads
+from mopo_lightning.transitions import ACTION, OBSERVATION
 
 FINAL, PARTIAL, LOCK = "dynamics.ckpt", "partial.ckpt", "lock"
 PROGRESS_REFRESH_STEPS = 10  # stage-1 progress bar redraws (a step is ~20 ms on one CPU thread)
@@ -157,7 +159,20 @@ def dynamics_stage(datamodule: D4RLDataModule, num_threads: int | None = None,
     """
     with torch.random.fork_rng(devices=[]), torch_threads(num_threads):
         torch.manual_seed(int(datamodule.hparams.seed))
-        return _dynamics_stage(datamodule, **kwargs)
+        module, info = _dynamics_stage(datamodule, **kwargs)
+        return module, {**info, "penalty_scales": penalty_scales(module, datamodule)}
+
+
+def penalty_scales(module: DynamicsModule, datamodule: D4RLDataModule) -> dict:
+    """Every penalty kind's mean and 95th percentile on the data (``envs.penalties.measure_scales``).
+
+    Measured once per model, after training, and saved in its checkpoint (so the cache serves them); a model
+    without current ones (older, or the definitions' version changed) is measured now, in memory.
+    """
+    if not scales_current(module.penalty_scales):
+        real, ens = datamodule.real, module.ensemble
+        module.penalty_scales = measure_scales(ens.predict, ens.elites, real[OBSERVATION], real[ACTION])
+    return module.penalty_scales
 
 
 def _dynamics_stage(
@@ -264,9 +279,10 @@ def _train(
         default_root_dir=str(run_dir),
     )
     trainer.fit(module, train_dataloaders=data.train, val_dataloaders=data.holdout, ckpt_path=resume)
+    penalty_scales(module, datamodule)  # saved with the model: one trained model serves every penalty kind
     # A model cut by the wall clock goes into its run only: waiting processes must not load it from the cache.
     final = run_dir / FINAL if bool(module.time_capped) else entry / FINAL
-    trainer.save_checkpoint(final, weights_only=True)  # weights, buffers, hparams, fingerprint, seconds
+    trainer.save_checkpoint(final, weights_only=True)  # weights, buffers, hparams, fingerprint, scales, seconds
     if trainer.is_global_zero:
         partial.unlink(missing_ok=True)
     if saver.signum is not None:  # a signal during the last epoch: stage 1 is complete, stop before stage 2

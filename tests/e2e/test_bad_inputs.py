@@ -89,6 +89,8 @@ CASES = {
     "real_ratio out of range": (fit("--run_name", "rr", "--data.real_ratio", "2"), 2, "data.real_ratio must be in [0, 1]"),
     "negative max_epochs": (fit("--trainer.max_epochs", "-5", "--run_name", "neg"), 2, "max_epochs"),
     "renamed key": (fit("--data.penalty", "aleatoric"), 2, "`data.penalty` was renamed to `data.penalty_kind`"),
+    "unknown penalty kind": (fit("--run_name", "pk", "--data.penalty_kind", "bogus"), 2, "data.penalty_kind"),
+    "unknown penalty units": (fit("--run_name", "pu", "--data.penalty_units", "median"), 2, "data.penalty_units"),
     "same run twice": (fit(), 2, "already holds a run: resume it with --ckpt_path last"),
     "resume, other config": (fit("--ckpt_path", "last", "--data.penalty_coef", "3"), 2,
                              "data.penalty_coef (1.0 -> 3.0)"),

@@ -63,6 +63,12 @@ def test_fit_writes_results_json(fitted_run):
     assert set(results["seconds"]) >= {"dynamics", "policy"}
     assert results["status"] == "finished" and "status_detail" not in results and results["method"] is None
     assert results["planned"] == {"stage": "all", "epochs": 2, "sac_updates": 100, "evaluations": 2}
+    # the penalty: the kind, lambda and its units, every kind's scale on the data, every kind measured
+    from mopo_lightning.envs.penalties import PENALTY_KINDS
+
+    assert results["penalty"] == {"kind": "aleatoric", "coef": 1.0, "units": "raw", "coef_raw_units": 1.0}
+    assert set(dyn["penalty_scales"]["kinds"]) == set(PENALTY_KINDS)
+    assert all(f"{kind}/spearman" in results["final_premise"] for kind in PENALTY_KINDS)
 
 
 def test_overwrite_leaves_nothing_of_the_old_run_in_any_stage(fitted_run):

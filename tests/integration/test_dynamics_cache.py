@@ -41,6 +41,12 @@ def _stage1(path: Path, run_dir: Path, cache: Path, hparams: dict | None = None,
                           checkpoint=checkpoint, trainer_kwargs=TRAINER, logger=False, cache_dir=cache)
 
 
+def _loaded(path: Path, **kwargs) -> D4RLDataModule:
+    dm = _datamodule(path, **kwargs)
+    dm.setup()
+    return dm
+
+
 def _key(sha: str, hparams: dict | None = None, **data_kwargs) -> str:
     dm = _datamodule(Path("unused.hdf5"), **data_kwargs)
     return fingerprint_key(dynamics_fingerprint(sha, dm.hparams, {**TINY, **(hparams or {})}))
@@ -54,7 +60,8 @@ def test_fingerprint_follows_what_shapes_the_model_and_nothing_else(tmp_path):
                     _key("a" * 64, max_holdout=500), _key("a" * 64, dynamics_batch_size=128)):
         assert changed != base
     for stage2 in ({"rollout_length": 1}, {"penalty_coef": 5.0}, {"batch_size": 128}, {"real_ratio": 0.5},
-                   {"rollout_batch_size": 10}, {"penalty_kind": "disagreement"}, {"updates_per_epoch": 7}):
+                   {"rollout_batch_size": 10}, {"penalty_kind": "disagreement"}, {"updates_per_epoch": 7},
+                   {"penalty_kind": "loo_kl", "penalty_units": "p95"}):
         assert _key("a" * 64, **stage2) == base, stage2
     # An omitted hyper-parameter is its default; 120 and 120.0 are one setting.
     dm = _datamodule(Path("unused.hdf5"))
@@ -196,3 +203,26 @@ def test_a_model_cut_by_the_wall_clock_is_kept_in_its_run_and_never_cached(tmp_p
     module, plain = _stage1(data, tmp_path / "c", tmp_path / "cache")  # an epoch cap: reproducible, cached
     assert not bool(module.time_capped) and "reproducible" not in plain
     assert list((tmp_path / "cache").glob("*/dynamics.ckpt"))
+
+
+def test_the_penalty_scales_are_measured_once_and_travel_with_the_cached_model(tmp_path, monkeypatch):
+    """Stage 1 measures every penalty kind's scale on the data after training and saves it in the checkpoint:
+    a run with another penalty kind loads the cached model with its scales, measuring nothing; a model saved
+    without them (older) is measured on load."""
+    from mopo_lightning.dynamics.module import load_dynamics
+    from mopo_lightning.envs.penalties import PENALTY_KINDS, measure_scales
+    from mopo_lightning.training import stage1
+
+    data = collected_dataset("hopper", 2_000, seed=0)
+    cache = tmp_path / "cache"
+    module, info = _stage1(data, tmp_path / "a", cache, penalty_kind="aleatoric")
+    scales = info["penalty_scales"]
+    assert set(scales["kinds"]) == set(PENALTY_KINDS) and scales["rows"] == 2_000  # every row (under 10,000)
+    assert scales == module.penalty_scales == load_dynamics(info["cache_entry"]).penalty_scales
+    assert load_dynamics(tmp_path / "a" / "dynamics.ckpt").penalty_scales == scales
+    measured = []
+    monkeypatch.setattr(stage1, "measure_scales", lambda *a, **k: measured.append(1) or measure_scales(*a, **k))
+    loaded, again = _stage1(data, tmp_path / "b", cache, penalty_kind="llv", penalty_units="p95")
+    assert again["loaded"] is True and again["penalty_scales"] == scales and not measured
+    loaded.penalty_scales = None  # as a model saved before scales existed
+    assert stage1.penalty_scales(loaded, _loaded(data)) == scales and measured == [1]

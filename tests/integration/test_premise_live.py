@@ -266,6 +266,14 @@ def test_the_monitor_in_a_real_fit_logs_at_the_eval_step_with_images_and_results
                 "premise/distance_to_data", "premise/aleatoric/spearman", "premise/disagreement/violation_rate"):
         assert tag in scalars, tag
         assert [e.step for e in events.Scalars(tag)] == eval_steps, tag
+    # every penalty kind is measured at every evaluation, whichever trains, under its own namespace
+    from mopo_lightning.envs.penalties import PENALTY_KINDS
+
+    assert entry["premise"]["penalty_coefs"] == {kind: 1.0 for kind in PENALTY_KINDS}  # raw units: one lambda
+    for kind in PENALTY_KINDS:
+        for name in ("spearman", "violation_rate", "return_gap", "penalty_mean", "penalized_below_real"):
+            assert f"{kind}/{name}" in entry["premise"], (kind, name)
+            assert [e.step for e in events.Scalars(f"premise/{kind}/{name}")] == eval_steps, (kind, name)
     assert events.Scalars("premise/return_gap")[-1].value == pytest.approx(entry["premise"]["return_gap"], rel=1e-6)
     assert [e.step for e in events.Images("premise/calibration")] == eval_steps
     png = events.Images("premise/calibration")[-1].encoded_image_string

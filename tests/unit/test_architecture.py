@@ -20,7 +20,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("tasks",),  # the registry
     ("envs.wrappers", "data"),  # the real envs; offline datasets (data/dataset.py: what a run names)
     ("dynamics",),  # the ensemble and its training
-    ("envs.model_env", "envs.rollout", "envs.premise"),  # the penalised model MDP, its rollouts, its premise
+    # the penalties, the penalised model MDP, its rollouts, its premise
+    ("envs.penalties", "envs.model_env", "envs.rollout", "envs.branched_returns", "envs.premise"),
     ("policy",),  # SAC
     ("collection", "training", "callbacks", "report", "analysis"),  # collection; the training loop
     ("cli", "commands", "training_cli", "sweep"),  # commands

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from scipy.stats import spearmanr
@@ -176,3 +178,62 @@ def test_the_figure_is_a_non_empty_png_and_the_epoch_step_follows_lightning():
     trainer = type("T", (), {"global_step": 30})()
     assert lightning_epoch_step(trainer, type("M", (), {"sac_updates": torch.tensor(200)})()) == 199
     assert lightning_epoch_step(trainer, object()) == 29
+
+
+class Growing:
+    """3 members whose spread and std grow with |s|: every penalty kind varies over the rows, as the error does."""
+
+    elites = torch.tensor([0, 1])
+
+    def predict(self, obs, action):
+        size = 1 + obs.abs().sum(-1, keepdim=True)  # [B, 1]
+        reward = action.sum(-1, keepdim=True)
+        mean = torch.stack([torch.cat([reward + 0.1 * i * size, obs + 1 + 0.2 * i * size], -1) for i in range(3)])
+        std = torch.stack([0.1 * (i + 1) * size.sqrt().expand(-1, 1 + obs.shape[1]) for i in range(3)])
+        return mean, std  # spread / std grows as sqrt(|s|), so the scale-free kinds (llv, loo_kl) grow too
+
+
+def test_the_monitor_measures_every_kind_whichever_trains():
+    from mopo_lightning.envs.penalties import PENALTIES, PENALTY_KINDS
+
+    td = episodes([40, 30], [False, True], seed=2)
+    td["action"], td["next", "reward"] = td["action"] * 0, td["next", "reward"] * 0  # the error grows with |s|
+    settings = PenaltySettings(1.0, "llv", "sample", coefs={"ensemble_var": 0.0})
+    premise = premise_metrics(Growing(), td, termination_fn=never, settings=settings,
+                              policy=lambda o: torch.zeros(o.shape[0], 2), horizon=3)
+    s = premise.scalars
+    for kind in PENALTY_KINDS:
+        for name in ("spearman", "violation_rate", "penalty_mean", "model_return_penalized", "return_gap",
+                     "penalized_below_real"):
+            assert math.isfinite(s[f"{kind}/{name}"]), (kind, name)
+        assert premise.rows[f"{kind}/penalty"].shape == premise.rows["row"].shape
+        assert premise.rows[f"return/{kind}/penalized"].shape == premise.rows["return/real"].shape
+        error = premise.rows["model_error" if PENALTIES[kind].columns == "all" else "model_error_state"]
+        assert torch.equal(premise.rows[f"{kind}/error"], error), kind
+        # u and the error both grow with |s| (llv's sampled point makes it noisy)
+        assert s[f"{kind}/spearman"] > (0.0 if kind == "llv" else 0.5), kind
+    for name in ("spearman", "violation_rate", "return_gap"):  # the trained kind's, where consumers read them
+        assert s[name] == s[f"llv/{name}"]
+    assert s["ensemble_var/model_return_penalized"] == pytest.approx(s["model_return_raw"])  # its lambda: 0
+    assert s["aleatoric/model_return_penalized"] < s["model_return_raw"]  # the others: lambda 1
+    only = premise_metrics(Growing(), td, termination_fn=never, settings=settings,
+                           policy=lambda o: torch.zeros(o.shape[0], 2), horizon=3, kinds=("aleatoric",))
+    assert {k.split("/")[0] for k in only.scalars if "/" in k} == {"llv", "aleatoric"}
+    assert only.scalars["aleatoric/spearman"] == s["aleatoric/spearman"]
+
+
+def test_each_kind_is_weighed_in_the_runs_units():
+    from types import SimpleNamespace
+
+    from lightning.fabric.utilities.data import AttributeDict
+
+    from mopo_lightning.callbacks.premise import penalty_settings
+    from mopo_lightning.envs.penalties import PENALTY_KINDS
+
+    scales = {kind: {"mean": 1.0, "p95": float(i + 1)} for i, kind in enumerate(PENALTY_KINDS)}
+    hp = AttributeDict(penalty_coef=2.0, penalty_kind="loo_kl", reward_mode="mean", penalty_units="p95")
+    settings = penalty_settings(SimpleNamespace(hparams=hp, penalty_scales=scales))
+    assert settings.kind == "loo_kl" and settings.coef == 2.0 / scales["loo_kl"]["p95"]
+    assert settings.coefs == {kind: 2.0 / (i + 1) for i, kind in enumerate(PENALTY_KINDS)}
+    hp.penalty_units = "raw"  # the paper's lambda: one raw lambda for every kind
+    assert set(penalty_settings(SimpleNamespace(hparams=hp, penalty_scales=scales)).coefs.values()) == {2.0}

@@ -1,0 +1,197 @@
+"""The uncertainty penalties u(s, a) of r - lambda * u, as Lu et al. (2022) compare them, and their scales.
+
+Sources: Lu, Ball, Parker-Holder, Osborne and Roberts, "Revisiting Design Choices in Offline Model-Based
+Reinforcement Learning" (ICLR 2022, arXiv 2110.04135) compare the heuristics that offline model-based papers
+use, each computed from the ensemble's per-member Gaussians N(mu_i, diag sigma_i^2), i = 1..E; each kind below
+names the paper it comes from. MOPO's authors' code adds ``disagreement`` (mopo_reference.md section 2).
+
+Every penalty is one batched function ``(mean, std, point) -> u``: mean, std [E, B, D] with D = 1 + O
+(column 0 the reward, columns 1: the next state), ``point`` [B, D] the transition the model produced (the
+drawn elite's sample; only ``llv`` reads it) -> u [B]. No loop over members or rows. Columns: Lu et al.'s
+model predicts reward and next state together, and each of their heuristics here reads that whole output, as
+MOPO's max aleatoric does (MOReL's own models predict the next state alone, so its discrepancy there has no
+reward column); ``disagreement`` reads the next-state columns, as MOPO's code does. Spreads over members are
+population ones (divided by E), as a mixture's moments are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+from torch import Tensor
+
+from mopo_lightning.guards import ConfigError
+
+PenaltyKind = Literal["aleatoric", "disagreement", "max_pairwise_diff", "ensemble_std", "ensemble_var", "llv",
+                      "loo_kl"]
+PenaltyUnits = Literal["raw", "mean", "p95"]
+"""lambda in raw penalty units (the paper's), or in units of the kind's mean or 95th percentile on the data."""
+Columns = Literal["all", "next_state"]
+SCALE_ROWS = 10_000
+"""Dataset transitions the scales are measured on (a fixed-seed uniform subsample above this)."""
+SCALES_VERSION = 1
+"""Bumped when a definition below changes: stored scales of another version are measured again."""
+
+
+def max_aleatoric(mean: Tensor, std: Tensor, point: Tensor | None = None) -> Tensor:
+    """max_i ||sigma_i||_2 over all 1 + O outputs: MOPO's u (Yu et al. 2020, section 4.3, the Frobenius norm of
+    the diagonal Sigma_i), Lu et al.'s "max aleatoric"."""
+    return std.norm(dim=-1).amax(dim=0)
+
+
+def disagreement(mean: Tensor, std: Tensor, point: Tensor | None = None) -> Tensor:
+    """max_i ||mu_i[s'] - mean_j mu_j[s']||_2 over the next-state columns: the alternative in MOPO's code."""
+    next_obs = mean[..., 1:]
+    return (next_obs - next_obs.mean(dim=0)).norm(dim=-1).amax(dim=0)
+
+
+def max_pairwise_diff(mean: Tensor, std: Tensor, point: Tensor | None = None) -> Tensor:
+    """max_{i,j} ||mu_i - mu_j||_2 over all outputs: MOReL's ensemble discrepancy (Kidambi et al. 2020, its
+    USAD), Lu et al.'s "max pairwise diff". ``cdist`` without the matmul shortcut: exact, no [E, E, B, D] tensor."""
+    rows = mean.transpose(0, 1)  # [B, E, D]
+    return torch.cdist(rows, rows, compute_mode="donot_use_mm_for_euclid_dist").flatten(1).amax(dim=-1)
+
+
+def mixture_variance(mean: Tensor, std: Tensor) -> Tensor:
+    """Per output, the variance of the equal-weight mixture of the members' Gaussians: mean_i sigma_i^2 +
+    mean_i (mu_i - mu_bar)^2 (Lakshminarayanan et al. 2017, section 2.4): [E, B, D] -> [B, D]."""
+    return std.square().mean(dim=0) + (mean - mean.mean(dim=0)).square().mean(dim=0)
+
+
+def ensemble_std(mean: Tensor, std: Tensor, point: Tensor | None = None) -> Tensor:
+    """Lu et al.'s "ensemble std": the mixture's standard deviation per output, averaged over all outputs."""
+    return mixture_variance(mean, std).sqrt().mean(dim=-1)
+
+
+def ensemble_var(mean: Tensor, std: Tensor, point: Tensor | None = None) -> Tensor:
+    """Lu et al.'s "ensemble var": the mixture's variance per output, averaged over all outputs."""
+    return mixture_variance(mean, std).mean(dim=-1)
+
+
+def llv(mean: Tensor, std: Tensor, point: Tensor | None = None) -> Tensor:
+    """Lu et al.'s log-likelihood variance: Var_i log N(point; mu_i, diag sigma_i^2), the variance over members
+    of the log-likelihood (summed over all outputs) of the transition the model produced."""
+    if point is None:
+        raise ValueError("the llv penalty needs the transition the model produced (point [B, 1 + O])")
+    z = (point.to(mean.dtype) - mean) / std
+    log_lik = -0.5 * (z.square() + math.log(2 * math.pi)).sum(-1) - std.log().sum(-1)  # [E, B]
+    return (log_lik - log_lik.mean(dim=0)).square().mean(dim=0)
+
+
+def loo_kl(mean: Tensor, std: Tensor, point: Tensor | None = None) -> Tensor:
+    """Lu et al.'s leave-one-out KL: KL(N_i || N_-i) with N_-i the Gaussian moment-matched to the other E - 1
+    members (the one-vs-rest uncertainty of M2AC, Pan et al. 2020), summed over all outputs, averaged over i.
+
+    M2AC scores the member that made the step; the mean over i is its expectation when that member is drawn
+    uniformly, so u stays a function of (s, a). Moments from member-centred values (c_i = mu_i - mu_bar), so
+    nothing cancels at the states' magnitude: mu_i - mu_-i = c_i E / (E - 1), and the others' mixture variance
+    is (sum_{j != i} sigma_j^2 + sum_j c_j^2 - c_i^2 E / (E - 1)) / (E - 1).
+    """
+    e = mean.shape[0]
+    if e < 2:
+        raise ValueError("the loo_kl penalty needs at least 2 members")
+    var, centred = std.square(), mean - mean.mean(dim=0)  # [E, B, D]
+    spread = centred.square()
+    rest = ((var.sum(0) - var) + (spread.sum(0) - spread * e / (e - 1)).clamp_min(0)) / (e - 1)  # var of N_-i
+    gap = spread * (e / (e - 1)) ** 2  # (mu_i - mu_-i)^2
+    kl = 0.5 * ((rest / var).log() + (var + gap) / rest - 1)  # [E, B, D]
+    return kl.sum(dim=-1).mean(dim=0)
+
+
+@dataclass(frozen=True)
+class Penalty:
+    """One registered penalty: its function and the output columns it reads."""
+
+    fn: Callable[[Tensor, Tensor, Tensor | None], Tensor]
+    columns: Columns
+    """``all`` (reward and next state) or ``next_state``: the premise monitor compares u with the model's
+    error over the same columns."""
+
+
+PENALTIES: dict[str, Penalty] = {
+    "aleatoric": Penalty(max_aleatoric, "all"),
+    "disagreement": Penalty(disagreement, "next_state"),
+    "max_pairwise_diff": Penalty(max_pairwise_diff, "all"),
+    "ensemble_std": Penalty(ensemble_std, "all"),
+    "ensemble_var": Penalty(ensemble_var, "all"),
+    "llv": Penalty(llv, "all"),
+    "loo_kl": Penalty(loo_kl, "all"),
+}
+"""The one registry of penalty kinds, by the name ``data.penalty_kind`` takes."""
+PENALTY_KINDS: tuple[PenaltyKind, ...] = tuple(PENALTIES)  # type: ignore[assignment]
+assert PENALTY_KINDS == get_args(PenaltyKind), "PenaltyKind must list the registry's names, in its order"
+
+
+def uncertainty_penalty(mean: Tensor, std: Tensor, kind: PenaltyKind = "aleatoric",
+                        point: Tensor | None = None) -> Tensor:
+    """u(s, a) per row from all members: mean, std [E, B, 1 + O] (point [B, 1 + O]) -> [B]."""
+    if kind not in PENALTIES:
+        raise ValueError(f"unknown penalty {kind!r}; expected one of {', '.join(PENALTY_KINDS)}")
+    return PENALTIES[kind].fn(mean, std, point)
+
+
+def elite_sample(mean: Tensor, std: Tensor, elites: Tensor,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """One elite drawn uniformly per row and its Gaussian sample (the authors' model step): (mu, sample) [B, D].
+
+    Only the drawn elite is sampled: the same distribution as sampling every member and keeping one.
+    """
+    batch, device = mean.shape[1], mean.device
+    elites = elites.to(device)
+    member = elites[torch.randint(elites.numel(), (batch,), generator=generator, device=device)]  # [B]
+    rows = torch.arange(batch, device=device)
+    mu, sigma = mean[member, rows], std[member, rows]  # [B, D]
+    eps = torch.randn(mu.shape, generator=generator, device=device, dtype=mu.dtype)
+    return mu, mu + eps * sigma
+
+
+# ------------------------------------------------------------------ scales on the data
+PenaltyScales = dict[str, dict[str, float]]
+"""{kind: {"mean": ..., "p95": ...}}: each kind's mean and 95th percentile over the data's transitions."""
+
+
+@torch.no_grad()
+def measure_scales(predict: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]], elites: Tensor, obs: Tensor,
+                   action: Tensor, max_rows: int = SCALE_ROWS, seed: int = 0) -> dict:
+    """Every kind's scale on the data: its mean and 95th percentile over at most ``max_rows`` transitions.
+
+    ``predict``: the ensemble's (obs [B, O], action [B, A]) -> (mean, std) [E, B, 1 + O]. Rows: a uniform
+    subsample without replacement (fixed ``seed``) when the data is larger. ``llv``'s point is the sample of an
+    elite drawn per row, as a rollout step draws it. Returns the stored record: ``version``, ``rows``,
+    ``kinds`` (a ``PenaltyScales``).
+    """
+    n = obs.shape[0]
+    gen = torch.Generator().manual_seed(seed)
+    pick = torch.randperm(n, generator=gen)[:max_rows] if n > max_rows else torch.arange(n)
+    device = elites.device
+    mean, std = predict(obs[pick].to(device), action[pick].to(device))
+    _, point = elite_sample(mean, std, elites, torch.Generator(device=device).manual_seed(seed))
+    kinds = {}
+    for kind in PENALTY_KINDS:
+        u = uncertainty_penalty(mean, std, kind, point).double()
+        kinds[kind] = {"mean": float(u.mean()), "p95": float(u.quantile(0.95))}
+    return {"version": SCALES_VERSION, "rows": int(pick.numel()), "kinds": kinds}
+
+
+def scales_current(record: Mapping | None) -> bool:
+    """A stored scales record of this definitions' version, covering every registered kind."""
+    return (isinstance(record, Mapping) and record.get("version") == SCALES_VERSION
+            and set(PENALTY_KINDS) <= set(record.get("kinds", {})))
+
+
+def coef_in_raw_units(coef: float, kind: str, units: PenaltyUnits, scales: PenaltyScales | None) -> float:
+    """The lambda applied to the raw penalty: ``coef`` itself (``raw``), else coef / the kind's scale."""
+    if units == "raw":
+        return float(coef)
+    if units not in get_args(PenaltyUnits):
+        raise ConfigError(f"data.penalty_units must be one of {', '.join(get_args(PenaltyUnits))}, got {units!r}")
+    if scales is None or kind not in scales:
+        raise ConfigError(f"data.penalty_units={units} needs the model's {kind} penalty scale (stage 1 records it)")
+    scale = float(scales[kind][units])
+    if not (math.isfinite(scale) and scale > 0):
+        raise ConfigError(f"the {kind} penalty's {units} on the data is {scale}: lambda cannot be set in its units")
+    return float(coef) / scale
