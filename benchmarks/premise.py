@@ -6,8 +6,11 @@ transitions recorded), then ``premise_metrics`` on its 10,000 transitions with a
 H = 5 branched model returns from 1,000 of them (H batched calls, the first one reused), and the
 nearest-neighbour distance of 500 of them against 50,000 dataset-sized states (random normal stand-ins:
 the search costs the same). The figure (matplotlib, one render) is timed apart, first and steady-state render; so is the premise on every
-transition (no caps) for comparison. CPU, one torch thread. Prints a table and writes
-``benchmarks/results/premise.json``.
+transition (no caps) for comparison. Every penalty kind is measured by default (``envs/penalties.py``, 7 kinds);
+the same call restricted to the trained kind (``kinds=("aleatoric",)``) gives the extra cost of measuring them
+all; both are the median of ``REPEATS`` interleaved calls. Each kind's penalty alone on one rollout step's batch (50,000
+rows, 7 members, the same sizes) is timed too: what training with it adds per model step. CPU, one torch
+thread. Prints a table and writes ``benchmarks/results/premise.json``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch
 from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.callbacks.premise import premise_figure
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+from mopo_lightning.envs.penalties import PENALTY_KINDS, uncertainty_penalty
 from mopo_lightning.envs.premise import DataReference, PenaltySettings, premise_metrics
 from mopo_lightning.policy.networks import TanhGaussianActor
 from mopo_lightning.tasks import get_task
@@ -28,6 +32,17 @@ from mopo_lightning.tasks import get_task
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 HORIZON = 5
+REPEATS = 9
+ROLLOUT_ROWS = 50_000
+
+
+def median_seconds(call, repeats: int = REPEATS) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
@@ -51,9 +66,13 @@ def main() -> None:
     measure = lambda **kw: premise_metrics(ensemble, result.transitions, termination_fn=task.termination_fn,
                                            settings=settings, policy=act, horizon=HORIZON, **kw)
     parts = {}
-    start = time.perf_counter()
-    premise = measure(reference=reference)
-    parts["premise_metrics"] = time.perf_counter() - start
+    premise = measure(reference=reference)  # warm-up, and the figure's input
+    # interleaved, so the machine's drift over the minutes falls on both alike
+    every, one = [], []
+    for _ in range(REPEATS):
+        every.append(median_seconds(lambda: measure(reference=reference), 1))
+        one.append(median_seconds(lambda: measure(reference=reference, kinds=("aleatoric",)), 1))
+    parts["premise_metrics"], parts["premise_one_kind"] = sorted(every)[REPEATS // 2], sorted(one)[REPEATS // 2]
     start = time.perf_counter()
     premise_figure(premise, settings)
     parts["figure_first"] = time.perf_counter() - start  # matplotlib's first render loads fonts
@@ -66,6 +85,13 @@ def main() -> None:
     start = time.perf_counter()
     measure(reference=reference, max_rows=10**9, max_start_states=10**9)
     parts["premise_every_transition"] = time.perf_counter() - start
+    gen = torch.Generator().manual_seed(0)
+    rollout_obs = torch.randn(ROLLOUT_ROWS, task.obs_dim, generator=gen)
+    mean, std = ensemble.predict(rollout_obs, torch.rand(ROLLOUT_ROWS, task.act_dim, generator=gen) * 2 - 1)
+    point = mean[0]
+    for kind in PENALTY_KINDS:
+        parts[f"penalty_{kind}_rollout_step"] = median_seconds(lambda k=kind: uncertainty_penalty(mean, std, k, point))
+    extra = parts["premise_metrics"] - parts["premise_one_kind"]
     rows = {
         "evaluation_seconds": t_plain,
         "evaluation_recording_seconds": t_eval,
@@ -76,6 +102,10 @@ def main() -> None:
         "horizon": HORIZON,
         **{f"{k}_seconds": v for k, v in parts.items()},
         "premise_fraction_of_evaluation": parts["premise_metrics"] / t_plain,
+        "penalty_kinds": len(PENALTY_KINDS),
+        "all_kinds_extra_seconds": extra,
+        "all_kinds_extra_fraction_of_premise": extra / parts["premise_one_kind"],
+        "all_kinds_extra_fraction_of_evaluation": extra / t_plain,
         "premise_and_figure_fraction_of_evaluation": (parts["premise_metrics"] + parts["figure"]) / t_plain,
         "premise_every_transition_fraction_of_evaluation": parts["premise_every_transition"] / t_plain,
     }
