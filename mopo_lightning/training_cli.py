@@ -30,7 +30,7 @@ from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.console import quiet_third_party
 from mopo_lightning.data.d4rl import DatasetError
 from mopo_lightning.data.summary import summarize
-from mopo_lightning.guards import ConfigError, NonFiniteError
+from mopo_lightning.guards import CheckpointError, ConfigError, NonFiniteError
 from mopo_lightning.training.datamodule import D4RLDataModule
 from mopo_lightning.training.run_dir import RunDirectory, check_checkpoint
 from mopo_lightning.training.stage1 import dynamics_stage
@@ -230,6 +230,7 @@ class MOPOCLI(LightningCLI):
         resuming = ckpt_path is not None
         ckpt_path = run.prepare(config.as_dict(), ckpt_path, self._cfg("overwrite"))
         self.results.rank_zero = run.rank == 0
+        self._resuming = resuming
         if resuming:
             self.results.restore()  # a fresh start (--overwrite too) keeps nothing of an old results.json
         try:
@@ -245,6 +246,8 @@ class MOPOCLI(LightningCLI):
         """``results.json`` says how a started run ended: stopped by a signal, or failed with the error."""
         if not run.started:
             return  # bad input: the run never started and leaves no trace
+        if self._resuming and isinstance(error, (ConfigError, DatasetError, CheckpointError)):
+            return  # a refused resume (a corrupt dynamics.ckpt, say) leaves the run as it was
         if isinstance(error, KeyboardInterrupt):
             self.results.set_status("stopped", signal=2)
         elif isinstance(error, SystemExit) and isinstance(error.code, int) and error.code > 128:
@@ -291,7 +294,8 @@ class MOPOCLI(LightningCLI):
         datamodule.prepare_data()
         datamodule.setup("fit")  # loads and validates the data: a bad file stops here, before anything is written
         run.start()
-        self.results.set_status("running")
+        if not self._resuming:  # a resume says so once its stage 1 is loaded: a refused one changes nothing
+            self.results.set_status("running")
         dynamics, info = self.dynamics_stage(datamodule)
         self.results.data["dynamics"] = info
         self.results.data["seconds"]["dynamics"] = info["seconds"]
