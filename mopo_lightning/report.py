@@ -277,7 +277,7 @@ def main(runs: list[str], json: bool = False, out: str | None = None, last: int 
     """
     from json import dumps
 
-    from mopo_lightning.analysis.figures import study_figures
+    from mopo_lightning.analysis.figures import calibration, study_figures
     from mopo_lightning.analysis.tables import markdown
 
     if last < 1 or reps < 1:
@@ -294,6 +294,8 @@ def main(runs: list[str], json: bool = False, out: str | None = None, last: int 
 
         Path(out).mkdir(parents=True, exist_ok=True)
         report["figures"] = [str(p) for p in study_figures(figure_data(used, report), Path(out), reps, seed)]
+        if (path := calibration(report["premise_kinds"], Path(out))) is not None:
+            report["figures"].append(str(path))
         write_text_atomic(Path(out) / "report.json", dumps(report, indent=1) + "\n")
         write_text_atomic(Path(out) / "report.md", markdown(report) + "\n")
     print(dumps(report, indent=1) if json else markdown(report))

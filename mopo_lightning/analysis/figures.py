@@ -152,3 +152,28 @@ def study_figures(configs: Sequence[dict], out: Path, reps: int, seed: int) -> l
 
 def _slug(text: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-." else "_" for ch in text)[:80]
+
+
+def calibration(rows: Sequence[dict], out: Path) -> Path | None:
+    """``report['premise_kinds']`` as one figure: per penalty kind, the Spearman rank correlation of u(s, a)
+    with the true one-step model error on the policy's own states, one marker per configuration (its mean over
+    runs) and a bar at the mean over configurations. None when no run measured the kinds."""
+    kinds = list(dict.fromkeys(k for r in rows for k in r["spearman"]))
+    if not kinds:
+        return None
+    figure = Figure(figsize=(7.0, 3.6))
+    ax = figure.add_subplot()
+    x = np.arange(len(kinds))
+    means = [np.mean([r["spearman"][k] for r in rows if k in r["spearman"]]) for k in kinds]
+    ax.bar(x, means, color="tab:blue", alpha=0.35, label="mean over configurations")
+    for index, row in enumerate(rows):
+        points = [(i, row["spearman"][k]) for i, k in enumerate(kinds) if k in row["spearman"]]
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o", ms=4, alpha=0.8,
+                label=f"{row['configuration']} (n={row['runs']})" if len(rows) <= 8 else None)
+    ax.axhline(0, color="k", lw=0.8)
+    ax.set_xticks(x, kinds, rotation=20, fontsize=8)
+    ax.set_ylabel("Spearman(u, true one-step error)")
+    ax.set_title("Which penalty tracks the model's error where the policy goes (final evaluation)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=6, frameon=False)
+    return save(figure, out / "calibration.png")

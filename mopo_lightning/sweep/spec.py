@@ -46,7 +46,7 @@ RESERVED = ("run_name", "run_root", "ckpt_path", "dynamics_cache", "num_threads"
 """Fit keys that the sweep sets for every trial."""
 
 SHORT = {"seed_everything": "s", "data.rollout_length": "h", "data.penalty_coef": "lam",
-         "data.penalty_kind": "pen", "data.real_ratio": "real"}
+         "data.penalty_kind": "", "data.real_ratio": "real"}
 """Short names of common grid keys in trial names (``h5-lam1-s0``); other keys use their last part."""
 NAME = re.compile(r"[A-Za-z0-9_.+]+")
 """Config and arm names: they become parts of directory names."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mopo_lightning.analysis.premise_kinds import premise_kinds
 from mopo_lightning.analysis.tables import markdown
+from mopo_lightning.cli import main
 from mopo_lightning.report import Settings, build_report
 
 
@@ -58,3 +59,17 @@ def test_the_report_has_a_section_naming_the_best_kind_per_configuration(tmp_pat
     assert "| configuration | trains | best | runs | aleatoric | disagreement | llv |" in section
     assert "| aleatoric | disagreement (0.50) | 2 | 0.20 | 0.50 | 0.50 |" in section
     assert "| llv | aleatoric (0.80) | 1 | 0.80 | 0.20 | 0.10 |" in section
+
+
+def test_the_report_draws_one_calibration_figure_per_kind(tmp_path):
+    from mopo_lightning.analysis.figures import calibration
+
+    write_run(tmp_path, "ale-s0", 0, "aleatoric", {"aleatoric": 0.1, "disagreement": 0.6, "llv": 0.3})
+    write_run(tmp_path, "llv-s0", 0, "llv", {"aleatoric": 0.8, "disagreement": 0.2, "llv": 0.1})
+    report, _ = build_report([tmp_path], Settings(reps=50))
+    path = calibration(report["premise_kinds"], tmp_path)
+    assert path == tmp_path / "calibration.png" and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 5000
+    assert calibration([], tmp_path / "none") is None  # no run measured the kinds: no figure
+    main(["report", str(tmp_path), "--out", str(tmp_path / "out"), "--reps", "50"])
+    assert "![calibration](calibration.png)" in (tmp_path / "out" / "report.md").read_text()
