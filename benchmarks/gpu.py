@@ -12,9 +12,12 @@
   rollout's transitions; MuJoCo evaluation (CPU-bound, ``benchmarks/epoch.py``) is left out.
 
 Without CUDA it prints that it skipped and exits 0 (``make bench`` runs every benchmark); ``--device cpu``
-times the SAC variants on CPU as a smoke test (no CUDA graphs, no rollout). Prints a table and writes
-``benchmarks/results/gpu.json``.
-Usage: ``python benchmarks/gpu.py [--updates 1000] [--warmup 50] [--device cuda]``
+times the SAC variants on CPU as a smoke test (no CUDA graphs, no rollout). Prints each figure as it is
+measured and rewrites ``--out`` (default ``benchmarks/results/gpu.json``) after each, so a run cut short
+keeps what it finished; a variant that fails (e.g. no compiler for inductor) is recorded under ``errors``
+and the others still run (exit status 1 then). The epoch-like figures reuse each variant's module, so
+nothing is compiled twice. ``scripts/gpu_check.sh`` runs it on the CUDA machine.
+Usage: ``python benchmarks/gpu.py [--updates 1000] [--warmup 50] [--device cuda] [--variants eager,compiled]``
 """
 
 from __future__ import annotations
@@ -104,11 +107,19 @@ def rollout(sac: SACModule, ensemble: GaussianEnsemble, start: torch.Tensor, hor
     return torch.cat(steps)
 
 
+def save(result: dict, out: Path) -> None:
+    """Write what is measured so far: a run stopped by a time limit still leaves its finished sections."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--updates", type=int, default=1000, help="timed SAC updates per variant")
     parser.add_argument("--warmup", type=int, default=50, help="untimed updates first (compilation included)")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test of the SAC part")
+    parser.add_argument("--variants", default="eager,compiled,compiled_cudagraphs",
+                        help="comma-separated SAC variants (compiled_cudagraphs runs on CUDA only)")
     parser.add_argument("--rollout-batch-size", type=int, default=50_000)
     parser.add_argument("--horizon", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu.json")
@@ -120,57 +131,72 @@ def main() -> None:
     if device.type == "cpu":
         torch.set_num_threads(1)
     torch.manual_seed(0)
-    variants = ["eager", "compiled"] + (["compiled_cudagraphs"] if device.type == "cuda" else [])
+    variants = [v for v in args.variants.split(",")
+                if v and (v != "compiled_cudagraphs" or device.type == "cuda")]
     result: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                    "torch": torch.__version__, "batch_size": BATCH, "hidden": 256, "sac": {}}
+                    "torch": torch.__version__, "batch_size": BATCH, "hidden": 256, "sac": {}, "errors": {}}
+    print(f"SAC update on {result['device']} (torch {torch.__version__}), batch {BATCH}, 2x256 MLPs, "
+          "fp32 (TF32 off, the default)")
+    print(f"{'variant':<22}{'updates/s':>12}{'warm-up s':>12}")
 
-    batches = random_batches(device)
+    # Each variant's module is kept for the epoch-like figures, so a compiled one is not compiled twice.
+    batches, modules = random_batches(device), {}
     for variant in variants:
-        sac = make_sac(variant, device)
-        result["sac"][variant] = time_updates(sac, lambda i: batches[i % len(batches)], args.updates,
-                                              args.warmup, device)
-        if variant == "eager" and device.type == "cuda":
-            result["sac"][variant]["host_syncs_per_1000"] = count_syncs(sac, batches, 1000)
+        try:
+            sac = make_sac(variant, device)
+            row = time_updates(sac, lambda i: batches[i % len(batches)], args.updates, args.warmup, device)
+            if variant == "eager" and device.type == "cuda":
+                row["host_syncs_per_1000"] = count_syncs(sac, batches, 1000)
+        except Exception as error:  # noqa: BLE001 -- one failing (no compiler, ...) leaves the others
+            result["errors"][f"sac/{variant}"] = f"{type(error).__name__}: {error}"[:2000]
+            print(f"{variant:<22}failed: {type(error).__name__}: {str(error)[:300]}")
+            continue
+        modules[variant] = sac
+        result["sac"][variant] = row
+        syncs = row.get("host_syncs_per_1000")
+        print(f"{variant:<22}{row['updates_per_s']:>12.1f}{row['warmup_s']:>12.1f}"
+              + ("" if syncs is None else f"   host syncs in 1000 updates: {syncs}"))
+        save(result, args.out)
 
     if device.type == "cuda":
         ensemble = GaussianEnsemble(OBS, ACT).to(device)
         start = torch.randn(args.rollout_batch_size, OBS, device=device)
         generator = torch.Generator(device=device).manual_seed(0)
-        sac = make_sac("eager", device)
-        rollout(sac, ensemble, start[:1000], args.horizon, generator)  # warm-up (kernels, allocator)
+        actor = modules.get("eager") or make_sac("eager", device)
+        rollout(actor, ensemble, start[:1000], args.horizon, generator)  # warm-up (kernels, allocator)
         sync(device)
         t0 = time.perf_counter()
-        data = rollout(sac, ensemble, start, args.horizon, generator)
+        data = rollout(actor, ensemble, start, args.horizon, generator)
         sync(device)
         result["rollout_s"] = time.perf_counter() - t0
         result["rollout_transitions"] = data.shape[0]
-        result["epoch_like_s"] = {}
-        for variant in variants:
-            sac = make_sac(variant, device)
-            time_updates(sac, lambda i: draw(data), 1, args.warmup, device)  # compile outside the epoch
-            t0 = time.perf_counter()
-            epoch_data = rollout(sac, ensemble, start, args.horizon, generator)
-            for _ in range(1000):
-                sac.update(draw(epoch_data))
-            sync(device)
-            result["epoch_like_s"][variant] = time.perf_counter() - t0
-
-    print(f"SAC update on {result['device']}, batch {BATCH}, 2x256 MLPs, fp32 (TF32 off, the default)")
-    print(f"{'variant':<22}{'updates/s':>12}{'warm-up s':>12}")
-    for variant, row in result["sac"].items():
-        print(f"{variant:<22}{row['updates_per_s']:>12.1f}{row['warmup_s']:>12.1f}")
-    if "host_syncs_per_1000" in result["sac"].get("eager", {}):
-        print(f"host syncs in 1000 eager updates: {result['sac']['eager']['host_syncs_per_1000']}")
-    if device.type == "cuda":
         print(f"model rollout: {args.rollout_batch_size} x h={args.horizon} "
               f"({result['rollout_transitions']} transitions): {result['rollout_s']:.3f} s")
-        for variant, seconds in result["epoch_like_s"].items():
+        save(result, args.out)
+        result["epoch_like_s"] = {}
+        for variant, sac in modules.items():
+            try:
+                time_updates(sac, lambda i: draw(data), 1, 5, device)  # the draw's kernels; no recompilation
+                t0 = time.perf_counter()
+                epoch_data = rollout(sac, ensemble, start, args.horizon, generator)
+                for _ in range(1000):
+                    sac.update(draw(epoch_data))
+                sync(device)
+            except Exception as error:  # noqa: BLE001 -- recorded; the other variants still run
+                result["errors"][f"epoch_like/{variant}"] = f"{type(error).__name__}: {error}"[:2000]
+                print(f"epoch-like, {variant}: failed: {type(error).__name__}: {str(error)[:300]}")
+                continue
+            result["epoch_like_s"][variant] = time.perf_counter() - t0
+            seconds = result["epoch_like_s"][variant]
             print(f"epoch-like (rollout + 1000 updates), {variant:<20}{seconds:>8.2f} s")
+            save(result, args.out)
     else:
         print("model rollout and epoch-like figures: skipped (CPU)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save(result, args.out)
     print(f"wrote {args.out}")
+    if result["errors"]:
+        failed = sorted(result["errors"])
+        raise SystemExit(f"benchmarks/gpu.py: {len(failed)} part(s) failed: {failed}")
 
 
 if __name__ == "__main__":
