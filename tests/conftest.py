@@ -159,10 +159,10 @@ def fit_run(root: Path, name: str, args: list[str], scores: list[float | None], 
     """A run directory made by ``fit``'s own configuration path: ``run.json`` and ``results.json`` exactly as
     ``mopo-lightning fit`` writes them (LightningCLI parse, links, ``RunDirectory``, ``RunResults``), with the
     given evaluations and status instead of training."""
+    import warnings
+
     from mopo_lightning.training.run_dir import RunDirectory
     from mopo_lightning.training_cli import MOPOCLI
-
-    import warnings
 
     with warnings.catch_warnings():  # pytest's sys.argv beside args
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")

@@ -158,11 +158,12 @@ def test_a_study_runs_on_a_ray_cluster_and_reports_mopo_against_mbpo(tmp_path):
     data_a, data_b = collected_dataset("hopper", 2_000, seed=0), collected_dataset("hopper", 2_000, seed=1)
     port = _free_port()
     temp = Path(f"/tmp/rt{os.getpid()}")  # short: Ray's socket paths must fit in 107 characters
-    head = subprocess.Popen(["ray", "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port",
-                             str(port), "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
-                             "--temp-dir", str(temp)], cwd=tmp_path, stdout=open(tmp_path / "head.txt", "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    with open(tmp_path / "head.txt", "w") as log:  # the child keeps its own copy of the descriptor
+        head = subprocess.Popen(["ray", "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port",
+                                 str(port), "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
+                                 "--temp-dir", str(temp)], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True,
+                                env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     try:
         sweep = tmp_path / "study.yaml"
         sweep.write_text(f"""

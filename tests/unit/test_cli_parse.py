@@ -211,12 +211,10 @@ def test_collect_output_format_needs_its_own_target(capsys, tmp_path, monkeypatc
 def test_a_yaml_syntax_error_is_one_line_naming_file_line_and_column(capsys, tmp_path, command):
     bad = tmp_path / "bad.yaml"
     bad.write_text("trainer:\n  max_epochs: 3\n data: [1\n")  # line 3, column 2: a broken indent
-    code, out, err = run(capsys, *command.split(), "--config", str(bad))
-    assert code == ExitCode.USAGE
-    assert error_lines(err) == [f"mopo-lightning: error: {bad}:3:2: YAML syntax error: expected <block end>, "
-                                "but found '<block mapping start>'"]
+    line = (f"mopo-lightning: error: {bad}:3:2: YAML syntax error: expected <block end>, but found "
+            "'<block mapping start>'")
+    code, _, err = run(capsys, *command.split(), "--config", str(bad))
+    assert code == ExitCode.USAGE and error_lines(err) == [line]
     if command == "sweep":  # the sweep file itself, given as its argument
-        code, out, err = run(capsys, "sweep", str(bad))
-        assert code == ExitCode.USAGE and error_lines(err) == [
-            f"mopo-lightning: error: {bad}:3:2: YAML syntax error: expected <block end>, but found "
-            "'<block mapping start>'"]
+        code, _, err = run(capsys, "sweep", str(bad))
+        assert code == ExitCode.USAGE and error_lines(err) == [line]
