@@ -108,7 +108,7 @@ def study_figures(configs: Sequence[dict], out: Path, reps: int, seed: int) -> l
     ``configs``: ``report.figure_data``'s dicts (label, measure, panel, grid_key, h, lambda, statistics,
     curves). Returns the PNG paths written.
     """
-    from mopo_lightning.analysis.statistics import Interval, curve
+    from mopo_lightning.analysis.statistics import MIN_RUNS, Interval, curve
 
     written: list[Path] = []
     panels: dict[str, list[dict]] = {}
@@ -119,11 +119,14 @@ def study_figures(configs: Sequence[dict], out: Path, reps: int, seed: int) -> l
         lines = []
         for config in members:
             x, values, tail_x, tail_mean = _aligned(config["curves"])
-            if x.size:
+            if x.size and values.shape[0] >= MIN_RUNS:
                 mean, low, high = curve(values, reps, seed)
+            elif x.size:  # below MIN_RUNS the band is the seeds' range, as in the tables
+                mean, low, high = values.mean(axis=(0, 1)), values.min(axis=(0, 1)), values.max(axis=(0, 1))
+            if x.size:
                 lines.append((config["label"], x, mean, low, high, tail_x, tail_mean))
         stem = f"{index:02d}_{_slug(panel)}"
-        written.append(save(learning_curves(lines, measure, f"{panel}: mean over seeds, bootstrap band"),
+        written.append(save(learning_curves(lines, measure, f"{panel}: mean over seeds; band: 95% bootstrap CI, or the range below 5 seeds"),
                             out / f"{stem}_curves.png"))
         rows = [(c["label"], {k: Interval(**c["statistics"][k]) for k in ("iqm", "mean")})
                 for c in members if c["statistics"]]
