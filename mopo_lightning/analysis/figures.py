@@ -178,5 +178,5 @@ def calibration(rows: Sequence[dict], out: Path) -> Path | None:
     ax.set_ylabel("Spearman(u, true one-step error)")
     ax.set_title("Which penalty tracks the model's error where the policy goes (final evaluation)", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=6, frameon=False)
+    ax.legend(fontsize=6, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the axes
     return save(figure, out / "calibration.png")
