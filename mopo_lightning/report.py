@@ -1,10 +1,9 @@
 """``mopo-lightning report RUN_OR_SWEEP_DIR...``: the paper's tables with honest statistics, and figures.
 
 Sources: MOPO (Yu et al. 2020, arXiv 2005.13239) Table 1 (D4RL normalised scores, dataset x env, MOPO beside
-MBPO) and Table 2 (out-of-distribution tasks: batch mean and batch max, the mean and best episode return of
-the dataset under the test task's reward, beside MOPO's and MBPO's returns); statistics as Agarwal et al.
-2021 recommend (``analysis/statistics.py``: mean and IQM with stratified-bootstrap intervals, probability of
-improvement; the range instead of an interval below 5 runs).
+MBPO) and Table 2 (OOD tasks: batch mean and max, the mean and best episode return of the dataset under the
+test task's reward, beside MOPO's and MBPO's returns); statistics as Agarwal et al. 2021 recommend
+(``analysis/statistics.py``: mean and IQM with bootstrap intervals, the range below 5 runs; P(X > Y)).
 
 - Runs, their status and their method: ``analysis/runs.py``. Finished runs only, unless
   ``--include_unfinished``; every run left out is named with its reason.
@@ -293,9 +292,9 @@ def main(runs: list[str], json: bool = False, out: str | None = None, last: int 
         from mopo_lightning.files import write_text_atomic
 
         Path(out).mkdir(parents=True, exist_ok=True)
-        report["figures"] = [str(p) for p in study_figures(figure_data(used, report), Path(out), reps, seed)]
-        if (path := calibration(report["premise_kinds"], Path(out))) is not None:
-            report["figures"].append(str(path))
+        figures = (*study_figures(figure_data(used, report), Path(out), reps, seed),
+                   calibration(report["premise_kinds"], Path(out)))  # None when no run measured the kinds
+        report["figures"] = [str(p) for p in figures if p is not None]
         write_text_atomic(Path(out) / "report.json", dumps(report, indent=1) + "\n")
         write_text_atomic(Path(out) / "report.md", markdown(report) + "\n")
     print(dumps(report, indent=1) if json else markdown(report))
