@@ -6,7 +6,7 @@
   ``eager``, ``compiled`` (``compile=True``: the three loss terms, fullgraph, default mode) and
   ``compiled_cudagraphs`` (``compile_losses(mode="reduce-overhead")``). Also counts host syncs in the
   timed loop of the eager variant (``torch.cuda.set_sync_debug_mode("warn")``).
-- Rollout: 50,000 start states, h = 5, through ``envs.model_env.model_step`` with an untrained
+- Rollout: 50,000 start states, h = 5, through ``model_env.env.model_step`` with an untrained
   ``GaussianEnsemble`` (7 x 4 x 200; its cost does not depend on its weights) and the SAC actor.
 - Epoch-like: one such rollout, then 1000 SAC updates on batches drawn (device-side indices) from the
   rollout's transitions; MuJoCo evaluation (CPU-bound, ``benchmarks/epoch.py``) is left out.
@@ -32,7 +32,7 @@ import torch
 from tensordict import TensorDict
 
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
-from mopo_lightning.envs.model_env import model_step
+from mopo_lightning.model_env.env import model_step
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.tasks import get_task
 from mopo_lightning.transitions import transitions

@@ -1,4 +1,4 @@
-"""Cost of the premise figures (``envs/premise.py``) against the evaluation they measure.
+"""Cost of the premise figures (``diagnostics/premise.py``) against the evaluation they measure.
 
 One evaluation as MOPO runs it: 10 deterministic HalfCheetah episodes of 1000 steps (an untrained SAC actor,
 transitions recorded), then ``premise_metrics`` on its 10,000 transitions with an untrained 7-member ensemble
@@ -6,7 +6,7 @@ transitions recorded), then ``premise_metrics`` on its 10,000 transitions with a
 H = 5 branched model returns from 1,000 of them (H batched calls, the first one reused), and the
 nearest-neighbour distance of 500 of them against 50,000 dataset-sized states (random normal stand-ins:
 the search costs the same). The figure (matplotlib, one render) is timed apart, first and steady-state render; so is the premise on every
-transition (no caps) for comparison. Every penalty kind is measured by default (``envs/penalties.py``, 7 kinds);
+transition (no caps) for comparison. Every penalty kind is measured by default (``model_env/penalties.py``, 7 kinds);
 the same call restricted to the trained kind (``kinds=("aleatoric",)``) gives the extra cost of measuring them
 all; both are the median of ``REPEATS`` interleaved calls. Each kind's penalty alone on one rollout step's batch (50,000
 rows, 7 members, the same sizes) is timed too: what training with it adds per model step. CPU, one torch
@@ -24,8 +24,8 @@ import torch
 from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.callbacks.premise import premise_figure
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
-from mopo_lightning.envs.penalties import PENALTY_KINDS, uncertainty_penalty
-from mopo_lightning.envs.premise import DataReference, PenaltySettings, premise_metrics
+from mopo_lightning.model_env.penalties import PENALTY_KINDS, uncertainty_penalty
+from mopo_lightning.diagnostics.premise import DataReference, PenaltySettings, premise_metrics
 from mopo_lightning.policy.networks import TanhGaussianActor
 from mopo_lightning.tasks import get_task
 

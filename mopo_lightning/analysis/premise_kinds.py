@@ -1,6 +1,6 @@
 """Which penalty kind tracked the model's error best where the policy went: the report's calibration table.
 
-The premise monitor (``envs/premise.py``) measures every penalty kind at every evaluation, whichever kind
+The premise monitor (``diagnostics/premise.py``) measures every penalty kind at every evaluation, whichever kind
 trains, as Lu et al. (2022, arXiv 2110.04135) compare them: the Spearman rank correlation of u(s, a) with the
 true one-step model error on the evaluation episodes' transitions, i.e. on the policy's own states. Per
 configuration this takes each run's final evaluation (``final_premise``), averages each kind's Spearman over
@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mopo_lightning.envs.penalties import PENALTY_KINDS
+from mopo_lightning.model_env.penalties import PENALTY_KINDS
 
 SUFFIX = "/spearman"
 

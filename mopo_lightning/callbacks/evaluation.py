@@ -24,7 +24,7 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor
 
-from mopo_lightning.envs.premise import EPISODE, STEP
+from mopo_lightning.diagnostics.premise import EPISODE, STEP
 from mopo_lightning.envs.wrappers import make_env
 from mopo_lightning.tasks import Task, get_task
 from mopo_lightning.transitions import transitions

@@ -1,8 +1,8 @@
-"""PremiseMonitor: MOPO's premise measured live at every evaluation (figures in ``envs/premise.py``).
+"""PremiseMonitor: MOPO's premise measured live at every evaluation (figures in ``diagnostics/premise.py``).
 
 It listens to ``MuJoCoEvaluation`` (which then records its episodes' real transitions) and, on those
 transitions, measures the elite ensemble's true one-step error, its NLL, every penalty kind's u(s, a)
-(``envs/penalties.py``, whichever kind trains), how well each ranks the error (Spearman), how often the error
+(``model_env/penalties.py``, whichever kind trains), how well each ranks the error (Spearman), how often the error
 exceeds it, the penalised and raw H-step model returns
 of the evaluation policy branched from the visited states against the real H-step returns (H: the run's
 rollout length, as MOPO's rollouts use it), and the visited states' distance to the data. Logged under
@@ -28,8 +28,8 @@ import torch
 from tensordict import TensorDict
 
 from mopo_lightning.callbacks.evaluation import EvalResult, MuJoCoEvaluation
-from mopo_lightning.envs.penalties import PENALTIES, coef_in_raw_units
-from mopo_lightning.envs.premise import (
+from mopo_lightning.model_env.penalties import PENALTIES, coef_in_raw_units
+from mopo_lightning.diagnostics.premise import (
     EPISODE,
     MAX_ROWS,
     MAX_START_STATES,

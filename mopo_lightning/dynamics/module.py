@@ -90,7 +90,7 @@ class DynamicsModule(LightningModule):
         self._seconds_before = 0.0  # training seconds of earlier (resumed-from) runs
         self.fingerprint: dict | None = None  # what made this model (dynamics/fingerprint.py), if known
         # Each uncertainty penalty's scale on the training data ({version, rows, kinds}, measured after
-        # training by stage 1: envs.penalties.measure_scales); outside the fingerprint: a stage-2 matter.
+        # training by stage 1: model_env.penalties.measure_scales); outside the fingerprint: a stage-2 matter.
         self.penalty_scales: dict | None = None
 
     def forward(self, inputs: Tensor) -> tuple[Tensor, Tensor]:

@@ -2,7 +2,7 @@
 
 MOPO (Yu et al. 2020) follows MBPO (Janner et al. 2019) here: every ``rollout_freq`` SAC updates the
 current stochastic actor is branched from ``rollout_batch_size`` real start states for h steps through
-the uncertainty-penalised model (``envs.rollout.ModelRollouts``, which owns the rollouts and the model
+the uncertainty-penalised model (``model_env.rollouts.ModelRollouts``, which owns the rollouts and the model
 buffer). Each SAC batch takes ``int(batch_size * real_ratio)`` real rows (12 of 256, as the authors'
 ``int``) and the rest from the model buffer.
 
@@ -25,9 +25,9 @@ from tensordict import TensorDict
 from mopo_lightning.data.d4rl import DatasetError
 from mopo_lightning.data.dataset import OfflineDataset
 from mopo_lightning.dynamics.batches import DynamicsData, dynamics_dataloaders
-from mopo_lightning.envs.model_env import EnsemblePredictor
-from mopo_lightning.envs.penalties import PenaltyKind, PenaltyScales, PenaltyUnits, coef_in_raw_units
-from mopo_lightning.envs.rollout import ModelRollouts
+from mopo_lightning.model_env.env import EnsemblePredictor
+from mopo_lightning.model_env.penalties import PenaltyKind, PenaltyScales, PenaltyUnits, coef_in_raw_units
+from mopo_lightning.model_env.rollouts import ModelRollouts
 from mopo_lightning.files import file_state
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.tasks import Task
@@ -99,10 +99,10 @@ class D4RLDataModule(L.LightningDataModule):
             rollout_freq: SAC updates between rollouts (MOPO: 1000).
             model_retain_epochs: epochs of rollouts the FIFO model buffer keeps (MOPO: 5), i.e.
                 ``model_retain_epochs * ceil(updates_per_epoch / rollout_freq)`` rollouts, as the authors'
-                pool (``envs.rollout``).
+                pool (``model_env.rollouts``).
             updates_per_epoch: SAC updates per Lightning epoch (MOPO: 1000); evaluation runs per epoch.
             penalty_coef: lambda of r - lambda * u (per task, reference section 4); 0 gives MBPO.
-            penalty_kind: u by name (``envs/penalties.py``): ``aleatoric`` max_i ||sigma_i|| (MOPO), the
+            penalty_kind: u by name (``model_env/penalties.py``): ``aleatoric`` max_i ||sigma_i|| (MOPO), the
                 authors' ``disagreement``, or Lu et al.'s ``max_pairwise_diff``, ``ensemble_std``, ``ensemble_var``,
                 ``llv``, ``loo_kl``.
             penalty_units: ``raw`` (the paper's lambda) or lambda in units of the kind's ``mean`` or ``p95`` on the
@@ -230,7 +230,7 @@ class D4RLDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------ stage 2: model rollouts and mixed batches
     def attach_dynamics(self, ensemble: EnsemblePredictor, penalty_scales: PenaltyScales | None = None) -> None:
         """Switch to the policy stage: rollouts go through ``ensemble`` (``penalty_scales``: its penalty kinds'
-        scales on the data, ``envs.penalties.measure_scales``) from now on."""
+        scales on the data, ``model_env.penalties.measure_scales``) from now on."""
         self.penalty_scales = penalty_scales
         coef = self.penalty_coef  # a scale that penalty_units needs and the model lacks fails here
         self.ensemble = ensemble.eval()

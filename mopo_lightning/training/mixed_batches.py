@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import torch
 from tensordict import TensorDict
 
-from mopo_lightning.envs.rollout import ModelRollouts, Policy, RolloutStats, transition_dict
+from mopo_lightning.model_env.rollouts import ModelRollouts, Policy, RolloutStats, transition_dict
 from mopo_lightning.transitions import TRANSITION_KEYS
 
 RolloutLog = Callable[[RolloutStats, int], None]

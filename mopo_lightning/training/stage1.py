@@ -42,7 +42,7 @@ from mopo_lightning.dynamics.fingerprint import (
     fingerprint_key,
 )
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
-from mopo_lightning.envs.penalties import measure_scales, scales_current
+from mopo_lightning.model_env.penalties import measure_scales, scales_current
 from mopo_lightning.files import atomic_path
 from mopo_lightning.guards import CheckpointError, ConfigError
 from mopo_lightning.training.datamodule import D4RLDataModule
@@ -164,7 +164,7 @@ def dynamics_stage(datamodule: D4RLDataModule, num_threads: int | None = None,
 
 
 def penalty_scales(module: DynamicsModule, datamodule: D4RLDataModule) -> dict:
-    """Every penalty kind's mean and 95th percentile on the data (``envs.penalties.measure_scales``).
+    """Every penalty kind's mean and 95th percentile on the data (``model_env.penalties.measure_scales``).
 
     Measured once per model, after training, and saved in its checkpoint (so the cache serves them); a model
     without current ones (older, or the definitions' version changed) is measured now, in memory.

@@ -64,7 +64,7 @@ def test_fit_writes_results_json(fitted_run):
     assert results["status"] == "finished" and "status_detail" not in results and results["method"] is None
     assert results["planned"] == {"stage": "all", "epochs": 2, "sac_updates": 100, "evaluations": 2}
     # the penalty: the kind, lambda and its units, every kind's scale on the data, every kind measured
-    from mopo_lightning.envs.penalties import PENALTY_KINDS
+    from mopo_lightning.model_env.penalties import PENALTY_KINDS
 
     assert results["penalty"] == {"kind": "aleatoric", "coef": 1.0, "units": "raw", "coef_raw_units": 1.0}
     assert set(dyn["penalty_scales"]["kinds"]) == set(PENALTY_KINDS)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,9 @@ grid:
     return path
 
 
-def start_sweep(cwd: Path, *args: str) -> subprocess.Popen:
+def start_sweep(cwd: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     """The sweep in its own process group (so a test can kill the group), output to ``cwd/out.txt``."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     out = open(cwd / "out.txt", "a")  # noqa: SIM115 -- closed with the process
     return subprocess.Popen([sys.executable, "-m", "mopo_lightning.cli", "sweep", *args, "--poll_seconds", "0.2"],
                             cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -153,19 +154,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skip(reason="Ray 2.60 token auth: the sweep's client is refused by the head (InvalidAuthToken) on a "
-                         "machine that already holds ~/.ray/auth_token; passed alone earlier, open in issue 18")
 def test_a_study_runs_on_a_ray_cluster_and_reports_mopo_against_mbpo(tmp_path):
     """Two datasets x MOPO/MBPO arms on a Ray head started here (127.0.0.1, 2 CPUs), then the report."""
     data_a, data_b = collected_dataset("hopper", 2_000, seed=0), collected_dataset("hopper", 2_000, seed=1)
     port = _free_port()
     temp = Path(f"/tmp/rt{os.getpid()}")  # short: Ray's socket paths must fit in 107 characters
+    # Ray >= 2.5x authenticates clients with a token; ~/.ray/auth_token is shared with every other Ray on this
+    # machine (and rewritten by them), so head and client get this cluster's own token, as a real cluster's nodes would
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
     with open(tmp_path / "head.txt", "w") as log:  # the child keeps its own copy of the descriptor
         head = subprocess.Popen(["ray", "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port",
                                  str(port), "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
                                  "--temp-dir", str(temp)], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True,
-                                env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+                                env={**os.environ, **auth, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     try:
         sweep = tmp_path / "study.yaml"
         sweep.write_text(f"""
@@ -186,7 +188,7 @@ grid:
         while "Ray runtime started" not in (tmp_path / "head.txt").read_text():
             assert head.poll() is None and time.time() < deadline, (tmp_path / "head.txt").read_text()
             time.sleep(0.5)
-        code = finish(start_sweep(tmp_path, str(sweep), "--address", f"127.0.0.1:{port}", "--sweep_dir", "sw"))
+        code = finish(start_sweep(tmp_path, str(sweep), "--address", f"127.0.0.1:{port}", "--sweep_dir", "sw", env=auth))
         out = (tmp_path / "out.txt").read_text()
         assert code == 0, out
         assert f"Ray: cluster at 127.0.0.1:{port}, 2 CPUs" in out

@@ -29,8 +29,8 @@ from mopo_lightning.data.d4rl import load_dataset
 from mopo_lightning.dynamics.batches import dynamics_dataloaders
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.dynamics.module import DynamicsModule
-from mopo_lightning.envs.model_env import model_step, uncertainty_penalty
-from mopo_lightning.envs.rollout import ModelRollouts
+from mopo_lightning.model_env.env import model_step, uncertainty_penalty
+from mopo_lightning.model_env.rollouts import ModelRollouts
 from mopo_lightning.policy import networks
 from mopo_lightning.policy.sac import LOG_KEYS, SACModule
 from mopo_lightning.tasks import get_task

@@ -210,7 +210,7 @@ def test_the_penalty_scales_are_measured_once_and_travel_with_the_cached_model(t
     a run with another penalty kind loads the cached model with its scales, measuring nothing; a model saved
     without them (older) is measured on load."""
     from mopo_lightning.dynamics.module import load_dynamics
-    from mopo_lightning.envs.penalties import PENALTY_KINDS, measure_scales
+    from mopo_lightning.model_env.penalties import PENALTY_KINDS, measure_scales
     from mopo_lightning.training import stage1
 
     data = collected_dataset("hopper", 2_000, seed=0)

@@ -20,7 +20,7 @@ from mopo_lightning.callbacks.premise import PremiseMonitor
 from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.data.d4rl import load_dataset
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
-from mopo_lightning.envs.premise import DataReference, PenaltySettings, premise_metrics
+from mopo_lightning.diagnostics.premise import DataReference, PenaltySettings, premise_metrics
 from mopo_lightning.envs.wrappers import make_env
 from mopo_lightning.tasks import get_task
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD
@@ -267,7 +267,7 @@ def test_the_monitor_in_a_real_fit_logs_at_the_eval_step_with_images_and_results
         assert tag in scalars, tag
         assert [e.step for e in events.Scalars(tag)] == eval_steps, tag
     # every penalty kind is measured at every evaluation, whichever trains, under its own namespace
-    from mopo_lightning.envs.penalties import PENALTY_KINDS
+    from mopo_lightning.model_env.penalties import PENALTY_KINDS
 
     assert entry["premise"]["penalty_coefs"] == {kind: 1.0 for kind in PENALTY_KINDS}  # raw units: one lambda
     for kind in PENALTY_KINDS:

@@ -20,8 +20,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("tasks",),  # the registry
     ("envs.wrappers", "data"),  # the real envs; offline datasets (data/dataset.py: what a run names)
     ("dynamics",),  # the ensemble and its training
-    # the penalties, the penalised model MDP, its rollouts, its premise
-    ("envs.penalties", "envs.model_env", "envs.rollout", "envs.branched_returns", "envs.premise"),
+    # the learned model as an MDP (penalties, env, rollouts); the premise diagnostics
+    ("model_env", "diagnostics"),
     ("policy",),  # SAC
     ("collection", "training", "callbacks", "report", "analysis"),  # collection; the training loop
     ("cli", "commands", "training_cli", "sweep"),  # commands
@@ -122,6 +122,6 @@ def test_the_checker_sees_function_level_and_type_checking_imports(tmp_path):
     source.write_text(
         "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n    from mopo_lightning.training.datamodule import D4RLDataModule\n"
-        "def f():\n    import mopo_lightning.cli\n    from mopo_lightning.envs import rollout\n"
+        "def f():\n    import mopo_lightning.cli\n    from mopo_lightning.model_env import rollouts\n"
     )
-    assert {"training.datamodule", "cli", "envs", "envs.rollout"} <= project_imports(source)
+    assert {"training.datamodule", "cli", "model_env", "model_env.rollouts"} <= project_imports(source)

@@ -9,7 +9,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs
 
-from mopo_lightning.envs.model_env import PenalizedModelEnv, model_step, uncertainty_penalty
+from mopo_lightning.model_env.env import PenalizedModelEnv, model_step, uncertainty_penalty
 from mopo_lightning.envs.termination import hopper as hopper_termination
 
 O, A = 2, 1

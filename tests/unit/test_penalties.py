@@ -1,4 +1,4 @@
-"""The penalty kinds (envs/penalties.py) against explicit loops on a tiny ensemble; their scales and units."""
+"""The penalty kinds (model_env/penalties.py) against explicit loops on a tiny ensemble; their scales and units."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch
 
 from mopo_lightning.dynamics.fingerprint import dynamics_fingerprint, fingerprint_key
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
-from mopo_lightning.envs.model_env import model_step
-from mopo_lightning.envs.penalties import (
+from mopo_lightning.model_env.env import model_step
+from mopo_lightning.model_env.penalties import (
     PENALTIES,
     PENALTY_KINDS,
     PenaltyKind,

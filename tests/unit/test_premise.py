@@ -1,4 +1,4 @@
-"""The premise metrics (envs/premise.py) on hand-made ensembles, and the figure (callbacks/premise.py)."""
+"""The premise metrics (diagnostics/premise.py) on hand-made ensembles, and the figure (callbacks/premise.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from scipy.stats import spearmanr
 
 from mopo_lightning.callbacks.premise import lightning_epoch_step, png_to_array, premise_figure
-from mopo_lightning.envs.premise import (
+from mopo_lightning.diagnostics.premise import (
     DataReference,
     PenaltySettings,
     branched_returns,
@@ -194,7 +194,7 @@ class Growing:
 
 
 def test_the_monitor_measures_every_kind_whichever_trains():
-    from mopo_lightning.envs.penalties import PENALTIES, PENALTY_KINDS
+    from mopo_lightning.model_env.penalties import PENALTIES, PENALTY_KINDS
 
     td = episodes([40, 30], [False, True], seed=2)
     td["action"], td["next", "reward"] = td["action"] * 0, td["next", "reward"] * 0  # the error grows with |s|
@@ -228,7 +228,7 @@ def test_each_kind_is_weighed_in_the_runs_units():
     from lightning.fabric.utilities.data import AttributeDict
 
     from mopo_lightning.callbacks.premise import penalty_settings
-    from mopo_lightning.envs.penalties import PENALTY_KINDS
+    from mopo_lightning.model_env.penalties import PENALTY_KINDS
 
     scales = {kind: {"mean": 1.0, "p95": float(i + 1)} for i, kind in enumerate(PENALTY_KINDS)}
     hp = AttributeDict(penalty_coef=2.0, penalty_kind="loo_kl", reward_mode="mean", penalty_units="p95")

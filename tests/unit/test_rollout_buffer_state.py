@@ -1,6 +1,6 @@
 """ModelRollouts' checkpoint state: FIFO position and sampling continue exactly after a restore.
 
-The model buffer is the project's own preallocated ring (``envs.rollout.ModelBuffer``); its checkpoint
+The model buffer is the project's own preallocated ring (``model_env.rollouts.ModelBuffer``); its checkpoint
 state keeps the format of the TorchRL buffer it replaced (filled rows as plain tensors, the writer's cursor),
 so older checkpoints load under ``weights_only=True``.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from mopo_lightning.envs import termination
-from mopo_lightning.envs.rollout import ModelRollouts
+from mopo_lightning.model_env.rollouts import ModelRollouts
 from mopo_lightning.transitions import transitions
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mopo_lightning.envs.rollout import RolloutStats
+from mopo_lightning.model_env.rollouts import RolloutStats
 from mopo_lightning.training.mixed_batches import MixedBatches, torch_threads
 
 

@@ -4,7 +4,7 @@ Sources: MOPO (Yu et al. 2020, arXiv 2005.13239), section 4 and algorithm 2, and
 (reference sections 2 and 3): every member is queried, one of the elites is drawn uniformly per row,
 its Gaussian sample gives both the reward and the next state, and the reward is penalised by
 lambda * u(s, a) with u = max_i ||sigma_i(s, a)||_2 over all members (the reward column included).
-``penalty_kind`` picks another u from ``envs/penalties.py`` (the authors' disagreement and the heuristics
+``penalty_kind`` picks another u from ``model_env/penalties.py`` (the authors' disagreement and the heuristics
 Lu et al. 2022 compare); the paper uses the mean reward, offered as ``reward_mode="mean"``.
 
 The pure function ``model_step`` does the work, so rollout code can step any subset of rows
@@ -21,7 +21,7 @@ from torch import Tensor
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from mopo_lightning.envs.penalties import PenaltyKind, elite_sample, uncertainty_penalty
+from mopo_lightning.model_env.penalties import PenaltyKind, elite_sample, uncertainty_penalty
 from mopo_lightning.envs.termination import TerminationFn
 
 __all__ = ["EnsemblePredictor", "PenalizedModelEnv", "PenaltyKind", "RewardMode", "model_step", "produced_transition",
@@ -69,7 +69,7 @@ def model_step(
     [B, 1] (u, before the coefficient), ``terminated``, ``truncated`` (always False), ``done`` [B, 1].
     Only the chosen elite's Gaussian is sampled: the same distribution as sampling every member and
     keeping the chosen one (the authors' code), with 1/E of the random numbers. ``penalty_kind``: a name of
-    ``envs.penalties.PENALTIES``.
+    ``model_env.penalties.PENALTIES``.
     """
     mean, std = ensemble.predict(obs, action)  # [E, B, 1 + O] each
     batch = obs.shape[0]
@@ -101,7 +101,7 @@ class PenalizedModelEnv(EnvBase):
 
     Reset needs start states, since a model has no initial-state distribution of its own: pass them as
     ``env.reset(TensorDict({"observation": starts}, [N]))`` (with a ``_reset`` mask the masked rows take
-    the given rows). Rollouts stop rows that are done (``envs.rollout.branched_rollout``); they never
+    the given rows). Rollouts stop rows that are done (``model_env.rollouts.branched_rollout``); they never
     auto-reset. Randomness (elite choice, noise) uses the env's own generator.
     """
 
@@ -126,7 +126,7 @@ class PenalizedModelEnv(EnvBase):
             batch_size: number of rows N stepped together.
             obs_dim: observation size O.
             act_dim: action size A.
-            penalty_kind: u, a name of ``envs.penalties.PENALTIES`` ("aleatoric": MOPO's max std norm).
+            penalty_kind: u, a name of ``model_env.penalties.PENALTIES`` ("aleatoric": MOPO's max std norm).
             reward_mode: "sample" (authors' code) or "mean" (the paper) for the elite's reward.
             device: device of the env and its generator (default: the ensemble's).
             seed: seed of the env's generator (default: drawn from torch's global RNG).

@@ -1,6 +1,6 @@
 """H-step branched returns: the model's return of a policy from real visited states, beside the real one.
 
-Part of MOPO's premise (``envs/premise.py``): the penalised model return should lower-bound the real return
+Part of MOPO's premise (``diagnostics/premise.py``): the penalised model return should lower-bound the real return
 (Yu et al. 2020, arXiv 2005.13239, section 4). Pure tensor code: no Lightning, no gymnasium.
 
 What MOPO's rollouts of length h = H actually use:
@@ -34,8 +34,8 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor
 
-from mopo_lightning.envs.model_env import EnsemblePredictor, RewardMode, model_step
-from mopo_lightning.envs.penalties import PENALTY_KINDS, PenaltyKind, uncertainty_penalty
+from mopo_lightning.model_env.env import EnsemblePredictor, RewardMode, model_step
+from mopo_lightning.model_env.penalties import PENALTY_KINDS, PenaltyKind, uncertainty_penalty
 from mopo_lightning.envs.termination import TerminationFn
 from mopo_lightning.transitions import REWARD, TERMINATED
 

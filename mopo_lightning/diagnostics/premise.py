@@ -13,7 +13,7 @@ Rows measured: at most ``max_rows`` (default ``MAX_ROWS``) of the N recorded tra
   is the mean square over the same columns.
 - nll = -log( 1/K sum over the K elites of N(y; mu_i, diag sigma_i^2) ): the elites' equal-weight Gaussian
   mixture, full constants, in nats per transition (summed over the 1 + O columns).
-- u = ``uncertainty_penalty`` over ALL members, for every kind of ``envs/penalties.py`` (``kinds``), whichever
+- u = ``uncertainty_penalty`` over ALL members, for every kind of ``model_env/penalties.py`` (``kinds``), whichever
   trains; ``llv``'s point is the transition a model step would produce there (fixed-seed draw, the run's
   reward mode).
 - the bound violated: error_kind > u_kind, with error_kind the elite-mean error norm over the columns
@@ -22,7 +22,7 @@ Rows measured: at most ``max_rows`` (default ``MAX_ROWS``) of the N recorded tra
   llv and loo_kl (squared units, nats) the rate compares unlike units and only their spearman is meaningful.
 - spearman: rank correlation of u_kind and error_kind over the rows (average ranks for ties).
 
-H-step branched returns (``envs/branched_returns.py``): the policy's model returns from the measured rows
+H-step branched returns (``diagnostics/branched_returns.py``): the policy's model returns from the measured rows
 against the recorded real ones; ``return_gap`` = mean(penalized - real) per kind (MOPO's bound wants <= 0).
 
 distance_to_data: Euclidean distance, in dataset-std units per observation dimension, from each real
@@ -41,7 +41,7 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor
 
-from mopo_lightning.envs.branched_returns import (
+from mopo_lightning.diagnostics.branched_returns import (
     EPISODE,
     STEP,
     ActFn,
@@ -49,8 +49,8 @@ from mopo_lightning.envs.branched_returns import (
     branched_returns,
     real_windows,
 )
-from mopo_lightning.envs.model_env import EnsemblePredictor, RewardMode, produced_transition
-from mopo_lightning.envs.penalties import PENALTIES, PENALTY_KINDS, uncertainty_penalty
+from mopo_lightning.model_env.env import EnsemblePredictor, RewardMode, produced_transition
+from mopo_lightning.model_env.penalties import PENALTIES, PENALTY_KINDS, uncertainty_penalty
 from mopo_lightning.envs.termination import TerminationFn
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD
 

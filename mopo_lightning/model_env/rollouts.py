@@ -32,7 +32,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import Tensor
 
-from mopo_lightning.envs.model_env import EnsemblePredictor, PenalizedModelEnv, PenaltyKind, RewardMode
+from mopo_lightning.model_env.env import EnsemblePredictor, PenalizedModelEnv, PenaltyKind, RewardMode
 from mopo_lightning.envs.termination import TerminationFn
 from mopo_lightning.guards import assert_finite
 from mopo_lightning.transitions import NEXT_OBSERVATION, REWARD, TERMINATED, TRANSITION_KEYS, transitions
@@ -195,7 +195,7 @@ class ModelRollouts:
             rollout_freq: SAC updates between rollouts (MOPO: 1000).
             model_retain_epochs: epochs of rollouts the FIFO buffer keeps (MOPO: 5).
             penalty_coef: lambda of r - lambda * u.
-            penalty_kind: u, a name of ``envs.penalties.PENALTIES`` (``aleatoric``: MOPO).
+            penalty_kind: u, a name of ``model_env.penalties.PENALTIES`` (``aleatoric``: MOPO).
             reward_mode: ``sample`` (authors' code) or ``mean`` (paper).
             sample_size: model rows per ``sample()``.
             generator: the caller's generator (checkpointed by the caller).
