@@ -22,30 +22,31 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import collected_dataset  # noqa: E402
+from policy_data import policy_data  # noqa: E402
 
 from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO  # noqa: E402
-from mopo_lightning.training.datamodule import D4RLDataModule  # noqa: E402
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble  # noqa: E402
 from mopo_lightning.policy.sac import SACModule  # noqa: E402
+from mopo_lightning.training.datamodule import OfflineDataModule  # noqa: E402
 
 
 def main() -> None:
     torch.manual_seed(0)
-    dm = D4RLDataModule(task="halfcheetah", path=str(collected_dataset("halfcheetah", 20_000, seed=0)),
-                        rollout_length=5, rollout_batch_size=50_000, model_retain_epochs=5, seed=0)
-    dm.setup("fit")
-    ensemble = GaussianEnsemble(dm.obs_dim, dm.act_dim)
-    ensemble.fit_normalizer(torch.cat([dm.real["observation"], dm.real["action"]], -1))
-    dm.attach_dynamics(ensemble)
-    sac = SACModule(dm.obs_dim, dm.act_dim)
+    data = OfflineDataModule(task="halfcheetah", path=str(collected_dataset("halfcheetah", 20_000, seed=0)), seed=0)
+    real = data.rows()
+    ensemble = GaussianEnsemble(data.obs_dim, data.act_dim)
+    ensemble.fit_normalizer(torch.cat([real["observation"], real["action"]], -1))
+    sac = SACModule(data.obs_dim, data.act_dim)
+    settings = dict(rollout_length=5, rollout_batch_size=50_000, model_retain_epochs=5)
+    dm = policy_data(data, ensemble, sac, **settings)
     for _ in range(5):
-        dm.model_rollouts().rollout(sac.policy_module())
+        dm.rollouts.rollout(sac.policy_module())
     for _ in range(3):  # optimiser states exist
-        sac.update(dm.sample_batch())
+        sac.update(dm.sampler())
     checkpoint = {
         "state_dict": sac.state_dict(),
         "optimizer_states": [opt.state_dict() for opt in sac.standalone_optimizers()],
-        "D4RLDataModule": dm.state_dict(),
+        "MixedDataModule": dm.state_dict(),
     }
     io = AtomicCheckpointIO()
     with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
@@ -56,8 +57,8 @@ def main() -> None:
         size = path.stat().st_size
         start = time.perf_counter()
         loaded = torch.load(path, weights_only=True)
-        fresh = D4RLDataModule(**dm.hparams)
-        fresh.load_state_dict(loaded["D4RLDataModule"])
+        fresh = policy_data(data, ensemble, sac, **settings)
+        fresh.load_state_dict(loaded["MixedDataModule"])
         load_s = time.perf_counter() - start
         assert len(fresh.rollouts) == len(dm.rollouts)
     figures = {

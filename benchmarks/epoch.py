@@ -22,11 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import collected_dataset  # noqa: E402
+from policy_data import policy_data  # noqa: E402
 
 from mopo_lightning.callbacks.evaluation import evaluate_policy  # noqa: E402
-from mopo_lightning.training.datamodule import D4RLDataModule  # noqa: E402
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble  # noqa: E402
 from mopo_lightning.policy.sac import SACModule  # noqa: E402
+from mopo_lightning.training.datamodule import OfflineDataModule  # noqa: E402
 
 
 def main() -> None:
@@ -39,24 +40,24 @@ def main() -> None:
 
     torch.manual_seed(0)
     path = collected_dataset("halfcheetah", 20_000, seed=0)
-    dm = D4RLDataModule(task="halfcheetah", path=str(path), rollout_length=args.rollout_length,
-                        rollout_batch_size=args.rollout_batch_size, seed=0)
-    dm.setup("fit")
-    ensemble = GaussianEnsemble(dm.obs_dim, dm.act_dim)
-    ensemble.fit_normalizer(torch.cat([dm.real["observation"], dm.real["action"]], -1))
-    dm.attach_dynamics(ensemble)
-    sac = SACModule(dm.obs_dim, dm.act_dim)
+    data = OfflineDataModule(task="halfcheetah", path=str(path), seed=0)
+    real = data.rows()
+    ensemble = GaussianEnsemble(data.obs_dim, data.act_dim)
+    ensemble.fit_normalizer(torch.cat([real["observation"], real["action"]], -1))
+    sac = SACModule(data.obs_dim, data.act_dim)
+    dm = policy_data(data, ensemble, sac, rollout_length=args.rollout_length,
+                     rollout_batch_size=args.rollout_batch_size)
     policy = sac.policy_module()
 
     start = time.perf_counter()
-    stats = dm.model_rollouts().rollout(policy).scalars
+    stats = dm.rollouts.rollout(policy).scalars
     rollout_s = time.perf_counter() - start
 
     for _ in range(20):  # warm-up
-        sac.update(dm.sample_batch())
+        sac.update(dm.sampler())
     start = time.perf_counter()
     for _ in range(args.updates):
-        sac.update(dm.sample_batch())
+        sac.update(dm.sampler())
     updates_s = time.perf_counter() - start
 
     start = time.perf_counter()

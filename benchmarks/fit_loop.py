@@ -19,7 +19,7 @@ Components, measured alone in the same process (same thread count):
   one holdout forward;
 - stage 2, after every SAC epoch, inside the run but outside the epoch's clock (the run's RNG stream
   untouched), with the run's trained ensemble: one rollout + ``--updates`` SAC updates of a fresh SAC on
-  ``sample_batch()`` + one evaluation (as ``benchmarks/epoch.py``). Each epoch is divided by the
+  ``MixedSampler`` + one evaluation (as ``benchmarks/epoch.py``). Each epoch is divided by the
   components measured right after it, and the median ratio after the first epoch is reported: this
   machine's speed drifts by 10-20% over minutes, so components measured once, after the run, skewed
   the ratio either way.
@@ -49,13 +49,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import collected_dataset
+from policy_data import policy_data
 
 from mopo_lightning import cli
 from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.dynamics.module import DynamicsModule
 from mopo_lightning.policy.sac import SACModule
-from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.training.datamodule import OfflineDataModule
 
 
 class Clock:
@@ -155,12 +156,10 @@ def holdout_seconds(module: DynamicsModule, rows: int) -> tuple[float, float]:
 def sac_components(path: Path, ensemble: GaussianEnsemble, args: argparse.Namespace) -> dict[str, float]:
     """One rollout of ``ensemble``, ``updates`` SAC updates on mixed batches and one evaluation, each alone."""
     torch.manual_seed(0)
-    dm = D4RLDataModule(task="halfcheetah", path=str(path), rollout_length=args.rollout_length,
-                        rollout_batch_size=args.rollout_batch_size, rollout_freq=args.updates,
-                        updates_per_epoch=args.updates, seed=0)
-    dm.setup("fit")
-    dm.attach_dynamics(ensemble)
-    sac = SACModule(dm.obs_dim, dm.act_dim)
+    data = OfflineDataModule(task="halfcheetah", path=str(path), updates_per_epoch=args.updates, seed=0)
+    sac = SACModule(data.obs_dim, data.act_dim)
+    dm = policy_data(data, ensemble, sac, rollout_length=args.rollout_length,
+                     rollout_batch_size=args.rollout_batch_size, rollout_freq=args.updates)
     sac.configure_optimizers()
     policy = sac.policy_module()
     out: dict[str, float] = {}
@@ -169,17 +168,17 @@ def sac_components(path: Path, ensemble: GaussianEnsemble, args: argparse.Namesp
         out[f"{name}_s"], out[f"{name}_cpu_s"] = since(start)
 
     start = now()
-    dm.model_rollouts().rollout(policy)
+    dm.rollouts.rollout(policy)
     record("rollout", start)
     for _ in range(20):
-        sac.update(dm.sample_batch())
+        sac.update(dm.sampler())
     start = now()
     for _ in range(args.updates):
-        sac.update(dm.sample_batch())
+        sac.update(dm.sampler())
     record("updates", start)
     start = now()
     for _ in range(args.updates):
-        dm.sample_batch()
+        dm.sampler()
     record("sample_batches", start)
     start = now()
     evaluate_policy("halfcheetah", lambda obs: sac.act(obs, deterministic=True), range(args.episodes),
@@ -232,8 +231,8 @@ def main() -> dict:
             "--num_threads", str(args.threads),
             "--dynamics.max_epochs", str(args.dynamics_epochs), "--dynamics.max_seconds", "null",
             "--trainer.max_epochs", str(args.sac_epochs), "--data.updates_per_epoch", str(args.updates),
-            "--data.rollout_freq", str(args.updates), "--data.rollout_length", str(args.rollout_length),
-            "--data.rollout_batch_size", str(args.rollout_batch_size),
+            "--mopo.rollout_freq", str(args.updates), "--mopo.rollout_length", str(args.rollout_length),
+            "--mopo.rollout_batch_size", str(args.rollout_batch_size),
             "--evaluation.num_episodes", str(args.episodes), "--trainer.enable_progress_bar", "false",
             *([] if args.premise else ["--premise.every_n_evals", "0"]), *args.extra,
         ]

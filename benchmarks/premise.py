@@ -23,9 +23,9 @@ import torch
 
 from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.callbacks.premise import premise_figure
+from mopo_lightning.diagnostics.premise import DataReference, PenaltySettings, premise_metrics
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.model_env.penalties import PENALTY_KINDS, uncertainty_penalty
-from mopo_lightning.diagnostics.premise import DataReference, PenaltySettings, premise_metrics
 from mopo_lightning.policy.networks import TanhGaussianActor
 from mopo_lightning.tasks import get_task
 

@@ -50,27 +50,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import collected_dataset
+from policy_data import policy_data
 
 from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.policy.sac import SACModule
-from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.training.datamodule import OfflineDataModule
 
 
 def phases(args: argparse.Namespace) -> dict[str, Callable[[], object]]:
     torch.manual_seed(0)
-    dm = D4RLDataModule(task="halfcheetah", path=str(collected_dataset("halfcheetah", 20_000, seed=0)),
-                        rollout_length=1, rollout_batch_size=args.rows, seed=0)
-    dm.setup("fit")
-    ensemble = GaussianEnsemble(dm.obs_dim, dm.act_dim)
-    ensemble.fit_normalizer(torch.cat([dm.real["observation"], dm.real["action"]], -1))
-    dm.attach_dynamics(ensemble)
-    sac = SACModule(dm.obs_dim, dm.act_dim)
+    data = OfflineDataModule(task="halfcheetah", path=str(collected_dataset("halfcheetah", 20_000, seed=0)), seed=0)
+    real = data.rows()
+    ensemble = GaussianEnsemble(data.obs_dim, data.act_dim)
+    ensemble.fit_normalizer(torch.cat([real["observation"], real["action"]], -1))
+    sac = SACModule(data.obs_dim, data.act_dim)
     sac.configure_optimizers()
     policy = sac.policy_module()
-    dm.model_rollouts().rollout(policy)
+    dm = policy_data(data, ensemble, sac, rollout_length=1, rollout_batch_size=args.rows)
+    dm.rollouts.rollout(policy)
 
-    train = GaussianEnsemble(dm.obs_dim, dm.act_dim)
+    train = GaussianEnsemble(data.obs_dim, data.act_dim)
     x, y = torch.randn(7, 256, train.in_dim), torch.randn(7, 256, train.out_dim)
     opt = torch.optim.Adam(train.parameters(), lr=1e-3, fused=True)
 
@@ -80,9 +80,9 @@ def phases(args: argparse.Namespace) -> dict[str, Callable[[], object]]:
         (nll + 0.01 * train.logvar_bound_loss() + train.weight_decay_loss()).backward()
         opt.step()
 
-    batch = dm.sample_batch()
+    batch = dm.sampler()
     return {
-        "rollout": lambda: dm.model_rollouts().rollout(policy),
+        "rollout": lambda: dm.rollouts.rollout(policy),
         "dynamics": dynamics_step,
         "sac": lambda: sac.update(batch),
         "evaluation": lambda: evaluate_policy("halfcheetah", lambda obs: sac.act(obs, deterministic=True),

@@ -217,7 +217,7 @@ def run(args: list[str], from_sys_argv: bool = False) -> None:
                 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
                 function(None if from_sys_argv else args)  # None: LightningCLI reads sys.argv itself
         except ArgumentError as err:
-            raise UsageError(prog, _short(str(err), _lightning_options(command), prog)) from err
+            raise UsageError(prog, _short(str(err), _lightning_options(), prog)) from err
         return
     from mopo_lightning.commands.signature import function_parser, option_names, run_function
 
@@ -248,8 +248,8 @@ def _short(message: str, options: list[str], prog: str) -> str:
     return f"{short_parse_error(message, options)}; see {prog} --help"
 
 
-def _lightning_options(command: Command) -> list[str]:
-    """The ``--options`` of a LightningCLI subcommand (for "did you mean"); [] when they cannot be had."""
+def _lightning_options() -> list[str]:
+    """The ``--options`` of the LightningCLI (for "did you mean"); [] when they cannot be had."""
     from jsonargparse import capture_parser
 
     from mopo_lightning.commands.signature import option_names
@@ -258,9 +258,7 @@ def _lightning_options(command: Command) -> list[str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            root = capture_parser(lambda: MOPOCLI(args=[]))
-        subcommands = next(a.choices for a in root._actions if isinstance(getattr(a, "choices", None), dict))
-        return option_names(subcommands[command.name])
+            return option_names(capture_parser(lambda: MOPOCLI(args=[])))
     except Exception:  # noqa: BLE001 -- a hint only: never hide the parse error behind another one
         return []
 

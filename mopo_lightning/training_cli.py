@@ -1,81 +1,42 @@
-"""``mopo-lightning fit``: a LightningCLI whose ``fit`` runs MOPO's two stages.
+"""``mopo-lightning fit``: parse and check one config tree, then run ``recipe.train_mopo`` on it.
 
-Stage 1 trains the dynamics ensemble (``DynamicsModule``) to early stopping and saves
-``<run_dir>/dynamics.ckpt``; when that file (or ``--dynamics_checkpoint``) exists it is loaded
-instead, so a restarted run never retrains its model. Stage 2 trains SAC (``SACModule``) on mixed
-real/model batches from ``D4RLDataModule``, evaluating in MuJoCo every epoch.
+The tree (``--print_config`` shows it): ``trainer`` (the SAC stage's Lightning Trainer), ``model`` (SAC),
+``data`` (the offline data), ``mopo`` (h, lambda, the penalty, the rollouts, the real ratio), ``dynamics`` (the
+ensemble), ``evaluation``, ``premise``, ``collect`` (the one file a run may collect when missing) and the run
+options below. Model sizes are linked from the data (a Minari dataset's own spaces), never typed into YAML.
 
-Everything is one config tree (``--print_config`` shows it): ``trainer``, ``model`` (SAC), ``data``,
-``dynamics`` (the ensemble), ``evaluation`` and the run options below. Observation and action sizes
-are linked from ``data.task``, never typed into YAML.
+LightningCLI parses, links and instantiates with ``run=False``; the Trainer is built by the recipe, with the
+callbacks that need the trained model, so this module runs no stage logic.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-import lightning as L
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import TensorBoardLogger
 
-from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, EpochCheckpoint, GracefulStop, RNGStates
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
 from mopo_lightning.callbacks.premise import PremiseMonitor
-from mopo_lightning.callbacks.progress_bar import StageProgressBar
-from mopo_lightning.callbacks.results import RunResults
+from mopo_lightning.collection.missing import CollectIfMissing
+from mopo_lightning.config_keys import check_renamed_keys
 from mopo_lightning.console import quiet_third_party
-from mopo_lightning.data.d4rl import DatasetError
-from mopo_lightning.data.summary import summarize
-from mopo_lightning.guards import CheckpointError, ConfigError, NonFiniteError
-from mopo_lightning.training.datamodule import D4RLDataModule
-from mopo_lightning.training.run_dir import RunDirectory, check_checkpoint
-from mopo_lightning.training.stage1 import dynamics_stage
-from mopo_lightning.training.mixed_batches import tensorboard_rollout_log
 from mopo_lightning.dynamics.module import DynamicsModule
+from mopo_lightning.guards import ConfigError
+from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.policy.sac import SACModule
-from mopo_lightning.tasks import get_task
+from mopo_lightning.recipe import THREAD_PHASES, RunSettings, train_mopo
+from mopo_lightning.training.datamodule import OfflineDataModule
+from mopo_lightning.training.run_dir import check_checkpoint
+
+PREMISE_SKIP = {"evaluation", "ensemble", "data_observations", "task", "settings", "rollout_length"}
 
 
-THREAD_PHASES = {
-    "dynamics": "stage 1 (the ensemble's training steps)",
-    "rollout": "the model rollouts (batched ensemble steps of every start state)",
-    "sac": "the SAC updates and the MuJoCo evaluation that runs between epochs",
-}
-"""Phases with their own ``--threads.<phase>``; measured by ``benchmarks/threads.py``."""
-
-RENAMED_KEYS = {"data.penalty": "data.penalty_kind", "dynamics.num_hidden": "dynamics.num_layers"}
-"""Config keys renamed in 0.2 (old -> new): an old key fails with one line naming the new one."""
-
-
-def check_renamed_keys(argv: list[str]) -> None:
-    """Raise ``ConfigError`` for a renamed key on the command line or in a ``--config`` YAML."""
-    from mopo_lightning.files import read_yaml
-
-    def refuse(old: str, where: str) -> None:
-        raise ConfigError(f"{where}: `{old}` was renamed to `{RENAMED_KEYS[old]}`")
-
-    for i, token in enumerate(argv):
-        key = token.removeprefix("--").split("=", 1)[0]
-        if token.startswith("--") and key in RENAMED_KEYS:
-            refuse(key, "command line")
-        if token == "--config" and i + 1 < len(argv) or token.startswith("--config="):
-            path = Path(argv[i + 1] if token == "--config" else token.split("=", 1)[1])
-            tree = read_yaml(path) if path.is_file() else None
-            for old in RENAMED_KEYS:
-                node = tree
-                for part in old.split("."):
-                    node = node.get(part) if isinstance(node, dict) and part in node else None
-                    if node is None:
-                        break
-                else:
-                    refuse(old, str(path))
-
-
-def _first_process() -> bool:
+def first_process() -> bool:
     """True in the process that starts a run: DDP launchers re-run the command with these set on the others
     (before the Trainer exists, so Lightning's own rank is not known yet)."""
     return all(int(os.environ.get(key) or 0) == 0 for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
@@ -85,33 +46,28 @@ def _log_period(log_every_n_steps: int | None) -> int:
     return 50 if log_every_n_steps is None else log_every_n_steps  # Lightning's default
 
 
-def _obs_dim(task: str) -> int:
-    return get_task(task).obs_dim
-
-
-def _act_dim(task: str) -> int:
-    return get_task(task).act_dim
-
-
 class MOPOCLI(LightningCLI):
-    """LightningCLI for MOPO; see the module docstring."""
+    """LightningCLI for MOPO; see the module docstring. ``run`` is accepted for the callers' sake and ignored:
+    parsing never trains; ``main`` calls ``fit``."""
 
-    def __init__(self, args: Any = None, run: bool = True) -> None:
+    def __init__(self, args: Any = None, run: bool = False) -> None:
         super().__init__(
             SACModule,
-            D4RLDataModule,
+            OfflineDataModule,
             auto_configure_optimizers=False,  # SAC optimises manually with its own three optimisers
-            save_config_kwargs={"overwrite": True},
+            save_config_callback=None,  # the recipe writes <run_dir>/config.yaml when the run starts
             seed_everything_default=0,
             args=args,
-            run=run,
+            run=False,
             # exit_on_error=False: a parse error raises ArgumentError, which cli.main prints as one line
             parser_kwargs={"description": "MOPO: model-based offline policy optimisation (Yu et al. 2020)",
-                           "prog": "mopo-lightning", "exit_on_error": False},
+                           "prog": "mopo-lightning fit", "exit_on_error": False},
         )
 
     # ------------------------------------------------------------------ config tree
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--ckpt_path", type=Optional[str], default=None,
+                            help="resume the SAC stage: `last` (this run's newest checkpoint) or a checkpoint file")
         parser.add_argument("--run_name", type=Optional[str], default=None,
                             help="outputs go to <run_root>/<run_name>/ (default: <task>-<dataset>-s<seed>)")
         parser.add_argument("--run_root", type=str, default="checkpoints", help="parent of run directories")
@@ -136,11 +92,14 @@ class MOPOCLI(LightningCLI):
         parser.add_argument("--dynamics_cache", type=Optional[str], default=None,
                             help="cache of trained ensembles keyed by their fingerprint, shared by runs "
                                  "(default <run_root>/.dynamics_cache)")
+        parser.add_class_arguments(MOPOSettings, "mopo")
+        parser.add_class_arguments(CollectIfMissing, "collect")
         parser.add_class_arguments(DynamicsModule, "dynamics", skip={"obs_dim", "act_dim"}, instantiate=False)
-        parser.add_lightning_class_args(MuJoCoEvaluation, "evaluation")
-        parser.add_lightning_class_args(PremiseMonitor, "premise")  # MOPO's premise at each evaluation
-        parser.link_arguments("data.task", "model.obs_dim", compute_fn=_obs_dim)
-        parser.link_arguments("data.task", "model.act_dim", compute_fn=_act_dim)
+        parser.add_class_arguments(MuJoCoEvaluation, "evaluation", instantiate=False)
+        parser.add_class_arguments(PremiseMonitor, "premise", skip=PREMISE_SKIP, instantiate=False)
+        # the data's own sizes (a Minari dataset's recorded spaces), once the data module exists
+        parser.link_arguments("data", "model.obs_dim", compute_fn=lambda data: data.obs_dim, apply_on="instantiate")
+        parser.link_arguments("data", "model.act_dim", compute_fn=lambda data: data.act_dim, apply_on="instantiate")
         parser.link_arguments("seed_everything", "data.seed")
         # SAC logs every n updates itself; Lightning must flush at the same period or it re-writes stale values.
         parser.link_arguments("trainer.log_every_n_steps", "model.log_every_n", compute_fn=_log_period)
@@ -150,218 +109,66 @@ class MOPOCLI(LightningCLI):
         if args is None or isinstance(args, list):
             check_renamed_keys(sys.argv[1:] if args is None else list(args))
         super().parse_arguments(parser, args)
-        subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path not in (None, "last"):
-            check_checkpoint(ckpt_path)  # before LightningCLI itself unpickles it for hyper-parameters
+        if self.config.get("ckpt_path") not in (None, "last"):
+            check_checkpoint(self.config.ckpt_path)  # one line for a bad file, before any work
 
     def before_instantiate_classes(self) -> None:
-        torch.set_num_threads(self._cfg("num_threads"))
+        torch.set_num_threads(self.config.num_threads)
 
-    def _threads(self, phase: str) -> int:
+    def instantiate_classes(self) -> None:
+        """The config's objects without a Trainer: the recipe builds the SAC stage's Trainer once the
+        callbacks that need the trained model can be made."""
+        self.config_init = self.parser.instantiate(self.config)
+        self.datamodule, self.model = self.config_init.data, self.config_init.model
+        self.trainer = None
+
+    # ------------------------------------------------------------------ the run
+    def threads(self, phase: str) -> int:
         """Torch CPU threads of ``phase`` (``THREAD_PHASES``): ``--threads.<phase>``, else ``--num_threads``."""
-        value = self._cfg(f"threads.{phase}")
-        count = self._cfg("num_threads") if value is None else value
+        value = self.config.get(f"threads.{phase}")
+        count = self.config.num_threads if value is None else value
         if count < 1:
             raise ConfigError(f"--threads.{phase} must be at least 1, got {count}")
         return count
 
-    # ------------------------------------------------------------------ run directory and trainer
-    def _cfg(self, key: str, default: Any = None) -> Any:
-        return self._get(self.config, key, default)
-
     @property
     def run_dir(self) -> Path:
-        name = self._cfg("run_name")
+        name = self.config.run_name
         if not name:
-            data = self._cfg("data")
-            source = Path(data.path).stem if data.path else data.dataset  # data.path wins, as in the DataModule
-            name = f"{data.task}-{source}-s{self._cfg('seed_everything')}"
-        return Path(self._cfg("run_root")) / name
+            data = self.config.data
+            source = Path(data.path).stem if data.path else data.dataset  # data.path wins, as in the data
+            name = f"{data.task}-{source}-s{self.config.seed_everything}"
+        return Path(self.config.run_root) / name
 
-    def _logger(self, version: str) -> TensorBoardLogger:
-        # A fixed version keeps one TensorBoard directory per stage, also across restarts.
-        return TensorBoardLogger(self.run_dir, name="tensorboard", version=version, default_hp_metric=False)
-
-    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
-        config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-        if config.get("logger") in (None, True):
-            config["logger"] = self._logger("sac")
-        if config.get("default_root_dir") is None:
-            config["default_root_dir"] = str(self.run_dir)
-        if config.get("enable_model_summary") is None:
-            config["enable_model_summary"] = False  # two tables of 'FLOPs 0' tell a user nothing
-        data = self._cfg("data")
-        self.results = RunResults(
-            self.run_dir / "results.json",
-            {"task": data.task, "dataset": data.path or data.dataset, "seed": self._cfg("seed_everything"),
-             "method": self._cfg("method"), "penalty_coef": data.penalty_coef,
-             "rollout_length": data.rollout_length, "planned": self._planned(config)},
-        )
+    def recipe_arguments(self) -> dict[str, Any]:
+        """``recipe.train_mopo``'s arguments from this config."""
+        cfg, init = self.config, self.config_init
+        trainer = {k: v for k, v in init.trainer.items() if v is not None} if init.get("trainer") else {}
         for key in ("max_epochs", "max_steps"):
-            value = config.get(key)
-            if value is not None and value < -1:
-                raise ConfigError(f"--trainer.{key} must be a positive number or -1 (no limit), got {value}")
-        every, keep = self._cfg("checkpoint_every_n_epochs"), self._cfg("keep_checkpoints")
-        if every < 1 or keep < 1:
-            raise ConfigError(f"--checkpoint_every_n_epochs ({every}) and --keep_checkpoints ({keep}) must be >= 1")
-        checkpoint = EpochCheckpoint(self.run_dir / "sac", every_n_epochs=every, keep=keep)
-        # SAC optimises manually with three backward passes per update; DDP's reducer then needs
-        # find_unused_parameters (each pass touches only its own network), so plain "ddp" is upgraded.
-        if config.get("strategy") in ("ddp", "ddp_spawn"):
-            config["strategy"] = f"{config['strategy']}_find_unused_parameters_true"
-        if config.get("plugins") is None:
-            config["plugins"] = [AtomicCheckpointIO()]
-        extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
-        callbacks = [*extra, self.results, RNGStates(), GracefulStop(self.run_dir / "sac"), checkpoint]
-        if config.get("enable_progress_bar") is not False:
-            callbacks.append(StageProgressBar("stage 2 (SAC)", refresh_rate=10))  # a redraw per update costs ~2%
-        return self._instantiate_trainer(config, callbacks)
+            if trainer.get(key) is not None and trainer[key] < -1:
+                raise ConfigError(f"--trainer.{key} must be a positive number or -1 (no limit), got {trainer[key]}")
+        if cfg.checkpoint_every_n_epochs < 1 or cfg.keep_checkpoints < 1:
+            raise ConfigError(f"--checkpoint_every_n_epochs ({cfg.checkpoint_every_n_epochs}) and "
+                              f"--keep_checkpoints ({cfg.keep_checkpoints}) must be >= 1")
+        run = RunSettings(
+            run_dir=self.run_dir, config=cfg.as_dict(), config_yaml=self.parser.dump(cfg, skip_none=False),
+            stage=cfg.stage, method=cfg.method, seed=cfg.seed_everything, overwrite=cfg.overwrite,
+            threads={phase: self.threads(phase) for phase in THREAD_PHASES}, rank=0 if first_process() else 1,
+            checkpoint_every_n_epochs=cfg.checkpoint_every_n_epochs, keep_checkpoints=cfg.keep_checkpoints,
+            dynamics_checkpoint=cfg.dynamics_checkpoint,
+            dynamics_cache=Path(cfg.dynamics_cache or Path(cfg.run_root) / ".dynamics_cache"),
+            log_every_n_steps=_log_period(trainer.get("log_every_n_steps")))
+        return {"data": self.datamodule, "sac": self.model, "mopo": init.mopo, "dynamics": dict(cfg.dynamics),
+                "run": run, "trainer": trainer, "evaluation": dict(cfg.evaluation), "premise": dict(cfg.premise),
+                "collect": init.collect, "ckpt_path": cfg.ckpt_path}
 
-    # ------------------------------------------------------------------ the two stages
-    def fit(self, model: SACModule, datamodule: D4RLDataModule, ckpt_path: Optional[str] = None,
-            **kwargs: Any) -> None:
-        """Stage 1 (dynamics, or load it), then stage 2 (SAC on the penalised model).
-
-        The run directory and ``--ckpt_path`` are checked before any work (``training/run_dir.py``).
-        """
-        config = self.config.get(self.subcommand) if self.subcommand else self.config
-        run = RunDirectory(self.run_dir, rank=0 if _first_process() else 1)
-        resuming = ckpt_path is not None
-        ckpt_path = run.prepare(config.as_dict(), ckpt_path, self._cfg("overwrite"))
-        self.results.rank_zero = run.rank == 0
-        self._resuming = resuming
-        if resuming:
-            self.results.restore()  # a fresh start (--overwrite too) keeps nothing of an old results.json
-        try:
-            self._fit(model, datamodule, ckpt_path, run)
-        except NonFiniteError as error:
-            self._record_failure(run, error)
-            raise NonFiniteError(f"{error}; the run stopped. {self._checkpoint_left()}") from error
-        except (KeyboardInterrupt, SystemExit, Exception) as error:
-            self._record_failure(run, error)
-            raise
-
-    def _record_failure(self, run: RunDirectory, error: BaseException) -> None:
-        """``results.json`` says how a started run ended: stopped by a signal, or failed with the error."""
-        if not run.started:
-            return  # bad input: the run never started and leaves no trace
-        if self._resuming and isinstance(error, (ConfigError, DatasetError, CheckpointError)):
-            return  # a refused resume (a corrupt dynamics.ckpt, say) leaves the run as it was
-        if isinstance(error, KeyboardInterrupt):
-            self.results.set_status("stopped", signal=2)
-        elif isinstance(error, SystemExit) and isinstance(error.code, int) and error.code > 128:
-            self.results.set_status("stopped", signal=error.code - 128)
-        elif isinstance(error, SystemExit) and error.code in (0, None):
-            return
-        else:
-            message = " ".join(str(error).split()) or type(error).__name__
-            self.results.set_status("failed", error=f"{type(error).__name__}: {message}"[:500])
-
-    def _planned(self, trainer_config: dict[str, Any]) -> dict[str, Any]:
-        """The run's budget as configured (``None``: unlimited), so a report can tell a finished run."""
-        if self._cfg("stage") == "dynamics":
-            return {"stage": "dynamics"}
-        epochs, steps = trainer_config.get("max_epochs"), trainer_config.get("max_steps")
-        if epochs is None and steps in (None, -1):
-            epochs = 1000  # Lightning's default when neither is set
-        epochs = None if epochs is None or epochs < 0 or steps not in (None, -1) else int(epochs)
-        every = max(1, int(self._cfg("evaluation.every_n_epochs") or 1))
-        updates = self._cfg("data.updates_per_epoch")
-        return {"stage": "all", "epochs": epochs, "sac_updates": None if epochs is None else epochs * updates,
-                "evaluations": None if epochs is None else epochs // every}
-
-    def _record_end(self, model: SACModule) -> None:
-        """``finished`` when the planned SAC updates were all done; else ``stopped`` with the reason."""
-        planned = self.results.data["planned"].get("sac_updates")
-        done = int(model.sac_updates)
-        if planned is None or done >= planned:
-            self.results.set_status("finished")
-        else:
-            self.results.set_status("stopped", reason=f"the trainer ended at {done} of {planned} planned SAC "
-                                                      "updates (trainer.max_time, max_steps or a callback)")
-
-    def _checkpoint_left(self) -> str:
-        """The truth about what a stopped run left to resume from."""
-        last = self.run_dir / "sac" / EpochCheckpoint.LAST
-        if last.exists():
-            return f"Its last good checkpoint is {last.resolve()}, written before the fault"
-        if (self.run_dir / "dynamics.ckpt").exists():
-            return "No SAC checkpoint was written yet; the trained dynamics model is kept"
-        return "No checkpoint was written yet"
-
-    def _fit(self, model: SACModule, datamodule: D4RLDataModule, ckpt_path: str | None, run: RunDirectory) -> None:
-        datamodule.prepare_data()
-        datamodule.setup("fit")  # loads and validates the data: a bad file stops here, before anything is written
-        run.start()
-        if not self._resuming:  # a resume says so once its stage 1 is loaded: a refused one changes nothing
-            self.results.set_status("running")
-        dynamics, info = self.dynamics_stage(datamodule)
-        self.results.data["dynamics"] = info
-        self.results.data["seconds"]["dynamics"] = info["seconds"]
-        self.results.save()
-        if self._cfg("stage") == "dynamics":
-            self.results.set_status("finished")
-            print(f"dynamics saved to {self.run_dir / 'dynamics.ckpt'}")
-            return
-        datamodule.attach_dynamics(dynamics.ensemble, penalty_scales=info["penalty_scales"]["kinds"])
-        datamodule.rollout_threads = self._threads("rollout")
-        torch.set_num_threads(self._threads("sac"))  # the updates, and evaluation (a callback) with them
-        logger = self.trainer.logger
-        datamodule.bind_learner(model, log=None if logger is None else tensorboard_rollout_log(logger))
-        self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-        self._record_end(model)
-        if self.trainer.is_global_zero:
-            print(self.closing_summary(datamodule, model))
-
-    def closing_summary(self, datamodule: D4RLDataModule, model: SACModule) -> str:
-        """What a user needs at the end: the score beside the data's own, updates, time per stage, paths."""
-        data, task = self.results.data, datamodule.task_spec
-        try:
-            behaviour = summarize(datamodule.dataset_path(), task)
-        except DatasetError:
-            behaviour = None
-        if task.has_reference_scores:
-            own = "" if behaviour is None else (f" (the data's own: mean {behaviour['normalized_score']['mean']:.2f}, "
-                                                f"best episode {behaviour['normalized_score']['max']:.2f})")
-            score = data.get("final_normalized_score")
-            headline = f"final normalised score {'n/a' if score is None else f'{score:.2f}'}{own}"
-        else:
-            own = "" if behaviour is None else (f" (the data's own: mean {behaviour['return']['mean']:.1f}, "
-                                                f"best episode {behaviour['return']['max']:.1f})")
-            ret = data.get("final_return")
-            headline = f"final return {'n/a' if ret is None else f'{ret:.1f}'}{own}"
-        seconds = data.get("seconds", {})
-        return "\n".join([
-            f"MOPO run {self.run_dir}: {headline}",
-            f"  SAC updates {int(model.sac_updates)}; wall time: stage 1 {seconds.get('dynamics', 0.0):.0f} s, "
-            f"stage 2 {seconds.get('policy', 0.0):.0f} s",
-            f"  results:     {self.results.path}",
-            f"  TensorBoard: tensorboard --logdir {self.run_dir / 'tensorboard'}",
-        ])
-
-    def dynamics_stage(self, datamodule: D4RLDataModule) -> tuple[DynamicsModule, dict[str, Any]]:
-        """Stage 1 through ``training.stage1.dynamics_stage`` with this run's settings."""
-        trainer_cfg = self._get(self.config_init, "trainer", default={})
-        return dynamics_stage(
-            datamodule,
-            num_threads=self._threads("dynamics"),
-            hparams=dict(self._cfg("dynamics")),
-            run_dir=self.run_dir,
-            checkpoint=self._cfg("dynamics_checkpoint"),
-            cache_dir=self._cfg("dynamics_cache") or Path(self._cfg("run_root")) / ".dynamics_cache",
-            trainer_kwargs={
-                "accelerator": trainer_cfg.get("accelerator", "auto"),
-                "devices": trainer_cfg.get("devices", "auto"),
-                "strategy": trainer_cfg.get("strategy", "auto"),
-                "num_nodes": trainer_cfg.get("num_nodes", 1),
-                "log_every_n_steps": _log_period(trainer_cfg.get("log_every_n_steps")),
-                "enable_progress_bar": trainer_cfg.get("enable_progress_bar") is not False,
-            },
-            logger=self._logger("dynamics"),
-        )
+    def fit(self) -> None:
+        train_mopo(**self.recipe_arguments())
 
 
-def main(args: Any = None) -> None:
-    """Run the LightningCLI (``fit``, ``validate``)."""
-    MOPOCLI(args=args)
+def main(args: list[str] | None = None) -> None:
+    """``mopo-lightning fit [options]``; ``args`` may start with the word ``fit`` (``cli.py`` passes it)."""
+    args = list(sys.argv[1:] if args is None else args)
+    with warnings.catch_warnings():  # args are passed explicitly even when they are sys.argv's
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        MOPOCLI(args=args[1:] if args[:1] == ["fit"] else args).fit()

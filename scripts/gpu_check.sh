@@ -41,7 +41,7 @@ DRY=${GPU_CHECK_DRY_RUN:-0}
 ACCEL=gpu BENCH_ARGS="" FIT_SMALLER=""
 if [[ $DRY == 1 ]]; then
     ACCEL=cpu BENCH_ARGS="--device cpu --variants eager --updates 100"
-    FIT_SMALLER="--data.updates_per_epoch 100 --data.rollout_freq 100 --data.rollout_batch_size 5000
+    FIT_SMALLER="--data.updates_per_epoch 100 --mopo.rollout_freq 100 --mopo.rollout_batch_size 5000
         --dynamics.max_epochs 3 --evaluation.num_episodes 2"
     export MOPO_CUDA_TESTS_ON=cpu
 fi
@@ -140,8 +140,8 @@ fit_step() {
     $PY -m mopo_lightning.cli fit --data.task halfcheetah --data.path "$REPO/.gpudata/halfcheetah-sac-10k.hdf5" \
         --run_root "$WORK/fit" --run_name fit3 --seed_everything 0 \
         --trainer.accelerator $ACCEL --trainer.devices 1 --trainer.max_epochs 3 --trainer.enable_progress_bar false \
-        --data.rollout_length 5 --data.penalty_coef 1.0 --data.rollout_batch_size 50000 \
-        --data.updates_per_epoch 1000 --data.rollout_freq 1000 --dynamics.max_epochs 30 \
+        --mopo.rollout_length 5 --mopo.penalty_coef 1.0 --mopo.rollout_batch_size 50000 \
+        --data.updates_per_epoch 1000 --mopo.rollout_freq 1000 --dynamics.max_epochs 30 \
         --evaluation.num_episodes 10 $FIT_SMALLER || exit
     set +x
     epoch_seconds "$WORK/fit/fit3"
@@ -157,8 +157,8 @@ ddp_step() {
     $PY -m mopo_lightning.cli fit --data.task halfcheetah --data.path "$REPO/.gpudata/halfcheetah-sac-10k.hdf5" \
         --run_root "$WORK/ddp" --run_name ddp --seed_everything 0 \
         --trainer.strategy ddp --trainer.devices 1 --trainer.accelerator $ACCEL --trainer.max_epochs 2 \
-        --trainer.enable_progress_bar false --data.rollout_batch_size 10000 --data.updates_per_epoch 200 \
-        --data.rollout_freq 200 --dynamics.max_epochs 5 --evaluation.num_episodes 3 || exit
+        --trainer.enable_progress_bar false --mopo.rollout_batch_size 10000 --data.updates_per_epoch 200 \
+        --mopo.rollout_freq 200 --dynamics.max_epochs 5 --evaluation.num_episodes 3 || exit
     set +x
     epoch_seconds "$WORK/ddp/ddp"
 }

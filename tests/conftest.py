@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,21 @@ import torch
 torch.set_num_threads(1)
 
 DATA_DIR = Path(os.environ.get("MOPO_TEST_DATA", Path(__file__).parent / ".data"))
+
+
+@contextmanager
+def made_once(name: str) -> Iterator[None]:
+    """Hold ``name``'s lock while a cached file is checked and made: pytest-xdist workers that need the same
+    dataset wait for the first one instead of writing it twice (a writer clears stale temporaries)."""
+    import fcntl
+
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    with open(DATA_DIR / f".{name.replace('/', '_')}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def collected_dataset(
@@ -31,10 +48,11 @@ def collected_dataset(
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     limit = "" if max_episode_steps is None else f"-t{max_episode_steps}"
     path = DATA_DIR / f"{task}-{policy}-{steps}-s{seed}{limit}.hdf5"
-    if not path.exists():
-        # collect() itself writes through a temporary file renamed into place.
-        collect(task, steps=steps, path=path, policy=policy, seed=seed, max_episode_steps=max_episode_steps,
-                quiet=True)
+    with made_once(path.name):
+        if not path.exists():
+            # collect() itself writes through a temporary file renamed into place.
+            collect(task, steps=steps, path=path, policy=policy, seed=seed, max_episode_steps=max_episode_steps,
+                    quiet=True)
     return path
 
 
@@ -102,11 +120,6 @@ def minari_dataset(
     ``env_kwargs`` change the env (and so its recorded spec), e.g. Ant-v5 without contact forces; ``name``
     gives the id's name part (default: built from every argument that shapes the data).
     """
-    import dataclasses
-
-    from mopo_lightning.collection.collect import collect
-    from mopo_lightning.tasks import get_task
-
     os.environ["MINARI_DATASETS_PATH"] = str(MINARI_DIR)
     robot = task.split("-")[0]
     if name is None:
@@ -115,17 +128,30 @@ def minari_dataset(
         kw = "" if not env_kwargs else "-k" + "_".join(sorted(env_kwargs))
         name = f"{policy}-{steps}-s{seed}{limit}{refs}{kw}".replace("-inf", "minf")
     dataset_id = f"test/{robot}/{name}-v0"
-    if not (MINARI_DIR / dataset_id / "data" / "metadata.json").is_file():
-        spec = get_task(task)
-        if env_kwargs:
-            import gymnasium as gym
-
-            probe = gym.make(spec.env_id, **env_kwargs)
-            spec = dataclasses.replace(spec, obs_dim=probe.observation_space.shape[0], env_kwargs=dict(env_kwargs))
-            probe.close()
-        collect(spec, steps=steps, policy=policy, seed=seed, max_episode_steps=max_episode_steps, quiet=True,
-                format="minari", dataset_id=dataset_id, ref_min_score=ref_min_score, ref_max_score=ref_max_score)
+    with made_once(dataset_id):
+        if not (MINARI_DIR / dataset_id / "data" / "metadata.json").is_file():
+            _collect_minari(task, steps, seed, policy, max_episode_steps, ref_min_score, ref_max_score, env_kwargs,
+                            dataset_id)
     return dataset_id
+
+
+def _collect_minari(task: str, steps: int, seed: int, policy: str, max_episode_steps: int | None,
+                    ref_min_score: float | None, ref_max_score: float | None, env_kwargs: dict | None,
+                    dataset_id: str) -> None:
+    import dataclasses
+
+    from mopo_lightning.collection.collect import collect
+    from mopo_lightning.tasks import get_task
+
+    spec = get_task(task)
+    if env_kwargs:
+        import gymnasium as gym
+
+        probe = gym.make(spec.env_id, **env_kwargs)
+        spec = dataclasses.replace(spec, obs_dim=probe.observation_space.shape[0], env_kwargs=dict(env_kwargs))
+        probe.close()
+    collect(spec, steps=steps, policy=policy, seed=seed, max_episode_steps=max_episode_steps, quiet=True,
+            format="minari", dataset_id=dataset_id, ref_min_score=ref_min_score, ref_max_score=ref_max_score)
 
 
 @pytest.fixture(scope="session")
@@ -161,18 +187,21 @@ def fit_run(root: Path, name: str, args: list[str], scores: list[float | None], 
     given evaluations and status instead of training."""
     import warnings
 
+    from mopo_lightning.recipe import run_results
     from mopo_lightning.training.run_dir import RunDirectory
     from mopo_lightning.training_cli import MOPOCLI
 
     with warnings.catch_warnings():  # pytest's sys.argv beside args
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        cli = MOPOCLI(args=[*args, "--run_root", str(root), "--run_name", name], run=False)
-    run = RunDirectory(cli.run_dir)
-    run.prepare(cli.config.as_dict(), None)
+        cli = MOPOCLI(args=[*args, "--run_root", str(root), "--run_name", name])
+    kw = cli.recipe_arguments()
+    run = RunDirectory(kw["run"].run_dir)
+    run.prepare(kw["run"].config, None)
     run.start()
+    results = run_results(kw["data"], kw["mopo"], kw["run"], kw["trainer"], kw["evaluation"])
     returns = returns or [10.0 * (s or 0.0) for s in scores]
-    cli.results.data["evaluations"] = [
+    results.data["evaluations"] = [
         {"sac_updates": 100 * (i + 1), "return_mean": r, "return_std": 1.0, "normalized_score": s}
         for i, (s, r) in enumerate(zip(scores, returns))]
-    cli.results.set_status(status, **detail)
+    results.set_status(status, **detail)
     return cli.run_dir

@@ -24,7 +24,7 @@ import numpy as np
 
 from mopo_lightning.tasks import get_task
 
-NAMED = ("data.rollout_length", "data.penalty_coef", "data.penalty_kind")
+NAMED = ("mopo.rollout_length", "mopo.penalty_coef", "mopo.penalty_kind")
 """h, lambda and the penalty kind: an unnamed run's method always names them."""
 NOT_METHOD = ("seed_everything", "data.seed", "run_name", "run_root", "method", "data.task", "data.dataset",
               "data.path", "data.data_dir", "data.collect_", "model.obs_dim", "model.act_dim", "model.log_every_n",
@@ -107,7 +107,7 @@ def load_run(path: str | Path) -> Run:
     planned = data.get("planned") or {}
     identity[BUDGET] = planned.get("sac_updates")
     premise = data.get("final_premise") or {}
-    kind = identity.get("data.penalty_kind", data.get("penalty_kind", premise.get("penalty_kind")))
+    kind = identity.get("mopo.penalty_kind", data.get("penalty_kind", premise.get("penalty_kind")))
     reference = data.get("score_reference") or ("D4RL" if get_task(data["task"]).has_reference_scores else "none")
     return Run(path, data["task"], str(data["dataset"]), int(data.get("seed", 0)),
                data.get("method", identity.get("method")), data.get("penalty_coef"), data.get("rollout_length"),
@@ -174,7 +174,7 @@ def assign_methods(runs: list[Run]) -> list[Run]:
 
 
 def method_label(method: tuple) -> str:
-    """``MOPO``, ``MOPO data.rollout_length=1`` or ``h5 lam1 aleatoric model.lr=0.001``."""
+    """``MOPO``, ``MOPO mopo.rollout_length=1`` or ``h5 lam1 aleatoric model.lr=0.001``."""
     if method and isinstance(method[0], str):
         head, rest = [method[0]], method[1:]
     else:

@@ -142,7 +142,7 @@ class MuJoCoEvaluation(L.Callback):
         max_episode_steps: int = 1000,
         every_n_epochs: int = 1,
         seed: int = 100_000,
-        task: str | None = None,
+        task: str | Task | None = None,
         video_every_n_evals: int = 0,
         video_size: int = 128,
         video_frame_skip: int = 2,
@@ -153,8 +153,8 @@ class MuJoCoEvaluation(L.Callback):
             max_episode_steps: time limit of an evaluation episode (MOPO: 1000).
             every_n_epochs: evaluate after every n-th training epoch.
             seed: episode i resets with ``seed + i``; kept apart from training seeds.
-            task: task name; defaults to the DataModule's task (a variant such as ``halfcheetah-jump``
-                scores its own reward).
+            task: task name, or the data's own ``Task`` (the recipe's default: a Minari dataset's recorded env);
+                a variant such as ``halfcheetah-jump`` scores its own reward.
             video_every_n_evals: log a video of episode 0 to TensorBoard every n evaluations (0: off).
                 Rendered off-screen by MuJoCo (``MUJOCO_GL=egl`` or ``osmesa``); skipped with a log line
                 when no renderer is available.
@@ -174,20 +174,14 @@ class MuJoCoEvaluation(L.Callback):
         self.listeners: list[EvaluationListener] = []  # e.g. callbacks.premise.PremiseMonitor
         self.last_result: EvalResult | None = None  # this rank's share of the latest evaluation
 
-    def _task(self, trainer: L.Trainer) -> Task:
-        if self.task is not None:
-            return get_task(self.task)
-        datamodule = getattr(trainer, "datamodule", None)
-        spec = getattr(datamodule, "task_spec", None)  # the data's own task: env spec and score references
-        if isinstance(spec, Task):
-            return spec
-        if datamodule is None or not hasattr(datamodule, "task"):
-            raise ValueError("MuJoCoEvaluation needs a task: set `task` or use a DataModule with `.task`")
-        return get_task(datamodule.task)
+    def _task(self) -> Task:
+        if self.task is None:
+            raise ValueError("MuJoCoEvaluation needs its task: a name, or the data's own Task (the recipe hands it)")
+        return self.task if isinstance(self.task, Task) else get_task(self.task)
 
     def run(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         """Evaluate now; episodes are split across ranks and gathered so every rank logs the same."""
-        task = self._task(trainer)
+        task = self._task()
         world, rank = trainer.world_size, trainer.global_rank
         ids = list(range(self.num_episodes))[rank::world]
         was_training = pl_module.training
@@ -266,7 +260,7 @@ class MuJoCoEvaluation(L.Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            frames = render_episode(self._task(trainer), lambda obs: pl_module.act(obs, deterministic=True),
+            frames = render_episode(self._task(), lambda obs: pl_module.act(obs, deterministic=True),
                                     self.seed, self.max_episode_steps, self.video_size, self.video_frame_skip,
                                     pl_module.device)
         except Exception as error:  # no OpenGL backend, no Pillow, ...

@@ -28,7 +28,6 @@ import torch
 from tensordict import TensorDict
 
 from mopo_lightning.callbacks.evaluation import EvalResult, MuJoCoEvaluation
-from mopo_lightning.model_env.penalties import PENALTIES, coef_in_raw_units
 from mopo_lightning.diagnostics.premise import (
     EPISODE,
     MAX_ROWS,
@@ -40,6 +39,10 @@ from mopo_lightning.diagnostics.premise import (
     evenly_spaced,
     premise_metrics,
 )
+from mopo_lightning.model_env.env import EnsemblePredictor
+from mopo_lightning.model_env.penalties import PENALTIES, PenaltyScales, coef_in_raw_units
+from mopo_lightning.model_env.settings import MOPOSettings
+from mopo_lightning.tasks import Task
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD, TERMINATED, TRUNCATED
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,7 @@ terminated within H steps (then the real window stops at the termination):
 - model_return_raw: mean over s_t of the model's H-step return of the deterministic policy (first action
   the recorded a_t; model_step with the run's reward mode; a row stops at the model's termination).
 - <kind>/model_return_penalized: the same trajectories' sum of r - lambda_kind u_kind (lambda_kind: the
-  run's lambda in the kind's own units when data.penalty_units is mean or p95, else the same raw lambda).
+  run's lambda in the kind's own units when mopo.penalty_units is mean or p95, else the same raw lambda).
 - return_gap = mean(penalised - real) (MOPO's lower bound wants <= 0); return_gap_raw = mean(raw - real).
 - penalized_below_real: fraction of start states with penalised <= real (the lower bound holding).
 - real_steps / model_steps: mean steps counted in each world; model_diverged: rows stopped by a
@@ -79,38 +82,34 @@ class PremiseMonitor(L.Callback):
 
     def __init__(self, every_n_evals: int = 1, horizon: int | None = None, max_rows: int = MAX_ROWS,
                  max_start_states: int = MAX_START_STATES, max_data_states: int = 50_000, figures: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, *, evaluation: MuJoCoEvaluation, ensemble: EnsemblePredictor,
+                 data_observations: torch.Tensor, task: Task, settings: PenaltySettings, rollout_length: int) -> None:
         """
         Args:
             every_n_evals: measure at every n-th MuJoCo evaluation (0: off).
-            horizon: H of the branched model returns; None: the DataModule's ``rollout_length``.
+            horizon: H of the branched model returns; None: the run's ``mopo.rollout_length``.
             max_rows: recorded transitions measured (evenly spaced above this).
             max_start_states: start states of the H-step model returns (evenly spaced above this).
             max_data_states: dataset observations searched for the nearest neighbour (a fixed subsample).
             figures: log the premise figure as a TensorBoard image (matplotlib, one render per evaluation).
             seed: seed of the model rollouts' generator and of the dataset subsample.
+            evaluation: the evaluation it listens to; ensemble: the trained model; data_observations: the
+                dataset's observations; task: its termination function; settings: the run's penalty
+                (``penalty_settings``); rollout_length: the run's h. Handed in by the recipe.
         """
         super().__init__()
-        self.every_n_evals, self.horizon = every_n_evals, horizon
+        self.every_n_evals = every_n_evals
+        self.horizon = int(horizon if horizon is not None else rollout_length)
         self.max_rows, self.max_start_states, self.max_data_states = max_rows, max_start_states, max_data_states
         self.figures, self.seed = figures, seed
+        self.ensemble, self.task, self.settings = ensemble, task, settings
+        self.data_observations = data_observations
         self.latest: Premise | None = None
         self._reference: DataReference | None = None
         self._evaluations = 0
         self._described = False
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        evaluation = next((c for c in trainer.callbacks if isinstance(c, MuJoCoEvaluation)), None)
-        if evaluation is None or not self.every_n_evals:
-            return
-        if self not in evaluation.listeners:
+        if every_n_evals:
             evaluation.listeners.append(self)
-
-    def _horizon(self, datamodule: Any) -> int:
-        horizon = self.horizon if self.horizon is not None else getattr(datamodule.hparams, "rollout_length", None)
-        if horizon is None:
-            raise ValueError("premise: set PremiseMonitor(horizon=...) or use a DataModule with rollout_length")
-        return int(horizon)
 
     # ------------------------------------------------------------------ the listener hook
     def on_evaluation(self, trainer: L.Trainer, pl_module: L.LightningModule, result: EvalResult,
@@ -118,27 +117,21 @@ class PremiseMonitor(L.Callback):
         self._evaluations += 1
         if self._evaluations % self.every_n_evals:
             return
-        datamodule = getattr(trainer, "datamodule", None)
-        ensemble = getattr(datamodule, "ensemble", None)
         data = self._gather(trainer, pl_module, result.transitions)
         if not trainer.is_global_zero or data is None:
             return
-        if ensemble is None:
-            log.info("premise: no dynamics attached to the DataModule; skipped")
-            return
-        settings = penalty_settings(datamodule)
+        ensemble, settings = self.ensemble, self.settings
         device = ensemble.elites.device
-        if self._reference is None and getattr(datamodule, "real", None) is not None:
-            self._reference = DataReference.from_observations(
-                datamodule.real[OBSERVATION], self.max_data_states, self.seed)
+        if self._reference is None:
+            self._reference = DataReference.from_observations(self.data_observations, self.max_data_states, self.seed)
         was_training = pl_module.training
         pl_module.eval()
         try:
             premise = premise_metrics(
-                ensemble, data.to(device), termination_fn=datamodule.task_spec.termination_fn,
+                ensemble, data.to(device), termination_fn=self.task.termination_fn,
                 settings=settings, policy=lambda obs: pl_module.act(obs.to(pl_module.device),
                                                                     deterministic=True).to(device),
-                horizon=self._horizon(datamodule), reference=self._reference, seed=self.seed,
+                horizon=self.horizon, reference=self._reference, seed=self.seed,
                 max_rows=self.max_rows, max_start_states=self.max_start_states)
         finally:
             pl_module.train(was_training)
@@ -192,13 +185,11 @@ class PremiseMonitor(L.Callback):
             writer.add_image("premise/calibration", png_to_array(png), step, dataformats="HWC")
 
 
-def penalty_settings(datamodule: Any) -> PenaltySettings:
+def penalty_settings(mopo: MOPOSettings, scales: PenaltyScales | None) -> PenaltySettings:
     """The run's penalty, and each measured kind's lambda: the configured lambda in the run's units, so with
-    ``data.penalty_units`` mean or p95 every kind is weighed in its own units (raw: one raw lambda for all)."""
-    hp = datamodule.hparams
-    units, scales = hp.get("penalty_units", "raw"), getattr(datamodule, "penalty_scales", None)
-    coefs = {kind: coef_in_raw_units(hp.penalty_coef, kind, units, scales) for kind in PENALTIES}
-    return PenaltySettings(coefs[hp.penalty_kind], hp.penalty_kind, hp.reward_mode, coefs)
+    ``mopo.penalty_units`` mean or p95 every kind is weighed in its own units (raw: one raw lambda for all)."""
+    coefs = {kind: coef_in_raw_units(mopo.penalty_coef, kind, mopo.penalty_units, scales) for kind in PENALTIES}
+    return PenaltySettings(coefs[mopo.penalty_kind], mopo.penalty_kind, mopo.reward_mode, coefs)
 
 
 def figure_kinds(trained: str) -> list[str]:

@@ -68,6 +68,10 @@ class RunResults(L.Callback):
         self._offset = 0.0
         self.rank_zero = True
         """Only the first process writes the file (DDP runs every callback on every rank)."""
+        self.evaluation: MuJoCoEvaluation | None = None
+        """The evaluation whose history this records (handed in by the recipe)."""
+        self.tensorboard_hparams: dict[str, Any] = {}
+        """The run's defining knobs for TensorBoard's hparams view, scored by the final normalised score."""
 
     def restore(self) -> None:
         """A resumed run keeps what it recorded (evaluations past the restored checkpoint are dropped in
@@ -89,8 +93,6 @@ class RunResults(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
         self.rank_zero = trainer.is_global_zero
-        # which reference normalises the scores: "D4RL", "minari:<id>" or "none" (report shows it)
-        self.data["score_reference"] = getattr(getattr(trainer, "datamodule", None), "score_reference", None)
         # Evaluations past the restored checkpoint are dropped: the resumed run will redo them.
         done = int(getattr(pl_module, "sac_updates", 0))
         self.data["evaluations"] = [e for e in self.data["evaluations"] if e["sac_updates"] <= done]
@@ -99,34 +101,14 @@ class RunResults(L.Callback):
         self.data["final_normalized_score"] = evals[-1]["normalized_score"] if evals else None
         self.data["final_return"] = evals[-1]["return_mean"] if evals else None
         self.data["final_premise"] = evals[-1].get("premise") if evals else None
-        self._record_penalty(getattr(trainer, "datamodule", None))
-        self._log_hparams(trainer)
-
-    def _record_penalty(self, datamodule: Any) -> None:
-        """``penalty``: the kind that trains, lambda as configured and in its units, and the lambda applied to
-        the raw u (the kinds' scales on the data are in ``dynamics.penalty_scales``)."""
-        try:
-            hp, applied = datamodule.hparams, datamodule.penalty_coef
-        except AttributeError:  # a DataModule without penalty settings
-            return
-        self.data["penalty"] = {"kind": hp.penalty_kind, "coef": hp.penalty_coef, "units": hp.penalty_units,
-                                "coef_raw_units": applied}
-
-    def _log_hparams(self, trainer: L.Trainer) -> None:
-        """TensorBoard's hparams view: the run's defining knobs, scored by the final normalised score."""
         logger = trainer.logger
-        datamodule = getattr(trainer, "datamodule", None)
-        if not isinstance(logger, TensorBoardLogger) or datamodule is None:
-            return
-        hp = datamodule.hparams
-        params = {"task": hp.task, "dataset": str(hp.dataset or hp.path), "seed": hp.seed,
-                  "rollout_length": hp.rollout_length, "penalty_coef": hp.penalty_coef,
-                  "real_ratio": hp.real_ratio, "penalty_kind": hp.penalty_kind}
-        score = self.data["final_normalized_score"]
-        logger.log_hyperparams(params, metrics={HP_METRIC: float("nan") if score is None else score})
+        if isinstance(logger, TensorBoardLogger) and self.tensorboard_hparams:
+            score = self.data["final_normalized_score"]
+            logger.log_hyperparams(self.tensorboard_hparams,
+                                   metrics={HP_METRIC: float("nan") if score is None else score})
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        evaluation = next((c for c in trainer.callbacks if isinstance(c, MuJoCoEvaluation)), None)
+        evaluation = self.evaluation
         if evaluation is None or not evaluation.history:
             return
         latest = evaluation.history[-1]

@@ -2,7 +2,7 @@
 
 - ``"minari"`` also for a Minari dataset on disk: a directory holding ``data/metadata.json`` (a dataset in
   a Minari store, ``~/.minari/datasets/mujoco/hopper/medium-v0``), its ``data`` directory, or a file in
-  that directory (``.../data/main_data.hdf5``, what ``D4RLDataModule.dataset_path()`` returns for it).
+  that directory (``.../data/main_data.hdf5``, what ``OfflineDataset.file()`` returns for it).
 - ``"file"``: any other explicit path. Anything that exists on disk (file or directory), anything ending
   in ``.hdf5``/``.h5``, anything starting with ``/``, ``.``, or ``~``.
 - ``"minari"``: a Minari dataset id, ``namespace/name/quality-vN`` (at least one ``/``, a ``-vN`` version

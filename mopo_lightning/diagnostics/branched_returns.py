@@ -34,9 +34,9 @@ import torch
 from tensordict import TensorDictBase
 from torch import Tensor
 
+from mopo_lightning.envs.termination import TerminationFn
 from mopo_lightning.model_env.env import EnsemblePredictor, RewardMode, model_step
 from mopo_lightning.model_env.penalties import PENALTY_KINDS, PenaltyKind, uncertainty_penalty
-from mopo_lightning.envs.termination import TerminationFn
 from mopo_lightning.transitions import REWARD, TERMINATED
 
 EPISODE, STEP = "episode", "step"

@@ -49,9 +49,9 @@ from mopo_lightning.diagnostics.branched_returns import (
     branched_returns,
     real_windows,
 )
+from mopo_lightning.envs.termination import TerminationFn
 from mopo_lightning.model_env.env import EnsemblePredictor, RewardMode, produced_transition
 from mopo_lightning.model_env.penalties import PENALTIES, PENALTY_KINDS, uncertainty_penalty
-from mopo_lightning.envs.termination import TerminationFn
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD
 
 __all__ = ["EPISODE", "PENALTY_KINDS", "STEP", "ActFn", "DataReference", "PenaltySettings", "Premise",

@@ -33,9 +33,9 @@ FINGERPRINT_VERSION = 1
 STAGE1_DATA_KEYS = ("task", "mode", "seed", "holdout_ratio", "max_holdout", "dynamics_batch_size", "max_rows")
 """DataModule hparams that shape stage 1."""
 _SKIPPED_DYNAMICS_KEYS = ("obs_dim", "act_dim")  # given by data.task
-DATASET_KEYS = ("path", "dataset", "data_dir", "collect_path", "collect_steps", "collect_policy")
+DATASET_KEYS = ("path", "dataset", "data_dir")
 """DataModule hparams that choose which bytes are read (the fingerprint holds those bytes' SHA-256)."""
-CONFIG_KEYS = ("seed_everything", *(f"data.{k}" for k in (*DATASET_KEYS, *STAGE1_DATA_KEYS)),
+CONFIG_KEYS = ("seed_everything", *(f"data.{k}" for k in (*DATASET_KEYS, *STAGE1_DATA_KEYS)), "collect.",
                "dynamics.")
 """``fit`` config keys that can change the fingerprint (``data.seed`` is linked from ``seed_everything``); a
 trailing dot names a whole group. The sweep's trial order reads this list, so the two cannot drift apart."""

@@ -21,8 +21,8 @@ from torch import Tensor
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from mopo_lightning.model_env.penalties import PenaltyKind, elite_sample, uncertainty_penalty
 from mopo_lightning.envs.termination import TerminationFn
+from mopo_lightning.model_env.penalties import PenaltyKind, elite_sample, uncertainty_penalty
 
 __all__ = ["EnsemblePredictor", "PenalizedModelEnv", "PenaltyKind", "RewardMode", "model_step", "produced_transition",
            "uncertainty_penalty"]

@@ -121,7 +121,7 @@ PENALTIES: dict[str, Penalty] = {
     "llv": Penalty(llv, "all"),
     "loo_kl": Penalty(loo_kl, "all"),
 }
-"""The one registry of penalty kinds, by the name ``data.penalty_kind`` takes."""
+"""The one registry of penalty kinds, by the name ``mopo.penalty_kind`` takes."""
 PENALTY_KINDS: tuple[PenaltyKind, ...] = tuple(PENALTIES)  # type: ignore[assignment]
 assert PENALTY_KINDS == get_args(PenaltyKind), "PenaltyKind must list the registry's names, in its order"
 
@@ -188,9 +188,9 @@ def coef_in_raw_units(coef: float, kind: str, units: PenaltyUnits, scales: Penal
     if units == "raw":
         return float(coef)
     if units not in get_args(PenaltyUnits):
-        raise ConfigError(f"data.penalty_units must be one of {', '.join(get_args(PenaltyUnits))}, got {units!r}")
+        raise ConfigError(f"mopo.penalty_units must be one of {', '.join(get_args(PenaltyUnits))}, got {units!r}")
     if scales is None or kind not in scales:
-        raise ConfigError(f"data.penalty_units={units} needs the model's {kind} penalty scale (stage 1 records it)")
+        raise ConfigError(f"mopo.penalty_units={units} needs the model's {kind} penalty scale (stage 1 records it)")
     scale = float(scales[kind][units])
     if not (math.isfinite(scale) and scale > 0):
         raise ConfigError(f"the {kind} penalty's {units} on the data is {scale}: lambda cannot be set in its units")

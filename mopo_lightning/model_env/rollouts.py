@@ -32,9 +32,9 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import Tensor
 
-from mopo_lightning.model_env.env import EnsemblePredictor, PenalizedModelEnv, PenaltyKind, RewardMode
 from mopo_lightning.envs.termination import TerminationFn
 from mopo_lightning.guards import assert_finite
+from mopo_lightning.model_env.env import EnsemblePredictor, PenalizedModelEnv, PenaltyKind, RewardMode
 from mopo_lightning.transitions import NEXT_OBSERVATION, REWARD, TERMINATED, TRANSITION_KEYS, transitions
 
 log = logging.getLogger(__name__)

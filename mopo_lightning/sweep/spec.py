@@ -7,7 +7,7 @@ A sweep file is YAML (``conf/sweeps/*.yaml``). The paper's Table 1 is one file::
       - {config: conf/hopper_random.yaml, name: hopper_rnd, data.path: data/h.hdf5}  # ... or with overrides
     arms:                              # named methods: overrides applied to every config (optional)
       MOPO: {}                         #   the configs as given (each dataset's own h and lambda)
-      MBPO: {data.penalty_coef: 0.0}   #   the same without the penalty
+      MBPO: {mopo.penalty_coef: 0.0}   #   the same without the penalty
     trainer:                           # any other fit key, nested or dotted, applied to every trial
       max_epochs: 1000
     grid:                              # dotted fit keys -> lists of values; every combination is a trial
@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mopo_lightning.config_keys import RENAMED_KEYS, check_renamed_keys
 from mopo_lightning.dynamics.fingerprint import CONFIG_KEYS
 from mopo_lightning.files import read_yaml
 from mopo_lightning.guards import ConfigError
@@ -45,8 +46,8 @@ from mopo_lightning.guards import ConfigError
 RESERVED = ("run_name", "run_root", "ckpt_path", "dynamics_cache", "num_threads", "overwrite")
 """Fit keys that the sweep sets for every trial."""
 
-SHORT = {"seed_everything": "s", "data.rollout_length": "h", "data.penalty_coef": "lam",
-         "data.penalty_kind": "", "data.real_ratio": "real"}
+SHORT = {"seed_everything": "s", "mopo.rollout_length": "h", "mopo.penalty_coef": "lam",
+         "mopo.penalty_kind": "", "mopo.real_ratio": "real"}
 """Short names of common grid keys in trial names (``h5-lam1-s0``); other keys use their last part."""
 NAME = re.compile(r"[A-Za-z0-9_.+]+")
 """Config and arm names: they become parts of directory names."""
@@ -134,7 +135,7 @@ def _format(value: Any) -> str:
 
 
 def trial_name(overrides: dict[str, Any]) -> str:
-    """``{"data.rollout_length": 5, "data.penalty_coef": 1.0, "seed_everything": 0}`` -> ``h5-lam1-s0``."""
+    """``{"mopo.rollout_length": 5, "mopo.penalty_coef": 1.0, "seed_everything": 0}`` -> ``h5-lam1-s0``."""
     return "-".join(f"{SHORT.get(k, k.rsplit('.', 1)[-1])}{_format(v)}" for k, v in overrides.items())
 
 
@@ -213,6 +214,8 @@ def load_sweep(path: str | Path) -> Sweep:
                *((f"config {c.name!r}", c.overrides) for c in configs)]
     for where, keys in sources:
         for key in keys:
+            if key in RENAMED_KEYS:
+                raise ConfigError(f"sweep file {path}: `{key}` ({where}) was renamed to `{RENAMED_KEYS[key]}`")
             if key in reserved:
                 raise ConfigError(f"sweep file {path}: {key!r} ({where}) is set by the sweep for every trial; "
                                   "remove it")
@@ -233,4 +236,5 @@ def _find_config(config: str, sweep_file: Path) -> str:
         raise ConfigError(f"sweep file {sweep_file}: config {config!r} not found (from the current directory "
                           f"or beside the sweep file)")
     read_yaml(found)
+    check_renamed_keys(["--config", found])
     return found

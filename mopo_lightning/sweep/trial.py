@@ -75,17 +75,10 @@ def read_results(trial: dict[str, Any]) -> dict[str, Any]:
 
 
 def expected_evaluations(trial: dict[str, Any]) -> int | None:
-    """``trainer.max_epochs // evaluation.every_n_epochs`` from the config LightningCLI saved, if known."""
-    import yaml
-
-    saved = [run_dir(trial) / "config.yaml", run_dir(trial) / "tensorboard" / "sac" / "config.yaml"]
-    try:
-        config = yaml.safe_load(next(p for p in saved if p.is_file()).read_text())
-        epochs = config["trainer"]["max_epochs"]
-        every = (config.get("evaluation") or {}).get("every_n_epochs", 1) or 1
-        return int(epochs) // int(every) if epochs and epochs > 0 else None
-    except (StopIteration, OSError, ValueError, KeyError, TypeError):
-        return None
+    """The evaluations the trial's run planned (``results.json`` ``planned``), if known."""
+    planned = read_results(trial).get("planned") or {}
+    value = planned.get("evaluations")
+    return int(value) if isinstance(value, int) else None
 
 
 def metrics(index: int, evaluation: dict[str, Any], expected: int | None, state: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ FREE_KEYS = (
 """Keys a resume may change: the budget, the hardware, the terminal and where the run lives. Everything else
 defines the run."""
 
-PATH_KEYS = ("data.path", "data.collect_path", "data.data_dir", "dynamics_checkpoint")
+PATH_KEYS = ("data.path", "collect.path", "data.data_dir", "dynamics_checkpoint")
 """Compared as absolute paths: ``data/x.hdf5`` from the repository and its absolute name are the same file."""
 
 

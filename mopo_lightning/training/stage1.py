@@ -42,10 +42,10 @@ from mopo_lightning.dynamics.fingerprint import (
     fingerprint_key,
 )
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
-from mopo_lightning.model_env.penalties import measure_scales, scales_current
 from mopo_lightning.files import atomic_path
 from mopo_lightning.guards import CheckpointError, ConfigError
-from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.model_env.penalties import measure_scales, scales_current
+from mopo_lightning.training.datamodule import OfflineDataModule
 from mopo_lightning.training.mixed_batches import torch_threads
 from mopo_lightning.transitions import ACTION, OBSERVATION
 
@@ -148,7 +148,7 @@ def load_matching(path: Path, fingerprint: dict[str, Any], what: str) -> Dynamic
     return module
 
 
-def dynamics_stage(datamodule: D4RLDataModule, num_threads: int | None = None,
+def dynamics_stage(datamodule: OfflineDataModule, num_threads: int | None = None,
                    **kwargs: Any) -> tuple[DynamicsModule, dict[str, Any]]:
     """Stage 1 under its own RNG stream, seeded by ``data.seed``, with ``num_threads`` torch CPU threads
     (None: as set; restored afterwards); see ``_dynamics_stage``.
@@ -163,20 +163,20 @@ def dynamics_stage(datamodule: D4RLDataModule, num_threads: int | None = None,
         return module, {**info, "penalty_scales": penalty_scales(module, datamodule)}
 
 
-def penalty_scales(module: DynamicsModule, datamodule: D4RLDataModule) -> dict:
+def penalty_scales(module: DynamicsModule, datamodule: OfflineDataModule) -> dict:
     """Every penalty kind's mean and 95th percentile on the data (``model_env.penalties.measure_scales``).
 
     Measured once per model, after training, and saved in its checkpoint (so the cache serves them); a model
     without current ones (older, or the definitions' version changed) is measured now, in memory.
     """
     if not scales_current(module.penalty_scales):
-        real, ens = datamodule.real, module.ensemble
+        real, ens = datamodule.rows(), module.ensemble
         module.penalty_scales = measure_scales(ens.predict, ens.elites, real[OBSERVATION], real[ACTION])
     return module.penalty_scales
 
 
 def _dynamics_stage(
-    datamodule: D4RLDataModule,
+    datamodule: OfflineDataModule,
     *,
     hparams: dict[str, Any],
     run_dir: Path,
@@ -192,7 +192,7 @@ def _dynamics_stage(
     cache = Path(cache_dir) if cache_dir is not None else run_dir.parent / ".dynamics_cache"
     datamodule.setup()  # read the rows first: the fingerprint hashes the bytes that were read
     fingerprint = dynamics_fingerprint(
-        dataset_sha256(datamodule.dataset_path(), cache, loaded=datamodule.loaded_file_state),
+        dataset_sha256(datamodule.data.file(), cache, loaded=datamodule.loaded_file_state),
         datamodule.hparams, hparams
     )
     key = fingerprint_key(fingerprint)
@@ -237,7 +237,7 @@ def _dynamics_stage(
 
 
 def _train(
-    datamodule: D4RLDataModule,
+    datamodule: OfflineDataModule,
     hparams: dict[str, Any],
     fingerprint: dict[str, Any],
     entry: Path,

@@ -17,7 +17,7 @@ QUICKSTART = REPO / "conf" / "quickstart.yaml"
 TINY = [
     "--trainer.max_epochs", "2",
     "--data.updates_per_epoch", "50",
-    "--data.rollout_batch_size", "500",
+    "--mopo.rollout_batch_size", "500",
     "--dynamics.max_epochs", "3",
     "--evaluation.num_episodes", "2",
     "--trainer.log_every_n_steps", "5",

@@ -11,25 +11,31 @@ import time
 import lightning as L
 import pytest
 import torch
-from conftest import collected_dataset
-
-from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, EpochCheckpoint
-from mopo_lightning.training.datamodule import D4RLDataModule
-from mopo_lightning.dynamics.ensemble import GaussianEnsemble
-from mopo_lightning.guards import NonFiniteError
-from mopo_lightning.policy.sac import SACModule
-from conftest import run_cli
+from conftest import collected_dataset, run_cli
 from test_resume import workdir  # noqa: F401  (shared fixture: a tiny trained dynamics checkpoint)
 
+from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, EpochCheckpoint
+from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+from mopo_lightning.guards import NonFiniteError
+from mopo_lightning.model_env.settings import MOPOSettings
+from mopo_lightning.policy.sac import SACModule
+from mopo_lightning.training.datamodule import OfflineDataModule
+from mopo_lightning.training.mixed_data import MixedDataModule
 
-def _hopper_datamodule() -> D4RLDataModule:
-    dm = D4RLDataModule(task="hopper", path=str(collected_dataset("hopper", 2_000, seed=0)), rollout_length=2,
-                        rollout_batch_size=300, rollout_freq=25, updates_per_epoch=25, seed=0)
-    dm.setup("fit")
-    ensemble = GaussianEnsemble(dm.obs_dim, dm.act_dim, num_members=3, num_elites=2, hidden_dim=32)
-    ensemble.fit_normalizer(torch.cat([dm.real["observation"], dm.real["action"]], -1))
-    dm.attach_dynamics(ensemble)
+
+def _hopper_datamodule(learner=None) -> MixedDataModule:
+    data = OfflineDataModule(task="hopper", path=str(collected_dataset("hopper", 2_000, seed=0)), updates_per_epoch=25,
+                             seed=0)
+    data.setup("fit")
+    ensemble = GaussianEnsemble(data.obs_dim, data.act_dim, num_members=3, num_elites=2, hidden_dim=32)
+    ensemble.fit_normalizer(torch.cat([data.real["observation"], data.real["action"]], -1))
+    mopo = MOPOSettings(rollout_length=2, rollout_batch_size=300, rollout_freq=25)
+    dm = data.policy_stage(ensemble, mopo, mopo.penalty_coef, learner=learner)
+    dm.setup()
     return dm
+
+
+OBS, ACT = 11, 3  # hopper
 
 
 class PoisonActor(L.Callback):
@@ -45,10 +51,9 @@ class PoisonActor(L.Callback):
 
 
 def test_nan_in_sac_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
-    dm = _hopper_datamodule()
-    module = SACModule(dm.obs_dim, dm.act_dim, hidden_dim=32)
+    module = SACModule(OBS, ACT, hidden_dim=32)
+    dm = _hopper_datamodule(module)
     checkpoint = EpochCheckpoint(tmp_path, every_n_epochs=1, keep=1)
-    dm.bind_learner(module)
     trainer = L.Trainer(max_epochs=4, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[PoisonActor(before_update=60), checkpoint], plugins=[AtomicCheckpointIO()])
     with pytest.raises(NonFiniteError, match=r"non-finite sac/\w+ at SAC update 61"):
@@ -63,10 +68,9 @@ def test_a_nan_policy_is_never_evaluated_even_with_sparse_checks():
     """With checks every 1000 updates (the accelerator default), evaluation still refuses a NaN policy."""
     from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
 
-    dm = _hopper_datamodule()
-    module = SACModule(dm.obs_dim, dm.act_dim, hidden_dim=32, check_finite_every=1000)
-    dm.bind_learner(module)
-    evaluation = MuJoCoEvaluation(num_episodes=1, max_episode_steps=10)
+    module = SACModule(OBS, ACT, hidden_dim=32, check_finite_every=1000)
+    dm = _hopper_datamodule(module)
+    evaluation = MuJoCoEvaluation(num_episodes=1, max_episode_steps=10, task="hopper")
     trainer = L.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         enable_checkpointing=False, callbacks=[PoisonActor(before_update=10), evaluation])
     with pytest.raises(NonFiniteError, match=r"non-finite sac/\w+ at SAC update 11"):
@@ -78,9 +82,9 @@ def test_nan_in_model_predictions_stops_the_rollout():
     dm = _hopper_datamodule()
     with torch.no_grad():
         dm.ensemble.weights[-1].fill_(float("nan"))
-    module = SACModule(dm.obs_dim, dm.act_dim, hidden_dim=32)
+    module = SACModule(OBS, ACT, hidden_dim=32)
     with pytest.raises(NonFiniteError, match=r"model prediction \(next observation\) in the model rollout"):
-        dm.model_rollouts().rollout(module.policy_module())
+        dm.rollouts.rollout(module.policy_module())
 
 
 def test_nan_in_dynamics_training_names_the_step():
@@ -88,7 +92,7 @@ def test_nan_in_dynamics_training_names_the_step():
     from mopo_lightning.dynamics.module import DynamicsModule
 
     dm = _hopper_datamodule()
-    module = DynamicsModule(dm.obs_dim, dm.act_dim, num_members=3, num_elites=2, hidden_dim=32, max_epochs=3)
+    module = DynamicsModule(OBS, ACT, num_members=3, num_elites=2, hidden_dim=32, max_epochs=3)
     data = dynamics_dataloaders(dm.real, num_members=3)
     module.fit_normalizer(data.train_inputs)
     with torch.no_grad():

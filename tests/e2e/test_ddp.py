@@ -6,12 +6,11 @@ import json
 
 import pytest
 import torch
-from conftest import collected_dataset
+from conftest import collected_dataset, run_cli
+from test_cli import QUICKSTART
 
 from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.policy.sac import SACModule
-from conftest import run_cli
-from test_cli import QUICKSTART
 
 EVAL_SEED = 100_000
 
@@ -21,7 +20,7 @@ def ddp_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("ddp")
     data = collected_dataset("hopper", 2_000, seed=0)
     args = ["fit", "--config", str(QUICKSTART), "--data.path", str(data), "--run_name", "ddp",
-            "--data.updates_per_epoch", "100", "--data.rollout_freq", "100", "--data.rollout_batch_size", "1000",
+            "--data.updates_per_epoch", "100", "--mopo.rollout_freq", "100", "--mopo.rollout_batch_size", "1000",
             "--dynamics.max_epochs", "2", "--evaluation.num_episodes", "3", "--evaluation.seed", str(EVAL_SEED),
             "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "10",
             "--trainer.accelerator", "cpu"]

@@ -13,16 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import collected_dataset
-
-from conftest import run_cli
+from conftest import collected_dataset, run_cli
 from test_cli import QUICKSTART
 
 SMALL = [
     "--config", str(QUICKSTART),
     "--data.updates_per_epoch", "40",
-    "--data.rollout_freq", "40",
-    "--data.rollout_batch_size", "500",
+    "--mopo.rollout_freq", "40",
+    "--mopo.rollout_batch_size", "500",
     "--evaluation.num_episodes", "2",
     "--trainer.enable_progress_bar", "false",
 ]

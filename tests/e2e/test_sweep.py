@@ -60,7 +60,7 @@ def cache_entries(sweep_dir: Path) -> list[Path]:
 def test_two_trials_share_one_dynamics_model_and_a_failed_trial_is_named(tmp_path):
     data = collected_dataset("hopper", 2_000, seed=0)
     # "bad" is no float: that trial's fit stops with a usage error (exit 2) while the other two train
-    sweep = sweep_file(tmp_path / "s.yaml", data, "  data.penalty_coef: [1.0, 5.0, bad]")
+    sweep = sweep_file(tmp_path / "s.yaml", data, "  mopo.penalty_coef: [1.0, 5.0, bad]")
     code = finish(start_sweep(tmp_path, str(sweep), "--num_cpus", "2", "--sweep_dir", "sw"))
     out = (tmp_path / "out.txt").read_text()
     assert code == 2, out
@@ -103,7 +103,7 @@ def test_killed_sweep_resumes_without_retraining_finished_trials(tmp_path):
     data = collected_dataset("hopper", 2_000, seed=0)
     # 6 epochs: on an idle machine a trial's fit outlives the killed sweep by a second or two (it stops when
     # its Ray worker notices the raylet is gone), and 2 epochs were over by then
-    sweep = sweep_file(tmp_path / "s.yaml", data, "  data.penalty_coef: [0.5, 1.0, 5.0]", epochs=6)
+    sweep = sweep_file(tmp_path / "s.yaml", data, "  mopo.penalty_coef: [0.5, 1.0, 5.0]", epochs=6)
     args = (str(sweep), "--num_cpus", "1", "--sweep_dir", str(tmp_path / "sw"))  # one at a time, in order
     sw = tmp_path / "sw"
     first, second = sw / "lam0.5", sw / "lam1"
@@ -173,10 +173,10 @@ def test_a_study_runs_on_a_ray_cluster_and_reports_mopo_against_mbpo(tmp_path):
         sweep.write_text(f"""
 configs:
   - {{config: {REPO / 'conf' / 'quickstart.yaml'}, name: a, data.path: {data_a}}}
-  - {{config: {REPO / 'conf' / 'quickstart.yaml'}, name: b, data.path: {data_b}, data.rollout_length: 1}}
+  - {{config: {REPO / 'conf' / 'quickstart.yaml'}, name: b, data.path: {data_b}, mopo.rollout_length: 1}}
 arms:
   MOPO: {{}}
-  MBPO: {{data.penalty_coef: 0.0}}
+  MBPO: {{mopo.penalty_coef: 0.0}}
 trainer: {{max_epochs: 2, log_every_n_steps: 5}}
 data: {{updates_per_epoch: 50, rollout_batch_size: 500}}
 dynamics: {{max_epochs: 3}}

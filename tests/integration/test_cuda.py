@@ -211,7 +211,7 @@ def _fit_args(data) -> list[str]:
         "fit", "--data.task", "hopper", "--data.path", str(data), "--seed_everything", "0",
         "--trainer.accelerator", ACCELERATOR, "--trainer.devices", "1",
         "--trainer.enable_progress_bar", "false",
-        "--data.updates_per_epoch", "100", "--data.rollout_freq", "100", "--data.rollout_batch_size", "5000",
+        "--data.updates_per_epoch", "100", "--mopo.rollout_freq", "100", "--mopo.rollout_batch_size", "5000",
         "--dynamics.max_epochs", "3", "--evaluation.num_episodes", "3", "--trainer.log_every_n_steps", "25",
     ]
 

@@ -1,4 +1,5 @@
-"""D4RLDataModule: real/model mix, FIFO model buffer, rollout schedule, terminal rows, on real MuJoCo data."""
+"""The data side on real MuJoCo data: OfflineDataModule (rows, max_rows, stage-1 split), MixedDataModule (real/model
+mix, FIFO model buffer, rollout schedule, terminal rows) and collect-if-missing."""
 
 from __future__ import annotations
 
@@ -12,10 +13,14 @@ from conftest import collected_dataset
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 
+from mopo_lightning.collection.missing import CollectIfMissing, collect_if_missing
 from mopo_lightning.data.d4rl import DatasetError, load_dataset
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.policy.sac import SACModule
-from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.tasks import get_task
+from mopo_lightning.training.datamodule import OfflineDataModule
+from mopo_lightning.training.mixed_data import MixedDataModule
 
 
 def _random_policy(act_dim: int, seed: int = 0) -> TensorDictModule:
@@ -27,17 +32,23 @@ def _random_policy(act_dim: int, seed: int = 0) -> TensorDictModule:
     return TensorDictModule(act, in_keys=["observation"], out_keys=["action"])
 
 
-def _datamodule(task: str, path, **overrides) -> D4RLDataModule:
-    kwargs = {"task": task, "path": str(path), "batch_size": 256, "real_ratio": 0.05, "rollout_length": 3,
-              "rollout_batch_size": 100, "model_retain_epochs": 2, "rollout_freq": 10, "updates_per_epoch": 25,
-              "seed": 0}
-    kwargs.update(overrides)
-    dm = D4RLDataModule(**kwargs)
-    dm.setup("fit")
-    ensemble = GaussianEnsemble(dm.obs_dim, dm.act_dim, num_members=3, num_elites=2, hidden_dim=32)
-    inputs = torch.cat([dm.real["observation"], dm.real["action"]], -1)
+class _NoLearner:
+    """Tests that roll out by hand need no learner; the schedule test hands a real SACModule."""
+
+
+def _datamodule(task: str, path, learner=None, max_rows=None, batch_size=256, updates_per_epoch=25,
+                **mopo) -> MixedDataModule:
+    mopo = MOPOSettings(**{"real_ratio": 0.05, "rollout_length": 3, "rollout_batch_size": 100,
+                           "model_retain_epochs": 2, "rollout_freq": 10, **mopo})
+    data = OfflineDataModule(task=task, path=str(path), batch_size=batch_size, updates_per_epoch=updates_per_epoch,
+                             max_rows=max_rows, seed=0)
+    data.setup("fit")
+    ensemble = GaussianEnsemble(data.obs_dim, data.act_dim, num_members=3, num_elites=2, hidden_dim=32)
+    inputs = torch.cat([data.real["observation"], data.real["action"]], -1)
     ensemble.fit_normalizer(inputs)
-    dm.attach_dynamics(ensemble)
+    dm = data.policy_stage(ensemble, mopo, mopo.penalty_coef, learner=learner or _NoLearner())
+    dm.setup()
+    dm.offline = data
     return dm
 
 
@@ -53,8 +64,8 @@ def cheetah_path():
 
 def test_batch_mixes_real_and_model_rows_in_ratio(cheetah_path):
     dm = _datamodule("halfcheetah", cheetah_path)
-    dm.model_rollouts().rollout(_random_policy(dm.act_dim))
-    batch = dm.sample_batch()
+    dm.rollouts.rollout(_random_policy(dm.task.act_dim))
+    batch = dm.sampler()
     assert batch.shape == (256,)
     assert dm.n_real == 12  # int(256 * 0.05), as the authors' code
     real_rows, model_rows = _rows(dm.real), _rows(dm.rollouts.buffer[:])
@@ -66,25 +77,25 @@ def test_batch_mixes_real_and_model_rows_in_ratio(cheetah_path):
 
 def test_real_ratio_zero_and_one(cheetah_path):
     dm = _datamodule("halfcheetah", cheetah_path, real_ratio=0.0)
-    dm.model_rollouts().rollout(_random_policy(dm.act_dim))
-    assert _rows(dm.sample_batch()) <= _rows(dm.rollouts.buffer[:])
+    dm.rollouts.rollout(_random_policy(dm.task.act_dim))
+    assert _rows(dm.sampler()) <= _rows(dm.rollouts.buffer[:])
     dm = _datamodule("halfcheetah", cheetah_path, real_ratio=1.0)
-    dm.model_rollouts().rollout(_random_policy(dm.act_dim))
-    assert _rows(dm.sample_batch()) <= _rows(dm.real)
+    dm.rollouts.rollout(_random_policy(dm.task.act_dim))
+    assert _rows(dm.sampler()) <= _rows(dm.real)
 
 
 def test_model_buffer_is_fifo_with_retain_epochs(cheetah_path):
     # one rollout per epoch (rollout_freq = updates_per_epoch = 10): capacity 2 rollouts
     # halfcheetah never terminates: 100 x 3 rows per rollout
     dm = _datamodule("halfcheetah", cheetah_path, updates_per_epoch=10)
-    assert dm.model_rollouts().capacity == 600
-    policy = _random_policy(dm.act_dim)
-    dm.model_rollouts().rollout(policy)
+    assert dm.rollouts.capacity == 600
+    policy = _random_policy(dm.task.act_dim)
+    dm.rollouts.rollout(policy)
     first = _rows(dm.rollouts.buffer[:])
     assert len(dm.rollouts) == 300
-    dm.model_rollouts().rollout(policy)
+    dm.rollouts.rollout(policy)
     assert len(dm.rollouts) == 600 and first <= _rows(dm.rollouts.buffer[:])
-    dm.model_rollouts().rollout(policy)  # capacity 2 rollouts: the first is evicted, the second kept
+    dm.rollouts.rollout(policy)  # capacity 2 rollouts: the first is evicted, the second kept
     assert len(dm.rollouts) == 600
     assert not (first & _rows(dm.rollouts.buffer[:]))
 
@@ -92,7 +103,7 @@ def test_model_buffer_is_fifo_with_retain_epochs(cheetah_path):
 def test_terminated_rows_stop_and_terminal_transitions_are_stored():
     dm = _datamodule("hopper", collected_dataset("hopper", 2_000, seed=0), rollout_batch_size=400,
                      rollout_length=4)
-    stats = dm.model_rollouts().rollout(_random_policy(dm.act_dim)).scalars
+    stats = dm.rollouts.rollout(_random_policy(dm.task.act_dim)).scalars
     data = dm.rollouts.buffer[:]
     terminated = data["next", "terminated"].squeeze(-1)
     # An untrained model drifts hopper states out of the healthy range: some rows end early.
@@ -100,15 +111,17 @@ def test_terminated_rows_stop_and_terminal_transitions_are_stored():
     assert len(data) < 400 * 4
     assert stats["rollout/termination_rate"] > 0
     # A stored terminal row's next state is unhealthy, and no stored row starts from one.
-    term_fn = dm.task_spec.termination_fn
+    term_fn = dm.task.termination_fn
     assert torch.equal(term_fn(data["observation"], data["action"], data["next", "observation"]), terminated)
     assert not term_fn(data["observation"], data["action"], data["observation"]).any()
 
 
 def test_rollout_schedule_in_training(cheetah_path):
-    dm = _datamodule("halfcheetah", cheetah_path, updates_per_epoch=25, rollout_freq=10)
+    obs_dim, act_dim = get_task("halfcheetah").obs_dim, get_task("halfcheetah").act_dim
+    module = SACModule(obs_dim, act_dim, hidden_dim=32)
+    dm = _datamodule("halfcheetah", cheetah_path, learner=module, updates_per_epoch=25, rollout_freq=10)
     calls: list[int] = []
-    rollouts = dm.model_rollouts()
+    rollouts = dm.rollouts
     original = rollouts.rollout
 
     def counting_rollout(policy, updates=0, device="cpu"):
@@ -116,8 +129,6 @@ def test_rollout_schedule_in_training(cheetah_path):
         return original(policy, updates, device)
 
     rollouts.rollout = counting_rollout
-    module = SACModule(dm.obs_dim, dm.act_dim, hidden_dim=32)
-    dm.bind_learner(module)
     trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, accelerator="cpu", devices=1)
     trainer.fit(module, datamodule=dm)
@@ -135,7 +146,7 @@ def test_model_buffer_keeps_retain_epochs_of_rollouts(cheetah_path, rollout_freq
                                                       rollouts_per_epoch):
     """Capacity = model_retain_epochs * ceil(updates_per_epoch / rollout_freq) * h * share (authors' pool)."""
     dm = _datamodule("halfcheetah", cheetah_path, rollout_freq=rollout_freq, updates_per_epoch=updates_per_epoch)
-    rollouts = dm.model_rollouts()
+    rollouts = dm.rollouts
     assert rollouts_per_epoch == math.ceil(updates_per_epoch / rollout_freq)
     assert rollouts.capacity == 2 * rollouts_per_epoch * 3 * 100  # retain 2, h 3, 100 start states
 
@@ -143,21 +154,23 @@ def test_model_buffer_keeps_retain_epochs_of_rollouts(cheetah_path, rollout_freq
 def test_model_buffer_holds_retain_epochs_when_rolling_out_more_often(cheetah_path):
     """rollout_freq 10 < 25 updates per epoch: 3 rollouts an epoch, 2 epochs kept = 6 rollouts, FIFO."""
     dm = _datamodule("halfcheetah", cheetah_path, rollout_freq=10, updates_per_epoch=25)
-    policy = _random_policy(dm.act_dim)
-    dm.model_rollouts().rollout(policy)
+    policy = _random_policy(dm.task.act_dim)
+    dm.rollouts.rollout(policy)
     first = _rows(dm.rollouts.buffer[:])
     for _ in range(5):
-        dm.model_rollouts().rollout(policy)
+        dm.rollouts.rollout(policy)
     assert len(dm.rollouts) == 1800 and first <= _rows(dm.rollouts.buffer[:])
-    dm.model_rollouts().rollout(policy)  # the seventh rollout evicts the first
+    dm.rollouts.rollout(policy)  # the seventh rollout evicts the first
     assert len(dm.rollouts) == 1800 and not (first & _rows(dm.rollouts.buffer[:]))
 
 
 def test_default_settings_keep_todays_capacity():
     """MOPO's schedule (rollout_freq 1000 = 1000 updates per epoch): 5 * h * 50,000 rows."""
-    dm = D4RLDataModule(task="halfcheetah", path="unused.hdf5")
-    dm.real = load_dataset(collected_dataset("halfcheetah", 1_000, seed=0), "halfcheetah")
-    assert dm.model_rollouts().capacity == 5 * 5 * 50_000
+    data = OfflineDataModule(task="halfcheetah", path=str(collected_dataset("halfcheetah", 1_000, seed=0)))
+    ensemble = GaussianEnsemble(data.obs_dim, data.act_dim, num_members=3, num_elites=2, hidden_dim=32)
+    dm = data.policy_stage(ensemble, MOPOSettings(), 1.0, learner=_NoLearner())
+    dm.setup()
+    assert dm.rollouts.capacity == 5 * 5 * 50_000
 
 
 def test_max_rows_keeps_the_last_rows(cheetah_path):
@@ -168,14 +181,14 @@ def test_max_rows_keeps_the_last_rows(cheetah_path):
     kept = _rows(full[-300:])
     assert _rows(dm.real) == kept
     # the stage-1 holdout and bootstrap batches, and the rollout start states, come from the kept rows
-    data = dm.dynamics_data(num_members=3)
+    data = dm.offline.dynamics_data(num_members=3)
     assert data.holdout_inputs.shape[0] == 60 and data.train_inputs.shape[0] == 240
     assert {tuple(r) for r in data.holdout_inputs.tolist()} | {tuple(r) for r in data.train_inputs.tolist()} == kept
-    assert torch.equal(dm.model_rollouts().start_states, full["observation"][-300:])
+    assert torch.equal(dm.rollouts.start_states, full["observation"][-300:])
     # more rows than the file holds: everything is kept
     assert _datamodule("halfcheetah", cheetah_path, max_rows=10_000).real.shape == full.shape
     with pytest.raises(Exception, match="data.max_rows must be at least 1"):
-        D4RLDataModule(task="halfcheetah", path=str(cheetah_path), max_rows=0)
+        OfflineDataModule(task="halfcheetah", path=str(cheetah_path), max_rows=0)
 
 
 @pytest.fixture
@@ -197,14 +210,15 @@ def fake_collect(monkeypatch, cheetah_path):
 
 def test_collects_only_into_collect_path(tmp_path, fake_collect, capsys):
     target = tmp_path / "data" / "quick.hdf5"
-    dm = D4RLDataModule(task="halfcheetah", path=str(target), collect_path=str(target), collect_steps=1000)
-    dm.prepare_data()
+    spec = CollectIfMissing(path=str(target), steps=1000)
+    collect_if_missing(str(target), spec, get_task("halfcheetah"), seed=0)
     assert fake_collect == [(1000, str(target), "random")]
     line = capsys.readouterr().out.strip()
     assert line.count("\n") == 0 and "collecting 1000" in line and str(target) in line, line
+    dm = OfflineDataModule(task="halfcheetah", path=str(target))
     dm.setup("fit")
     assert dm.real.shape == (1000,)
-    dm.prepare_data()  # present now: not collected again
+    collect_if_missing(str(target), spec, get_task("halfcheetah"), seed=0)  # present now: not collected again
     assert len(fake_collect) == 1
 
 
@@ -213,13 +227,14 @@ def test_missing_path_that_is_not_collect_path_is_an_error(tmp_path, fake_collec
     """A mistyped --data.path with the quickstart config refuses instead of collecting into the typo."""
     monkeypatch.chdir(tmp_path)
     typo = tmp_path / "data" / "quikc.hdf5"
-    dm = D4RLDataModule(task="halfcheetah", path=str(typo), collect_path=collect_path, collect_steps=1000)
+    spec = CollectIfMissing(path=collect_path, steps=1000)
     with pytest.raises(DatasetError, match="quikc.hdf5: no such file") as info:
-        dm.prepare_data()
+        collect_if_missing(str(typo), spec, get_task("halfcheetah"), seed=0)
     assert "\n" not in str(info.value)
     assert fake_collect == [] and not typo.exists()
-    # the relative collect_path names the same file as an absolute path to it
+    with pytest.raises(DatasetError, match="quikc.hdf5"):  # the data side never collects
+        OfflineDataModule(task="halfcheetah", path=str(typo)).setup("fit")
+    # the relative collect.path names the same file as an absolute path to it
     if collect_path is not None:
-        D4RLDataModule(task="halfcheetah", path=str(tmp_path / collect_path), collect_path=collect_path,
-                       collect_steps=1000).prepare_data()
+        collect_if_missing(str(tmp_path / collect_path), spec, get_task("halfcheetah"), seed=0)
         assert fake_collect == [(1000, str(tmp_path / collect_path), "random")]

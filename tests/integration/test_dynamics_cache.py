@@ -24,15 +24,15 @@ from mopo_lightning.dynamics.fingerprint import (
     fingerprint_key,
 )
 from mopo_lightning.guards import ConfigError
-from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.training.datamodule import OfflineDataModule
 from mopo_lightning.training.stage1 import dynamics_stage
 
 TINY = {"hidden_dim": 8, "num_layers": 1, "weight_decays": (1e-5, 1e-4), "max_epochs": 2, "max_seconds": None}
 TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "enable_model_summary": False}
 
 
-def _datamodule(path: Path, **kwargs) -> D4RLDataModule:
-    return D4RLDataModule(task="hopper", path=str(path), **kwargs)
+def _datamodule(path: Path, **kwargs) -> OfflineDataModule:
+    return OfflineDataModule(task="hopper", path=str(path), **kwargs)
 
 
 def _stage1(path: Path, run_dir: Path, cache: Path, hparams: dict | None = None, checkpoint: str | None = None,
@@ -41,7 +41,7 @@ def _stage1(path: Path, run_dir: Path, cache: Path, hparams: dict | None = None,
                           checkpoint=checkpoint, trainer_kwargs=TRAINER, logger=False, cache_dir=cache)
 
 
-def _loaded(path: Path, **kwargs) -> D4RLDataModule:
+def _loaded(path: Path, **kwargs) -> OfflineDataModule:
     dm = _datamodule(path, **kwargs)
     dm.setup()
     return dm
@@ -59,9 +59,7 @@ def test_fingerprint_follows_what_shapes_the_model_and_nothing_else(tmp_path):
                     _key("a" * 64, seed=1), _key("a" * 64, mode="qlearning"), _key("a" * 64, holdout_ratio=0.1),
                     _key("a" * 64, max_holdout=500), _key("a" * 64, dynamics_batch_size=128)):
         assert changed != base
-    for stage2 in ({"rollout_length": 1}, {"penalty_coef": 5.0}, {"batch_size": 128}, {"real_ratio": 0.5},
-                   {"rollout_batch_size": 10}, {"penalty_kind": "disagreement"}, {"updates_per_epoch": 7},
-                   {"penalty_kind": "loo_kl", "penalty_units": "p95"}):
+    for stage2 in ({"batch_size": 128}, {"updates_per_epoch": 7}):  # the mopo group never reaches stage 1
         assert _key("a" * 64, **stage2) == base, stage2
     # An omitted hyper-parameter is its default; 120 and 120.0 are one setting.
     dm = _datamodule(Path("unused.hdf5"))
@@ -104,7 +102,7 @@ def test_mismatched_model_refuses_naming_what_differs(tmp_path):
     with pytest.raises(ConfigError, match=r"--dynamics_checkpoint .* dynamics.max_epochs 2 \(now 3\)"):
         _stage1(data, tmp_path / "run2", cache, {"max_epochs": 3}, checkpoint=str(run_dir / "dynamics.ckpt"))
     # The same settings load it, and report its real training time.
-    module, again = _stage1(data, run_dir, cache, penalty_coef=3.0)
+    module, again = _stage1(data, run_dir, cache, batch_size=128)
     assert again["loaded"] is True and again["seconds"] == info["seconds"] > 0
     assert again["fingerprint"] == info["fingerprint"] == fingerprint_key(module.fingerprint)
 
@@ -112,12 +110,12 @@ def test_mismatched_model_refuses_naming_what_differs(tmp_path):
 def test_runs_differing_in_stage2_settings_share_one_trained_model(tmp_path, capsys):
     data = collected_dataset("hopper", 2_000, seed=0)
     cache = tmp_path / "cache"
-    first, info = _stage1(data, tmp_path / "h5", cache, rollout_length=5, penalty_coef=1.0)
+    first, info = _stage1(data, tmp_path / "h5", cache, batch_size=256)
     entry = cache / info["fingerprint"] / "dynamics.ckpt"
     assert info["cache_entry"] == str(entry) and not (entry.parent / "partial.ckpt").exists()
     mtime = entry.stat().st_mtime_ns
     capsys.readouterr()
-    second, again = _stage1(data, tmp_path / "h1", cache, rollout_length=1, penalty_coef=0.25)
+    second, again = _stage1(data, tmp_path / "h1", cache, batch_size=128, updates_per_epoch=7)
     assert "from the cache" in capsys.readouterr().out
     assert again["loaded"] is True and again["seconds"] == info["seconds"]
     assert entry.stat().st_mtime_ns == mtime  # not retrained
@@ -215,14 +213,14 @@ def test_the_penalty_scales_are_measured_once_and_travel_with_the_cached_model(t
 
     data = collected_dataset("hopper", 2_000, seed=0)
     cache = tmp_path / "cache"
-    module, info = _stage1(data, tmp_path / "a", cache, penalty_kind="aleatoric")
+    module, info = _stage1(data, tmp_path / "a", cache)
     scales = info["penalty_scales"]
     assert set(scales["kinds"]) == set(PENALTY_KINDS) and scales["rows"] == 2_000  # every row (under 10,000)
     assert scales == module.penalty_scales == load_dynamics(info["cache_entry"]).penalty_scales
     assert load_dynamics(tmp_path / "a" / "dynamics.ckpt").penalty_scales == scales
     measured = []
     monkeypatch.setattr(stage1, "measure_scales", lambda *a, **k: measured.append(1) or measure_scales(*a, **k))
-    loaded, again = _stage1(data, tmp_path / "b", cache, penalty_kind="llv", penalty_units="p95")
+    loaded, again = _stage1(data, tmp_path / "b", cache)
     assert again["loaded"] is True and again["penalty_scales"] == scales and not measured
     loaded.penalty_scales = None  # as a model saved before scales existed
     assert stage1.penalty_scales(loaded, _loaded(data)) == scales and measured == [1]

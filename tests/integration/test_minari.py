@@ -21,7 +21,7 @@ from mopo_lightning.data.minari import load_minari, open_dataset
 from mopo_lightning.data.summary import summarize
 from mopo_lightning.envs.wrappers import make_env
 from mopo_lightning.tasks import get_task
-from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.training.datamodule import OfflineDataModule
 
 
 def episodes(dataset_id: str) -> list:
@@ -50,15 +50,15 @@ def test_load_keeps_episodes_next_observations_and_both_flags(minari_factory):
     inner = np.setdiff1d(np.arange(399), ends)
     np.testing.assert_array_equal(td["next", "observation"][inner], td["observation"][inner + 1])
 
-    dm = D4RLDataModule(task="hopper-v5", dataset=dataset_id)
+    dm = OfflineDataModule(task="hopper-v5", dataset=dataset_id)
     dm.setup()
-    assert dm.source == "minari" and (dm.real == td).all()
+    assert dm.data.source == "minari" and (dm.real == td).all()
 
 
 def test_task_spec_is_the_datasets_recorded_env(minari_factory):
     """Ant-v5 without contact forces (27 columns, not the default 105): the recorded spec wins."""
     dataset_id = minari_factory("ant-v5", 200, env_kwargs={"include_cfrc_ext_in_observation": False})
-    dm = D4RLDataModule(task="ant-v5", dataset=dataset_id)
+    dm = OfflineDataModule(task="ant-v5", dataset=dataset_id)
     spec = dm.task_spec
     recorded = minari.load_dataset(dataset_id).spec.env_spec
     assert (spec.env_id, spec.env_kwargs, spec.obs_dim, spec.act_dim) == ("Ant-v5", recorded.kwargs, 27, 8)
@@ -73,7 +73,7 @@ def test_task_spec_is_the_datasets_recorded_env(minari_factory):
 def test_recorded_health_range_drives_termination(minari_factory):
     """A dataset collected with healthy_angle_range (-0.5, 0.5): its task terminates where that env did."""
     dataset_id = minari_factory("hopper-v5", 3000, policy="falling", env_kwargs={"healthy_angle_range": (-0.5, 0.5)})
-    dm = D4RLDataModule(task="hopper", dataset=dataset_id)  # a v4 task name: the data's Hopper-v5 wins
+    dm = OfflineDataModule(task="hopper", dataset=dataset_id)  # a v4 task name: the data's Hopper-v5 wins
     assert dm.task_spec.env_id == "Hopper-v5" and dm.task_spec.name == "hopper-v5"
     dm.setup()
     real = dm.real
@@ -87,7 +87,7 @@ def test_recorded_health_range_drives_termination(minari_factory):
 def test_normalized_scores_use_the_datasets_references(minari_factory, capsys):
     dataset_id = minari_factory("hopper-v5", 300, max_episode_steps=50, ref_min_score=-20.0, ref_max_score=3000.0)
     dataset = minari.load_dataset(dataset_id)
-    dm = D4RLDataModule(task="hopper-v5", dataset=dataset_id)
+    dm = OfflineDataModule(task="hopper-v5", dataset=dataset_id)
     returns = np.array([np.sum(e.rewards, dtype=np.float64) for e in dataset.iterate_episodes()])
     ours = dm.task_spec.normalized_score(returns)
     np.testing.assert_allclose(ours, 100.0 * minari.get_normalized_score(dataset, returns), rtol=1e-12)
@@ -98,14 +98,14 @@ def test_normalized_scores_use_the_datasets_references(minari_factory, capsys):
     assert info["normalized_score"]["mean"] == pytest.approx(100.0 * minari.get_normalized_score(dataset, returns.mean()))
     assert info["score_reference"] == f"minari:{dataset_id}"
     # the path fit hands to `data info` (dataset_path) summarises the same dataset
-    assert summarize(dm.dataset_path(), dm.task_spec)["normalized_score"] == info["normalized_score"]
+    assert summarize(dm.data.file(), dm.task_spec)["normalized_score"] == info["normalized_score"]
     dm.setup()
     assert "no reference scores" not in capsys.readouterr().out
 
 
 def test_without_references_scores_are_null_and_said_once(minari_factory, capsys):
     dataset_id = minari_factory("hopper-v5", 200)
-    dm = D4RLDataModule(task="hopper-v5", dataset=dataset_id)
+    dm = OfflineDataModule(task="hopper-v5", dataset=dataset_id)
     assert not dm.task_spec.has_reference_scores and dm.score_reference == "none"
     assert math.isnan(dm.task_spec.normalized_score(100.0))
     dm.setup()
@@ -116,24 +116,24 @@ def test_without_references_scores_are_null_and_said_once(minari_factory, capsys
 
 
 def test_d4rl_runs_keep_d4rl_references(hopper_small):
-    dm = D4RLDataModule(task="hopper", path=str(hopper_small))
-    assert dm.source == "file" and dm.score_reference == "D4RL" and dm.task_spec.env_id == "Hopper-v4"
+    dm = OfflineDataModule(task="hopper", path=str(hopper_small))
+    assert dm.data.source == "file" and dm.score_reference == "D4RL" and dm.task_spec.env_id == "Hopper-v4"
 
 
 def test_wrong_robot_is_one_line(minari_factory):
     dataset_id = minari_factory("hopper-v5", 200)
     with pytest.raises(DatasetError) as err:
-        _ = D4RLDataModule(task="walker2d-v5", dataset=dataset_id).task_spec
+        _ = OfflineDataModule(task="walker2d-v5", dataset=dataset_id).task_spec
     assert "\n" not in str(err.value) and "Hopper-v5" in str(err.value) and "walker2d-v5" in str(err.value)
 
 
 def test_offline_remote_id_is_one_line(tmp_path):
     """A remote id missing from an empty store, with Minari's remote unreachable (HF offline mode)."""
     code = (
-        "from mopo_lightning.training.datamodule import D4RLDataModule\n"
+        "from mopo_lightning.training.datamodule import OfflineDataModule\n"
         "from mopo_lightning.data.summary import summarize\n"
         "from mopo_lightning.data.d4rl import DatasetDownloadError\n"
-        "for call in (lambda: D4RLDataModule(task='hopper-v5', dataset='mujoco/hopper/medium-v0').task_spec,\n"
+        "for call in (lambda: OfflineDataModule(task='hopper-v5', dataset='mujoco/hopper/medium-v0').task_spec,\n"
         "             lambda: summarize('mujoco/hopper/medium-v0')):\n"
         "    try:\n"
         "        call()\n"

@@ -14,7 +14,7 @@ QUICKSTART = Path(__file__).resolve().parents[2] / "conf" / "quickstart.yaml"
 TINY = [
     "--trainer.max_epochs", "2",
     "--data.updates_per_epoch", "50",
-    "--data.rollout_batch_size", "500",
+    "--mopo.rollout_batch_size", "500",
     "--dynamics.max_epochs", "3",
     "--evaluation.num_episodes", "2",
     "--evaluation.max_episode_steps", "100",
@@ -25,8 +25,8 @@ REF_MIN, REF_MAX = -20.0, 3000.0
 
 def test_fit_on_a_minari_dataset(minari_factory, tmp_path):
     dataset_id = minari_factory("hopper-v5", 2_000, ref_min_score=REF_MIN, ref_max_score=REF_MAX)
-    run_cli("fit", "--config", str(QUICKSTART), "--data.path", "null", "--data.collect_path", "null",
-            "--data.collect_steps", "null", "--data.dataset", dataset_id, "--data.task", "hopper-v5",
+    run_cli("fit", "--config", str(QUICKSTART), "--data.path", "null", "--collect.path", "null",
+            "--collect.steps", "null", "--data.dataset", dataset_id, "--data.task", "hopper-v5",
             "--run_name", "minari", *TINY, cwd=tmp_path)
     results = json.loads((tmp_path / "checkpoints" / "minari" / "results.json").read_text())
     assert results["dataset"] == dataset_id and results["score_reference"] == f"minari:{dataset_id}"

@@ -2,7 +2,7 @@
 
 The transitions are real Minari datasets (the "falling" policy, so that the robots that can fall do so
 hundreds of times); the check runs both the registry's v5 task and the task the dataset's recorded spec
-defines (``D4RLDataModule.task_spec``), on the loaded transitions. HalfCheetah never terminates.
+defines (``OfflineDataModule.task_spec``), on the loaded transitions. HalfCheetah never terminates.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mopo_lightning.tasks import get_task
-from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.training.datamodule import OfflineDataModule
 
 MIN_TERMINALS = {"hopper-v5": 200, "walker2d-v5": 200, "ant-v5": 50, "halfcheetah-v5": 0}
 
@@ -19,7 +19,7 @@ MIN_TERMINALS = {"hopper-v5": 200, "walker2d-v5": 200, "ant-v5": 50, "halfcheeta
 @pytest.mark.parametrize("name", ["hopper-v5", "walker2d-v5", "halfcheetah-v5", "ant-v5"])
 def test_v5_termination_fn_matches_env(name, minari_factory):
     dataset_id = minari_factory(name, 5_000, seed=0, policy="falling")
-    dm = D4RLDataModule(task=name, dataset=dataset_id)
+    dm = OfflineDataModule(task=name, dataset=dataset_id)
     dm.setup()
     real = dm.real
     terminated = real["next", "terminated"][:, 0].numpy()

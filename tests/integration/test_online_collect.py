@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import read_hdf5
 
-from mopo_lightning.data.d4rl import load_dataset
 from mopo_lightning.collection.online import SACCollectConfig, collect_sac
+from mopo_lightning.data.d4rl import load_dataset
 
 REPO = Path(__file__).resolve().parents[2]
 # Hopper with 50-step episodes (many checkpoint chances), small networks: a few seconds per run.

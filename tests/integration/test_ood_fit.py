@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "--trainer.max_epochs", "2",
     "--data.updates_per_epoch", "40",
-    "--data.rollout_batch_size", "300",
+    "--mopo.rollout_batch_size", "300",
     "--dynamics.max_epochs", "2",
     "--evaluation.num_episodes", "2",
     "--evaluation.max_episode_steps", "200",
@@ -31,7 +31,7 @@ def ood_runs(tmp_path_factory) -> tuple[Path, dict, dict, dict]:
     collect("halfcheetah", 2_000, cwd / "data" / "hc.hdf5", policy="random", seed=0, quiet=True)
     common = ["--config", str(REPO / "conf" / "halfcheetah_jump.yaml"), "--data.path", "data/hc.hdf5", *TINY]
     run_cli("fit", *common, "--run_name", "mopo", cwd=cwd)
-    run_cli("fit", *common, "--run_name", "mbpo", "--data.penalty_coef", "0", cwd=cwd)  # dynamics from the cache
+    run_cli("fit", *common, "--run_name", "mbpo", "--mopo.penalty_coef", "0", cwd=cwd)  # dynamics from the cache
     mopo, mbpo = (json.loads((cwd / "checkpoints" / n / "results.json").read_text()) for n in ("mopo", "mbpo"))
     report = json.loads(run_cli("report", "checkpoints/mopo", "checkpoints/mbpo", "--json", cwd=cwd).stdout)
     return cwd, mopo, mbpo, report

@@ -16,12 +16,13 @@ from conftest import collected_dataset
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation, evaluate_policy
-from mopo_lightning.callbacks.premise import PremiseMonitor
+from mopo_lightning.callbacks.premise import PremiseMonitor, penalty_settings
 from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.data.d4rl import load_dataset
-from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.diagnostics.premise import DataReference, PenaltySettings, premise_metrics
+from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.envs.wrappers import make_env
+from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.tasks import get_task
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD
 
@@ -217,14 +218,7 @@ class TinyPolicy(L.LightningModule):
 
 
 class TinyData(L.LightningDataModule):
-    """What the monitor reads from ``D4RLDataModule``: hparams, ``ensemble``, ``real``, ``task_spec``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.save_hyperparameters({"penalty_coef": 1.0, "penalty_kind": "disagreement", "reward_mode": "sample",
-                                   "rollout_length": 3, "task": "halfcheetah", "dataset": None, "path": "x",
-                                   "seed": 0, "real_ratio": 0.05})
-        self.ensemble, self.real, self.task_spec = None, None, TASK
+    """Three batches an epoch: the monitor reads nothing of the data module (its collaborators are handed in)."""
 
     def train_dataloader(self):
         return torch.utils.data.DataLoader(torch.zeros(3, 1), batch_size=1)
@@ -234,16 +228,19 @@ class TinyData(L.LightningDataModule):
 def test_the_monitor_in_a_real_fit_logs_at_the_eval_step_with_images_and_results_json(ensemble, data, tmp_path):
     """Two epochs of 3 batches: premise/* scalars and the figure at the x of eval/*, results.json entries."""
     evaluation = MuJoCoEvaluation(num_episodes=2, max_episode_steps=30, task="halfcheetah")
-    monitor = PremiseMonitor(max_data_states=2_000)
+    mopo = MOPOSettings(penalty_coef=1.0, penalty_kind="disagreement", reward_mode="sample", rollout_length=3)
+    collaborators = {"evaluation": evaluation, "ensemble": ensemble, "data_observations": data["observation"],
+                     "task": TASK, "settings": penalty_settings(mopo, None), "rollout_length": mopo.rollout_length}
+    monitor = PremiseMonitor(max_data_states=2_000, **collaborators)
     results = RunResults(tmp_path / "results.json", {"task": "halfcheetah"})
+    results.evaluation = evaluation
     logger = TensorBoardLogger(tmp_path, name="tb", version="sac")
     trainer = L.Trainer(max_epochs=2, limit_train_batches=3, logger=logger, callbacks=[evaluation, monitor, results],
                         accelerator="cpu", devices=1, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1)
-    datamodule = TinyData()
-    datamodule.ensemble, datamodule.real = ensemble, data
-    trainer.fit(TinyPolicy(), datamodule=datamodule)
-    assert evaluation.listeners == [monitor] and PremiseMonitor(horizon=2)._horizon(datamodule) == 2
+    trainer.fit(TinyPolicy(), datamodule=TinyData())
+    assert evaluation.listeners == [monitor]
+    assert PremiseMonitor(horizon=2, **{**collaborators, "evaluation": MuJoCoEvaluation()}).horizon == 2
 
     saved = json.loads((tmp_path / "results.json").read_text())
     entry = saved["evaluations"][-1]

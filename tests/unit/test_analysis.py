@@ -84,7 +84,7 @@ def test_small_samples_show_the_range_and_no_improvement_interval():
 def _task_args(task: str, data: str = "medium-replay") -> list[str]:
     h, lam = PAPER[task]
     return ["--config", "conf/quickstart.yaml", "--data.task", task, "--data.path", f"data/{task}-{data}.hdf5",
-            "--data.rollout_length", str(h), "--data.penalty_coef", str(lam), "--trainer.max_epochs", "2",
+            "--mopo.rollout_length", str(h), "--mopo.penalty_coef", str(lam), "--trainer.max_epochs", "2",
             "--data.updates_per_epoch", "50"]
 
 
@@ -102,10 +102,10 @@ def study(tmp_path_factory) -> Path:
                 base = 40.0 if task == "hopper" else 20.0
                 fit_run(root, f"{task}-MOPO-s{seed}", [*_task_args(task), "--method", "MOPO",
                                                        "--seed_everything", str(seed)], [base / 2, base + seed])
-                fit_run(root, f"{task}-MBPO-s{seed}", [*_task_args(task), "--method", "MBPO", "--data.penalty_coef",
+                fit_run(root, f"{task}-MBPO-s{seed}", [*_task_args(task), "--method", "MBPO", "--mopo.penalty_coef",
                                                        "0", "--seed_everything", str(seed)], [base / 4, base / 2 + seed])
             for seed in range(2):
-                fit_run(root, f"{task}-plain-s{seed}", [*_task_args(task), "--data.rollout_length", "5",
+                fit_run(root, f"{task}-plain-s{seed}", [*_task_args(task), "--mopo.rollout_length", "5",
                                                         "--seed_everything", str(seed)], [1.0, 5.0 + seed])
         args = [*_task_args("hopper"), "--method", "MOPO"]
         fit_run(root, "hopper-MOPO-s7", [*args, "--seed_everything", "7"], [99.0], status="stopped", signal=15)

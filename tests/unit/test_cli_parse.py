@@ -49,7 +49,7 @@ def test_no_arguments_and_help_print_the_overview_of_every_command(capsys):
 def test_every_command_has_help(capsys, command):
     code, out, _ = run(capsys, *command.split(), "--help")
     assert code == 0
-    assert out.startswith(f"usage: mopo-lightning {'[options] ' if command == 'fit' else ''}{command}")
+    assert out.startswith(f"usage: mopo-lightning {command}")
     assert "--config" in out and "--print_config" in out
 
 

@@ -9,8 +9,8 @@ import torch
 from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs
 
-from mopo_lightning.model_env.env import PenalizedModelEnv, model_step, uncertainty_penalty
 from mopo_lightning.envs.termination import hopper as hopper_termination
+from mopo_lightning.model_env.env import PenalizedModelEnv, model_step, uncertainty_penalty
 
 O, A = 2, 1
 

@@ -13,6 +13,8 @@ import torch
 
 from mopo_lightning.dynamics.fingerprint import dynamics_fingerprint, fingerprint_key
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
+from mopo_lightning.envs.termination import never
+from mopo_lightning.guards import ConfigError
 from mopo_lightning.model_env.env import model_step
 from mopo_lightning.model_env.penalties import (
     PENALTIES,
@@ -23,9 +25,8 @@ from mopo_lightning.model_env.penalties import (
     scales_current,
     uncertainty_penalty,
 )
-from mopo_lightning.envs.termination import never
-from mopo_lightning.guards import ConfigError
-from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.model_env.settings import MOPOSettings
+from mopo_lightning.training.datamodule import OfflineDataModule
 
 # E = 3 members, B = 2 rows, D = 3 outputs (reward, 2 state columns): MEAN[i][b], STD[i][b]
 MEAN = [[[0.0, 0.0, 0.0], [1.0, -1.0, 2.0]],
@@ -192,32 +193,20 @@ def test_lambda_in_a_kinds_units_divides_by_its_scale():
         coef_in_raw_units(3.0, "aleatoric", "median", scales)  # type: ignore[arg-type]
 
 
-def _datamodule(**kwargs) -> D4RLDataModule:
-    return D4RLDataModule(task="hopper", path="unused.hdf5", **kwargs)
+def _datamodule(**kwargs) -> OfflineDataModule:
+    return OfflineDataModule(task="hopper", path="unused.hdf5", **kwargs)
 
 
-def test_the_datamodule_applies_lambda_in_the_units_asked_and_fails_early_without_a_scale():
-    from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+def test_the_stage1_fingerprint_holds_no_mopo_setting():
+    """Penalties, h and the rollouts are stage-2 settings (the ``mopo`` group): one trained model serves every
+    kind, unit and lambda, because the fingerprint reads the data group and the dynamics group only."""
+    from mopo_lightning.dynamics.fingerprint import CONFIG_KEYS
 
-    ensemble = GaussianEnsemble(11, 3, hidden_dim=8, num_layers=1, weight_decays=(0.0, 0.0))
-    scales = {kind: {"mean": 2.0, "p95": 8.0} for kind in PENALTY_KINDS}
-    raw = _datamodule(penalty_coef=4.0)
-    raw.attach_dynamics(ensemble)
-    assert raw.penalty_coef == 4.0
-    dm = _datamodule(penalty_coef=4.0, penalty_kind="llv", penalty_units="p95")
-    with pytest.raises(ConfigError, match="penalty_units=p95"):
-        dm.attach_dynamics(ensemble)
-    dm.attach_dynamics(ensemble, scales)
-    assert dm.penalty_coef == 0.5
-
-
-def test_the_stage1_fingerprint_ignores_every_penalty_setting():
-    """Penalties are stage-2 settings: one trained model serves every kind, unit and lambda."""
-    key = fingerprint_key(dynamics_fingerprint("a" * 64, _datamodule().hparams, {}))
-    for kind in PENALTY_KINDS:
-        for units in ("raw", "mean", "p95"):
-            dm = _datamodule(penalty_kind=kind, penalty_units=units, penalty_coef=2.5)
-            assert fingerprint_key(dynamics_fingerprint("a" * 64, dm.hparams, {})) == key, (kind, units)
+    fields = dynamics_fingerprint("a" * 64, _datamodule().hparams, {})
+    for name in MOPOSettings.__dataclass_fields__:
+        assert not any(name in field for field in fields), name
+    assert not any(key.startswith("mopo.") for key in CONFIG_KEYS)
+    key = fingerprint_key(fields)
     assert fingerprint_key(dynamics_fingerprint("a" * 64, _datamodule(seed=1).hparams, {})) != key  # not vacuous
 
 

@@ -223,17 +223,14 @@ def test_the_monitor_measures_every_kind_whichever_trains():
 
 
 def test_each_kind_is_weighed_in_the_runs_units():
-    from types import SimpleNamespace
-
-    from lightning.fabric.utilities.data import AttributeDict
-
     from mopo_lightning.callbacks.premise import penalty_settings
     from mopo_lightning.model_env.penalties import PENALTY_KINDS
+    from mopo_lightning.model_env.settings import MOPOSettings
 
     scales = {kind: {"mean": 1.0, "p95": float(i + 1)} for i, kind in enumerate(PENALTY_KINDS)}
-    hp = AttributeDict(penalty_coef=2.0, penalty_kind="loo_kl", reward_mode="mean", penalty_units="p95")
-    settings = penalty_settings(SimpleNamespace(hparams=hp, penalty_scales=scales))
+    mopo = MOPOSettings(penalty_coef=2.0, penalty_kind="loo_kl", reward_mode="mean", penalty_units="p95")
+    settings = penalty_settings(mopo, scales)
     assert settings.kind == "loo_kl" and settings.coef == 2.0 / scales["loo_kl"]["p95"]
     assert settings.coefs == {kind: 2.0 / (i + 1) for i, kind in enumerate(PENALTY_KINDS)}
-    hp.penalty_units = "raw"  # the paper's lambda: one raw lambda for every kind
-    assert set(penalty_settings(SimpleNamespace(hparams=hp, penalty_scales=scales)).coefs.values()) == {2.0}
+    raw = MOPOSettings(penalty_coef=2.0, penalty_kind="loo_kl", reward_mode="mean", penalty_units="raw")
+    assert set(penalty_settings(raw, scales).coefs.values()) == {2.0}  # the paper's lambda: one for every kind

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mopo_lightning.config_keys import RENAMED_KEYS, check_renamed_keys
 from mopo_lightning.guards import ConfigError
-from mopo_lightning.training_cli import RENAMED_KEYS, check_renamed_keys
 
 
 @pytest.mark.parametrize("old", sorted(RENAMED_KEYS))
@@ -26,5 +26,5 @@ def test_old_key_in_a_config_file_names_the_file_and_the_new_key(tmp_path, old):
 
 def test_current_keys_pass(tmp_path):
     path = tmp_path / "new.yaml"
-    path.write_text("data:\n  penalty_kind: aleatoric\n  penalty_coef: 1.0\ndynamics:\n  num_layers: 4\n")
-    check_renamed_keys(["--config", str(path), "--data.penalty_coef", "2", "--dynamics.num_layers", "3"])
+    path.write_text("mopo:\n  penalty_kind: aleatoric\n  penalty_coef: 1.0\ndynamics:\n  num_layers: 4\n")
+    check_renamed_keys(["--config", str(path), "--mopo.penalty_coef", "2", "--dynamics.num_layers", "3"])

@@ -22,7 +22,7 @@ def write_run(root: Path, name: str, seed: int, kind: str, spearman: dict[str, f
             "final_normalized_score": 10.0, "final_premise": premise, "status": "finished", "seconds": {},
             "penalty_coef": 1.0, "rollout_length": 5}
     (run_dir / "results.json").write_text(json.dumps(data))
-    (run_dir / "run.json").write_text(json.dumps({"data.penalty_kind": kind, "seed_everything": seed}))
+    (run_dir / "run.json").write_text(json.dumps({"mopo.penalty_kind": kind, "seed_everything": seed}))
     return run_dir
 
 

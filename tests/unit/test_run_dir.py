@@ -10,7 +10,7 @@ import torch
 from mopo_lightning.guards import CheckpointError, ConfigError
 from mopo_lightning.training.run_dir import IDENTITY, RunDirectory, check_checkpoint, identity
 
-CONFIG = {"data": {"task": "hopper", "penalty_coef": 1.0}, "dynamics": {"weight_decays": (1e-4, 2e-4)},
+CONFIG = {"data": {"task": "hopper"}, "mopo": {"penalty_coef": 1.0}, "dynamics": {"weight_decays": (1e-4, 2e-4)},
           "trainer": {"max_epochs": 4, "devices": 1}, "ckpt_path": None, "seed_everything": 0}
 
 
@@ -51,18 +51,18 @@ def test_overwrite_is_explicit_and_replaces_the_run_only_on_start(tmp_path):
     run = _started(tmp_path / "r")
     _ckpt(run.path / "sac" / "epoch0000.ckpt")
     again = RunDirectory(run.path)
-    again.prepare(_with(data__penalty_coef=5.0), None, overwrite=True)
+    again.prepare(_with(mopo__penalty_coef=5.0), None, overwrite=True)
     assert (run.path / "sac" / "epoch0000.ckpt").exists()  # nothing deleted before the data is known good
     again.start()
     assert not (run.path / "sac").exists()
-    assert json.loads((run.path / IDENTITY).read_text())["data.penalty_coef"] == 5.0
+    assert json.loads((run.path / IDENTITY).read_text())["mopo.penalty_coef"] == 5.0
 
 
 def test_resume_allows_budget_and_hardware_but_names_other_differences(tmp_path):
     run = _started(tmp_path / "r")
     assert run.prepare(_with(trainer__max_epochs=10, trainer__devices=2), "last") is None  # no SAC ckpt yet
-    with pytest.raises(ConfigError, match=r"data\.penalty_coef \(1\.0 -> 5\.0\)"):
-        run.prepare(_with(data__penalty_coef=5.0), "last")
+    with pytest.raises(ConfigError, match=r"mopo\.penalty_coef \(1\.0 -> 5\.0\)"):
+        run.prepare(_with(mopo__penalty_coef=5.0), "last")
 
 
 def test_resume_needs_a_run(tmp_path):

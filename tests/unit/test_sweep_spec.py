@@ -10,7 +10,7 @@ import pytest
 from mopo_lightning.dynamics.fingerprint import CONFIG_KEYS, dynamics_fingerprint
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.sweep.spec import is_fingerprint_key, load_sweep
-from mopo_lightning.training.datamodule import D4RLDataModule
+from mopo_lightning.training.datamodule import OfflineDataModule
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ configs:
   - {{config: {REPO}/conf/walker2d_mixed.yaml, name: w, data.path: w.hdf5}}
 arms:
   MOPO: {{}}
-  MBPO: {{data.penalty_coef: 0.0}}
+  MBPO: {{mopo.penalty_coef: 0.0}}
 trainer: {{max_epochs: 3}}
 grid:
   seed_everything: [0, 1]
@@ -44,15 +44,15 @@ grid:
                      "hopper_mixed-MBPO-s0", "hopper_mixed-MBPO-s1", "w-MBPO-s0", "w-MBPO-s1"]
     mbpo_w = _args(trials[7])
     assert mbpo_w["config"] == [f"{REPO}/conf/walker2d_mixed.yaml"] and mbpo_w["data.path"] == ["w.hdf5"]
-    assert mbpo_w["data.penalty_coef"] == ["0.0"] and mbpo_w["method"] == ["MBPO"]
+    assert mbpo_w["mopo.penalty_coef"] == ["0.0"] and mbpo_w["method"] == ["MBPO"]
     assert mbpo_w["trainer.max_epochs"] == ["3"] and mbpo_w["seed_everything"] == ["1"]
-    assert "data.penalty_coef" not in _args(trials[0])  # MOPO: each dataset's own lambda from its config
+    assert "mopo.penalty_coef" not in _args(trials[0])  # MOPO: each dataset's own lambda from its config
     assert trials[7].overrides == {"config": "w", "method": "MBPO", "seed_everything": 1}
 
 
 def test_one_config_keeps_the_grid_names_and_bad_files_are_one_line(tmp_path):
     one = tmp_path / "one.yaml"
-    one.write_text(f"config: {REPO}/conf/quickstart.yaml\ngrid:\n  data.penalty_coef: [1.0, 5.0]\n")
+    one.write_text(f"config: {REPO}/conf/quickstart.yaml\ngrid:\n  mopo.penalty_coef: [1.0, 5.0]\n")
     assert [t.name for t in load_sweep(one).trials(Path("s"), Path("c"), 1)] == ["lam1", "lam5"]
     bad = {"arms: {MOPO: {}}\nconfigs: [conf/quickstart.yaml]\ngrid: {method: [a]}\n": "'method' (grid) is set by",
            "config: conf/quickstart.yaml\nconfigs: [conf/quickstart.yaml]\n": "not both",
@@ -75,17 +75,17 @@ def test_one_config_keeps_the_grid_names_and_bad_files_are_one_line(tmp_path):
 
 
 def test_trial_order_reads_the_fingerprints_own_keys():
-    hparams = D4RLDataModule(task="hopper", path="x.hdf5").hparams
+    hparams = OfflineDataModule(task="hopper", path="x.hdf5").hparams
     fields = dynamics_fingerprint("a" * 64, hparams, {})
     for field in fields:
         if field.startswith(("data.", "dynamics.")) and field != "data.sha256":
             assert is_fingerprint_key(field), field
-    parameters = inspect.signature(D4RLDataModule.__init__).parameters
+    parameters = inspect.signature(OfflineDataModule.__init__).parameters
     for key in CONFIG_KEYS:  # every data key named is a real DataModule argument (no 'data.holdout' typo)
         if key.startswith("data."):
             assert key.removeprefix("data.") in parameters, key
     for key in ("data.holdout_ratio", "data.max_holdout", "data.max_rows", "data.mode", "data.dynamics_batch_size",
                 "data.path", "data.dataset", "seed_everything", "dynamics.hidden_dim"):
         assert is_fingerprint_key(key), key
-    for key in ("data.rollout_length", "data.penalty_coef", "model.actor_lr", "trainer.max_epochs"):
+    for key in ("mopo.rollout_length", "mopo.penalty_coef", "model.actor_lr", "trainer.max_epochs"):
         assert not is_fingerprint_key(key), key

@@ -1,0 +1,193 @@
+"""MOPO, the recipe: Yu et al. 2020, Algorithm 1, with MBPO's loop (Janner et al. 2019), read top to bottom.
+
+``train_mopo`` is the algorithm in the paper's order: the data; stage 1, the probabilistic ensemble (or the
+cached model these settings made); the penalised model MDP r - lambda * u and its branched rollouts; SAC on
+real and model rows, evaluated in the real MuJoCo env; the results. ``mopo-lightning fit`` parses and checks
+a config and calls it (so does every ``sweep`` trial, through ``fit``); Python callers call it directly with
+the same objects (``tests/conftest.py::fit_run`` builds them from a config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from mopo_lightning.callbacks.checkpointing import (
+    AtomicCheckpointIO,
+    EpochCheckpoint,
+    GracefulStop,
+    RNGStates,
+)
+from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
+from mopo_lightning.callbacks.premise import PremiseMonitor, penalty_settings
+from mopo_lightning.callbacks.progress_bar import StageProgressBar
+from mopo_lightning.callbacks.results import RunResults
+from mopo_lightning.collection.missing import CollectIfMissing, collect_if_missing
+from mopo_lightning.guards import NonFiniteError
+from mopo_lightning.model_env.penalties import coef_in_raw_units
+from mopo_lightning.model_env.settings import MOPOSettings
+from mopo_lightning.policy.sac import SACModule
+from mopo_lightning.training.datamodule import OfflineDataModule
+from mopo_lightning.training.mixed_batches import tensorboard_rollout_log, torch_threads
+from mopo_lightning.training.run_dir import RunDirectory
+from mopo_lightning.training.run_record import (
+    checkpoint_left,
+    closing_summary,
+    planned_budget,
+    record_end,
+    recorded,
+)
+from mopo_lightning.training.stage1 import dynamics_stage
+from mopo_lightning.transitions import OBSERVATION
+
+THREAD_PHASES = {
+    "dynamics": "stage 1 (the ensemble's training steps)",
+    "rollout": "the model rollouts (batched ensemble steps of every start state)",
+    "sac": "the SAC updates and the MuJoCo evaluation that runs between epochs",
+}
+"""Phases with their own torch CPU thread count; measured by ``benchmarks/threads.py``."""
+
+
+@dataclass
+class RunSettings:
+    """Where a run lives and how its stages run (``fit``'s run options; the README's table of them)."""
+
+    run_dir: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    """The resolved config: ``run.json`` keeps the keys that define the run (``training/run_dir.py``)."""
+    config_yaml: str | None = None
+    """Written as ``<run_dir>/config.yaml`` when the run starts (the command that made it, as YAML)."""
+    stage: Literal["all", "dynamics"] = "all"
+    method: str | None = None
+    seed: int = 0
+    threads: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THREAD_PHASES, 1))
+    overwrite: bool = False
+    rank: int = 0
+    """This process's rank before the Trainer exists (DDP launchers re-run the command on the other ranks)."""
+    checkpoint_every_n_epochs: int = 1
+    keep_checkpoints: int = 2
+    dynamics_checkpoint: str | None = None
+    dynamics_cache: Path | None = None
+    log_every_n_steps: int = 50
+
+
+def train_mopo(data: OfflineDataModule, sac: SACModule, mopo: MOPOSettings, dynamics: dict[str, Any],
+               run: RunSettings, *, trainer: dict[str, Any] | None = None, evaluation: dict[str, Any] | None = None,
+               premise: dict[str, Any] | None = None, collect: CollectIfMissing | None = None,
+               ckpt_path: str | None = None) -> RunResults:
+    """Train MOPO; returns the run's ``results.json`` record. ``trainer``: ``lightning.Trainer`` arguments of the
+    SAC stage (stage 1 shares its hardware); ``evaluation`` and ``premise``: their callbacks' arguments;
+    ``ckpt_path``: ``last`` or a SAC checkpoint to resume."""
+    trainer, evaluation = dict(trainer or {}), dict(evaluation or {})
+    directory = RunDirectory(run.run_dir, rank=run.rank)
+    resuming = ckpt_path is not None
+    ckpt_path = directory.prepare(run.config, ckpt_path, run.overwrite)  # checked before any work
+    hp = data.hparams
+    results = run_results(data, mopo, run, trainer, evaluation)
+    if resuming:
+        results.restore()  # a fresh start (--overwrite too) keeps nothing of an old results.json
+    with recorded(results, directory, resuming):
+        # 1. The data: collected first where the config says so, then read and validated (bad data stop here,
+        #    before the run directory is touched).
+        collect_if_missing(hp.path, collect or CollectIfMissing(), data.task_spec, run.seed)
+        data.setup("fit")
+        directory.start()
+        if run.config_yaml is not None and run.rank == 0:
+            (run.run_dir / "config.yaml").write_text(run.config_yaml)
+        if not resuming:  # a resume says so once stage 1 is loaded: a refused one changes nothing
+            results.set_status("running")
+
+        # 2. Stage 1: the probabilistic ensemble, trained to member-wise early stopping (or loaded).
+        model, info = dynamics_stage(
+            data, num_threads=run.threads["dynamics"], hparams=dynamics, run_dir=run.run_dir,
+            checkpoint=run.dynamics_checkpoint, cache_dir=run.dynamics_cache or run.run_dir.parent / ".dynamics_cache",
+            trainer_kwargs=stage1_trainer_kwargs(trainer, run), logger=tensorboard(run.run_dir, "dynamics"))
+        results.data["dynamics"] = info
+        results.data["seconds"]["dynamics"] = info["seconds"]
+        results.save()
+        if run.stage == "dynamics":
+            results.set_status("finished")
+            print(f"dynamics saved to {run.run_dir / 'dynamics.ckpt'}")
+            return results
+
+        # 3. The penalised model MDP: r - lambda * u, with lambda in the raw penalty's units, rolled out h steps
+        #    from real start states by SAC's current policy into the model buffer, mixed with real rows.
+        scales = info["penalty_scales"]["kinds"]
+        coef = coef_in_raw_units(mopo.penalty_coef, mopo.penalty_kind, mopo.penalty_units, scales)
+        logger = tensorboard(run.run_dir, "sac") if trainer.get("logger") in (None, True) else trainer["logger"]
+        batches = data.policy_stage(model.ensemble, mopo, coef, learner=sac, rollout_threads=run.threads["rollout"],
+                                    log=None if logger is False else tensorboard_rollout_log(logger))
+        results.data["score_reference"] = data.score_reference
+        results.data["penalty"] = {"kind": mopo.penalty_kind, "coef": mopo.penalty_coef, "units": mopo.penalty_units,
+                                   "coef_raw_units": coef}
+
+        # 4. SAC on the mixed batches, evaluated in the real env, the premise measured at each evaluation.
+        evaluator = MuJoCoEvaluation(**{**evaluation, "task": evaluation.get("task") or data.task_spec})
+        monitor = PremiseMonitor(**(premise or {}), evaluation=evaluator, ensemble=model.ensemble,
+                                 data_observations=data.rows()[OBSERVATION], task=data.task_spec,
+                                 settings=penalty_settings(mopo, scales), rollout_length=mopo.rollout_length)
+        results.evaluation = evaluator
+        results.tensorboard_hparams = {"task": hp.task, "dataset": str(hp.dataset or hp.path), "seed": hp.seed,
+                                       "rollout_length": mopo.rollout_length, "penalty_coef": mopo.penalty_coef,
+                                       "real_ratio": mopo.real_ratio, "penalty_kind": mopo.penalty_kind}
+        sac_trainer = policy_trainer(trainer, run, logger, [evaluator, monitor, results])
+        try:
+            with torch_threads(run.threads["sac"]):  # the updates, and the evaluation between epochs
+                sac_trainer.fit(sac, datamodule=batches, ckpt_path=ckpt_path)
+        except NonFiniteError as error:
+            raise NonFiniteError(f"{error}; the run stopped. {checkpoint_left(run.run_dir)}") from error
+
+        # 5. The results: finished, or stopped short with the reason; the score beside the data's own.
+        record_end(results, int(sac.sac_updates))
+        if sac_trainer.is_global_zero:
+            print(closing_summary(results, run.run_dir, data.data.file(), data.task_spec, int(sac.sac_updates)))
+    return results
+
+
+def run_results(data: OfflineDataModule, mopo: MOPOSettings, run: RunSettings, trainer: dict[str, Any],
+                evaluation: dict[str, Any]) -> RunResults:
+    """The run's ``results.json`` record: what it is (task, data, seed, method, h, lambda) and its planned budget."""
+    hp = data.hparams
+    results = RunResults(run.run_dir / "results.json", {
+        "task": hp.task, "dataset": hp.path or hp.dataset, "seed": run.seed, "method": run.method,
+        "penalty_coef": mopo.penalty_coef, "rollout_length": mopo.rollout_length,
+        "planned": planned_budget(run.stage, trainer, hp.updates_per_epoch, evaluation.get("every_n_epochs", 1))})
+    results.rank_zero = run.rank == 0
+    return results
+
+
+def tensorboard(run_dir: Path, stage: str) -> TensorBoardLogger:
+    """One TensorBoard directory per stage; a fixed version keeps it one directory across restarts."""
+    return TensorBoardLogger(run_dir, name="tensorboard", version=stage, default_hp_metric=False)
+
+
+def stage1_trainer_kwargs(trainer: dict[str, Any], run: RunSettings) -> dict[str, Any]:
+    """Stage 1 runs on the SAC stage's hardware, with its own loop settings (``training/stage1.py``)."""
+    keys = ("accelerator", "devices", "strategy", "num_nodes")
+    return {**{k: trainer.get(k, "auto" if k != "num_nodes" else 1) for k in keys},
+            "log_every_n_steps": run.log_every_n_steps,
+            "enable_progress_bar": trainer.get("enable_progress_bar") is not False}
+
+
+def policy_trainer(trainer: dict[str, Any], run: RunSettings, logger: Any, callbacks: list[L.Callback]) -> L.Trainer:
+    """The SAC stage's Trainer: the config's arguments, MOPO's callbacks, atomic resumable checkpoints."""
+    config = {**trainer, "logger": logger}
+    config.setdefault("default_root_dir", str(run.run_dir))
+    if config.get("enable_model_summary") is None:
+        config["enable_model_summary"] = False  # two tables of 'FLOPs 0' tell a user nothing
+    # SAC optimises manually with three backward passes per update, each touching only its own network:
+    # DDP's reducer needs find_unused_parameters.
+    if config.get("strategy") in ("ddp", "ddp_spawn"):
+        config["strategy"] = f"{config['strategy']}_find_unused_parameters_true"
+    config["plugins"] = config.get("plugins") or [AtomicCheckpointIO()]
+    checkpoint = EpochCheckpoint(run.run_dir / "sac", every_n_epochs=run.checkpoint_every_n_epochs,
+                                 keep=run.keep_checkpoints)
+    own = [*callbacks, RNGStates(), GracefulStop(run.run_dir / "sac"), checkpoint]
+    if config.get("enable_progress_bar") is not False:
+        own.append(StageProgressBar("stage 2 (SAC)", refresh_rate=10))  # a redraw per update costs ~2%
+    config["callbacks"] = [*(config.get("callbacks") or []), *own]
+    return L.Trainer(**config)
