@@ -27,6 +27,7 @@ from mopo_lightning.callbacks.premise import PremiseMonitor, penalty_settings
 from mopo_lightning.callbacks.progress_bar import StageProgressBar
 from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.collection.missing import CollectIfMissing, collect_if_missing
+from mopo_lightning.files import write_text_atomic
 from mopo_lightning.guards import NonFiniteError
 from mopo_lightning.model_env.penalties import coef_in_raw_units
 from mopo_lightning.model_env.settings import MOPOSettings
@@ -60,7 +61,7 @@ class RunSettings:
     config: dict[str, Any] = field(default_factory=dict)
     """The resolved config: ``run.json`` keeps the keys that define the run (``training/run_dir.py``)."""
     config_yaml: str | None = None
-    """Written as ``<run_dir>/config.yaml`` when the run starts (the command that made it, as YAML)."""
+    """Written as ``<run_dir>/config.yaml`` once stage 1 holds (the command that made it, as YAML)."""
     stage: Literal["all", "dynamics"] = "all"
     method: str | None = None
     seed: int = 0
@@ -96,8 +97,6 @@ def train_mopo(data: OfflineDataModule, sac: SACModule, mopo: MOPOSettings, dyna
         collect_if_missing(hp.path, collect or CollectIfMissing(), data.task_spec, run.seed)
         data.setup("fit")
         directory.start()
-        if run.config_yaml is not None and run.rank == 0:
-            (run.run_dir / "config.yaml").write_text(run.config_yaml)
         if not resuming:  # a resume says so once stage 1 is loaded: a refused one changes nothing
             results.set_status("running")
 
@@ -106,6 +105,8 @@ def train_mopo(data: OfflineDataModule, sac: SACModule, mopo: MOPOSettings, dyna
             data, num_threads=run.threads["dynamics"], hparams=dynamics, run_dir=run.run_dir,
             checkpoint=run.dynamics_checkpoint, cache_dir=run.dynamics_cache or run.run_dir.parent / ".dynamics_cache",
             trainer_kwargs=stage1_trainer_kwargs(trainer, run), logger=tensorboard(run.run_dir, "dynamics"))
+        if run.config_yaml is not None and run.rank == 0:  # once the inputs held: a refused run changes nothing
+            write_text_atomic(run.run_dir / "config.yaml", run.config_yaml)
         results.data["dynamics"] = info
         results.data["seconds"]["dynamics"] = info["seconds"]
         results.save()

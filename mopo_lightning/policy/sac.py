@@ -7,28 +7,8 @@ Adam 3e-4 for actor, critics and alpha, alpha learned from log_alpha = 0, target
 task (not -dim(A)). The loss terms (``loss_qvalue``, ``loss_actor``, ``loss_alpha``, as in TorchRL's
 objectives) live in ``policy/losses.py``.
 
-Hand-written update, not TorchRL's ``SACLoss``: ``benchmarks/sac_update.py`` (batch 256, 2 x 256,
-obs 17, act 6, 1 CPU thread, variants interleaved) measured SACLoss at 66 updates/s against 98/s for
-this update (0.67x; two runs gave 0.65-0.67), far outside the 10% margin. The fast path stacks both
-critics into one ``baddbmm`` ensemble, runs the actor loss through detached critic weights (no wasted
-weight gradients), soft-updates all targets with one ``torch._foreach_lerp_`` and uses fused Adam;
-together ~8% faster than a plain hand-written update (91/s). Matmuls are ~80% of the remaining time.
-
-No host synchronisation per update (GPU-ready): the NaN/inf guard records, on the device, the first
-update at which each logged value went non-finite, and reads that record (one sync) only every
-``check_finite_every`` updates, at every epoch end and before every checkpoint; logging syncs only
-every ``log_every_n`` updates.
-
-``compile=True`` compiles the three loss terms, each with ``torch.compile(fullgraph=True)`` (their
-backward graphs come from AOTAutograd); ``backward()``, the fused Adam steps and the target lerp stay
-eager. A whole compiled update does not pass fullgraph (torch 2.13): dynamo rejects ``Tensor.backward()``
-(it would need compiled autograd) and the fused ``Adam.step`` graph-breaks; the update is sequential
-anyway (the actor loss reads the critics after their step). ``benchmarks/gpu.py`` measures eager, compiled and
-compiled with CUDA graphs; on one CPU thread the compiled update was slower (18.2 against 15.2 ms at
-batch 256, 2 x 256), so the default stays eager.
-
-Bootstrapping uses ``("next", "terminated")`` only: a time-limit ``truncated``/``done`` row still
-bootstraps.
+Hand-written rather than TorchRL's ``SACLoss`` (0.67x as fast), eager rather than compiled on CPU: see
+``docs/performance.md``. Only ``("next", "terminated")`` stops bootstrapping: a time-limit row bootstraps.
 """
 
 from __future__ import annotations
@@ -39,21 +19,18 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.plugins.precision import Precision
-from lightning.pytorch.strategies import SingleDeviceStrategy
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torch import Tensor, nn
 
 from mopo_lightning.guards import assert_finite
+from mopo_lightning.policy.backward import backward_needs_lightning
 from mopo_lightning.policy.losses import actor_loss, alpha_loss, qvalue_loss, soft_bellman_target
 from mopo_lightning.policy.networks import EnsembleQ, TanhGaussianActor
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD, TERMINATED
 
-LOG_KEYS = ("critic_loss", "actor_loss", "alpha_loss", "alpha", "entropy", "q_mean", "q_max")
-"""Names of ``update``'s diagnostics, logged as ``sac/<name>`` (critic_loss is the ``loss_qvalue`` term,
-actor_loss ``loss_actor``, alpha_loss ``loss_alpha``)."""
+LOG_KEYS = ("loss_qvalue", "loss_actor", "loss_alpha", "alpha", "entropy", "q_mean", "q_max")
+"""Names of ``update``'s diagnostics, logged as ``sac/<name>``; the loss terms keep TorchRL's names."""
 
 
 class _SamplingPolicy(nn.Module):
@@ -134,7 +111,7 @@ class SACModule(L.LightningModule):
         self._cudagraphs = False
         self._n_updates: int | None = None  # host mirror of sac_updates, refreshed after loading
         self._checked_through = 0  # host: updates already covered by a finite check
-        self._direct_backward = False  # set at fit start: see ``_backward_needs_lightning``
+        self._direct_backward = False  # set at fit start: see ``backward_needs_lightning``
         self.register_load_state_dict_post_hook(lambda module, _: module._forget_host_state())
 
     def forward(self, obs: Tensor) -> Tensor:
@@ -171,27 +148,31 @@ class SACModule(L.LightningModule):
         self.update(batch)
 
     def update(self, batch: TensorDict) -> TensorDict:
-        """One SAC update (critics, then actor, then alpha, then soft targets); returns ``LOG_KEYS``
-        diagnostics, detached. Sync-free except for the finite checks and logging steps."""
+        """One SAC update: the critics on the soft Bellman target, then the actor on the stepped critics (as in
+        softlearning), then the temperature, then the soft targets. Returns the ``LOG_KEYS`` diagnostics."""
         actor_opt, critic_opt, alpha_opt = self._optimizers()
-        loss_qvalue, loss_actor, loss_alpha = self._loss_fns or self._make_loss_fns()
-        if self._cudagraphs:
-            torch.compiler.cudagraph_mark_step_begin()  # last update's graph outputs may be overwritten
+        loss_qvalue, loss_actor, loss_alpha = self._terms()
         q_terms = loss_qvalue(batch)
-        self._step(critic_opt, q_loss := q_terms["loss_qvalue"])
-        pi_terms = loss_actor(batch)  # after the critic step, as in softlearning
-        self._step(actor_opt, pi_loss := pi_terms["loss_actor"])
+        self._step(critic_opt, q_terms["loss_qvalue"])
+        pi_terms = loss_actor(batch)
+        self._step(actor_opt, pi_terms["loss_actor"])
         alpha_terms = loss_alpha(pi_terms["log_prob"])
-        self._step(alpha_opt, a_loss := alpha_terms["loss_alpha"])
+        self._step(alpha_opt, alpha_terms["loss_alpha"])
         self.soft_update_targets()
+        return self._count_and_guard(q_terms, pi_terms, alpha_terms)
+
+    def _count_and_guard(self, q_terms: TensorDict, pi_terms: TensorDict, alpha_terms: TensorDict) -> TensorDict:
+        """The one guard: count the update, record on the device the first update at which each diagnostic went
+        non-finite, and read that record (one host sync) every ``check_finite_every`` updates; log every
+        ``log_every_n``. No other host sync, so the update runs ahead on a GPU."""
         if self._n_updates is None:  # first update, or the first after loading a state: one sync
             self._n_updates = self._checked_through = int(self.sac_updates)
         self.sac_updates += 1
         self._n_updates += 1
-
-        # [7] in LOG_KEYS order; a fresh tensor, so safe to keep even when the terms live in CUDA graphs
-        values = torch.stack([q_loss.detach(), pi_loss.detach(), a_loss.detach(), alpha_terms["alpha"],
-                              pi_terms["entropy"], q_terms["q_mean"], q_terms["q_max"]])
+        # a fresh tensor in LOG_KEYS order: safe to keep even when the terms live in CUDA graphs
+        values = torch.stack([q_terms["loss_qvalue"].detach(), pi_terms["loss_actor"].detach(),
+                              alpha_terms["loss_alpha"].detach(), alpha_terms["alpha"], pi_terms["entropy"],
+                              q_terms["q_mean"], q_terms["q_max"]])
         self.nonfinite_at.masked_fill_(~torch.isfinite(values) & (self.nonfinite_at == 0), self._n_updates)
         out = TensorDict(dict(zip(LOG_KEYS, values.unbind())), batch_size=[])
         if self._n_updates % self._check_every() == 0:
@@ -241,7 +222,7 @@ class SACModule(L.LightningModule):
         )
 
     def on_train_start(self) -> None:
-        self._direct_backward = not _backward_needs_lightning(self.trainer, self)
+        self._direct_backward = not backward_needs_lightning(self.trainer, self)
 
     def on_train_epoch_end(self) -> None:
         """Check for non-finite values (before ``ModelCheckpoint``, which runs after this hook); under
@@ -283,11 +264,15 @@ class SACModule(L.LightningModule):
         """The Trainer's optimizers when attached; otherwise the standalone ones."""
         return self.optimizers() if self._trainer is not None else self.standalone_optimizers()
 
-    def _make_loss_fns(self) -> tuple[Callable, Callable, Callable]:
-        if self.hparams.get("compile", False):
-            self.compile_losses()
-        else:
-            self._loss_fns = (self.loss_qvalue, self.loss_actor, self.loss_alpha)
+    def _terms(self) -> tuple[Callable, Callable, Callable]:
+        """The three loss terms, eager or compiled (made on the first update)."""
+        if self._loss_fns is None:
+            if self.hparams.get("compile", False):
+                self.compile_losses()
+            else:
+                self._loss_fns = (self.loss_qvalue, self.loss_actor, self.loss_alpha)
+        if self._cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()  # the last update's graph outputs may be overwritten
         return self._loss_fns
 
     def _forget_host_state(self) -> None:
@@ -311,23 +296,3 @@ class SACModule(L.LightningModule):
         state = super().__getstate__()
         state["_loss_fns"] = None  # compiled functions do not pickle; rebuilt on the next update
         return state
-
-
-_BACKWARD_HOOKS = ("on_before_backward", "on_after_backward")
-
-
-def _backward_needs_lightning(trainer: L.Trainer, module: L.LightningModule) -> bool:
-    """Whether ``manual_backward`` does more here than ``loss.backward()``.
-
-    On one device in plain fp32 it adds only the ``on_before_backward``/``on_after_backward`` hooks:
-    three dispatches over every callback per update, ~0.8 ms of a ~20 ms update (4%) in the real loop
-    (both paths alternated inside one ``benchmarks/fit_loop.py`` run). Other strategies (DDP prepares its
-    reducer), precisions (loss scaling), and any callback or module that overrides a backward hook keep
-    Lightning's path.
-    """
-    if type(trainer.strategy) is not SingleDeviceStrategy or type(trainer.precision_plugin) is not Precision:
-        return True
-    if is_overridden("backward", module, L.LightningModule):
-        return True
-    owners = [(module, L.LightningModule), *((callback, L.Callback) for callback in trainer.callbacks)]
-    return any(is_overridden(hook, obj, base) for obj, base in owners for hook in _BACKWARD_HOOKS)

@@ -98,7 +98,7 @@ def test_fit_reuses_dynamics_and_logs_to_tensorboard(fitted_run):
     sac_tags = scalar_tags(run_dir / "tensorboard" / "sac")
     expected = {
         "eval/return_mean", "eval/normalized_score", "eval/episode_length",
-        "sac/critic_loss", "sac/actor_loss", "sac/alpha", "sac/entropy", "sac/q_mean",
+        "sac/loss_qvalue", "sac/loss_actor", "sac/alpha", "sac/entropy", "sac/q_mean",
         "rollout/penalty_mean", "rollout/penalty_max", "rollout/raw_reward_mean",
         "rollout/penalized_reward_mean", "rollout/termination_rate", "rollout/model_buffer_size",
     }

@@ -24,7 +24,8 @@ def sweep_file(path: Path, data: Path, grid: str, epochs: int = 2) -> Path:
     path.write_text(f"""
 config: {REPO / 'conf' / 'quickstart.yaml'}
 trainer: {{max_epochs: {epochs}, log_every_n_steps: 5}}
-data: {{path: {data}, updates_per_epoch: 50, rollout_batch_size: 500}}
+data: {{path: {data}, updates_per_epoch: 50}}
+mopo: {{rollout_batch_size: 500}}
 dynamics: {{max_epochs: 3}}
 evaluation: {{num_episodes: 2}}
 grid:
@@ -178,7 +179,8 @@ arms:
   MOPO: {{}}
   MBPO: {{mopo.penalty_coef: 0.0}}
 trainer: {{max_epochs: 2, log_every_n_steps: 5}}
-data: {{updates_per_epoch: 50, rollout_batch_size: 500}}
+data: {{updates_per_epoch: 50}}
+mopo: {{rollout_batch_size: 500}}
 dynamics: {{max_epochs: 3}}
 evaluation: {{num_episodes: 2}}
 grid:

@@ -72,7 +72,7 @@ def test_target_bootstraps_on_terminated_only_with_min_of_target_critics():
     with torch.no_grad():
         q = sac.critic(data["observation"], data["action"])  # [2, 3, 1]
     out = sac.update(data)
-    assert torch.allclose(out["critic_loss"], 0.5 * (q - expected).pow(2).mean(dim=(1, 2)).sum())
+    assert torch.allclose(out["loss_qvalue"], 0.5 * (q - expected).pow(2).mean(dim=(1, 2)).sum())
 
 
 def test_targets_move_by_tau_towards_the_critics_after_each_update():

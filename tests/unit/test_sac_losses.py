@@ -74,7 +74,7 @@ def test_update_equals_a_plain_sac_bit_for_bit():
     for name, value in ref_weights.items():
         assert torch.equal(state[name], value), name
     for out, ref in zip(outs, ref_losses):
-        assert torch.equal(torch.stack([out["critic_loss"], out["actor_loss"], out["alpha_loss"]]), ref)
+        assert torch.equal(torch.stack([out["loss_qvalue"], out["loss_actor"], out["loss_alpha"]]), ref)
 
 
 def test_loss_terms_are_tensordicts_whose_losses_reach_only_their_own_parameters():
@@ -106,7 +106,7 @@ def test_nan_stops_at_the_next_check_naming_the_first_bad_update_and_the_range()
         sac.update(b)  # updates 1-4 pass the check at 4; no check at 5-7
     first_bad = sac.nonfinite_at.tolist()  # per LOG_KEYS entry, its first non-finite update (0: none)
     assert first_bad[0] == 6 and min(step for step in first_bad if step) == 6
-    message = r"^non-finite sac/critic_loss at SAC update 6 \(found by the check of SAC updates 5 to 8\)"
+    message = r"^non-finite sac/loss_qvalue at SAC update 6 \(found by the check of SAC updates 5 to 8\)"
     with pytest.raises(NonFiniteError, match=message):
         sac.update(data[7])
 

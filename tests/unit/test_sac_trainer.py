@@ -43,7 +43,7 @@ def test_fit_counts_updates_logs_and_checkpoints(tmp_path):
     with open(tmp_path / "sac" / "version_0" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert {f"sac/{k}" for k in LOG_KEYS} <= set(rows[0])
-    assert [r["step"] for r in rows if r["sac/critic_loss"]] == ["4", "9"]
+    assert [r["step"] for r in rows if r["sac/loss_qvalue"]] == ["4", "9"]
 
     ckpt_path = tmp_path / "sac.ckpt"
     tr.save_checkpoint(ckpt_path)
