@@ -26,7 +26,7 @@ code  fault
 1     non-finite training numbers (``guards.NonFiniteError``)
 2     bad usage or config: a parse error (unknown key, bad value or type, missing option,
       missing config file) or ``guards.ConfigError``
-3     bad data: ``data.d4rl.DatasetError``, or a missing input file (``FileNotFoundError``)
+3     bad data: ``data.errors.DatasetError``, or a missing input file (``FileNotFoundError``)
 4     bad checkpoint (``guards.CheckpointError``)
 5     file-system fault: any other ``OSError`` (permission denied, read-only directory, disk full)
 130   SIGINT, 143 SIGTERM (``callbacks.checkpointing.GracefulStop``, after a checkpoint)
@@ -135,7 +135,7 @@ def exit_code(error: BaseException) -> ExitCode | None:
 
     if isinstance(error, (UsageError, ArgumentError)):
         return ExitCode.USAGE  # before the imports below: a typo needs no torch
-    from mopo_lightning.data.d4rl import DatasetError
+    from mopo_lightning.data.errors import DatasetError
     from mopo_lightning.guards import CheckpointError, ConfigError, NonFiniteError
 
     if isinstance(error, ConfigError):

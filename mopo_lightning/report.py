@@ -1,9 +1,8 @@
 """``mopo-lightning report RUN_OR_SWEEP_DIR...``: the paper's tables with honest statistics, and figures.
 
 Sources: MOPO (Yu et al. 2020, arXiv 2005.13239) Table 1 (D4RL normalised scores, dataset x env, MOPO beside
-MBPO) and Table 2 (OOD tasks: batch mean and max, the mean and best episode return of the dataset under the
-test task's reward, beside MOPO's and MBPO's returns); statistics as Agarwal et al. 2021 recommend
-(``analysis/statistics.py``: mean and IQM with bootstrap intervals, the range below 5 runs; P(X > Y)).
+MBPO) and Table 2 (OOD tasks: the dataset's mean and best episode return under the test task's reward, beside
+MOPO's and MBPO's returns); statistics as Agarwal et al. 2021 recommend (``analysis/statistics.py``).
 
 - Runs, their status and their method: ``analysis/runs.py``. Finished runs only, unless
   ``--include_unfinished``; every run left out is named with its reason.
@@ -33,7 +32,9 @@ import numpy as np
 from mopo_lightning.analysis import statistics as st
 from mopo_lightning.analysis.premise_kinds import premise_kinds
 from mopo_lightning.analysis.runs import Run, assign_methods, deduplicate, find_runs, load_run, method_label
-from mopo_lightning.data.d4rl import DatasetError, episode_ends, read_arrays, relabel_rewards, resolve_dataset
+from mopo_lightning.data.d4rl import episode_ends, relabel_rewards
+from mopo_lightning.data.d4rl_download import resolve_dataset
+from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.tasks import get_task
 
 D4RL_ROWS = {"random": "random", "medium": "medium", "medium-replay": "mixed", "medium-expert": "medium-expert"}
@@ -174,11 +175,9 @@ def dataset_file(run: Run) -> Path | None:
 def episode_returns(path: str | Path, task: str) -> np.ndarray:
     """Returns of the complete episodes of a D4RL-schema file under ``task``'s reward (relabelled for variants)."""
     spec = get_task(task)
-    ends, raw = episode_ends(path)
-    rewards = np.asarray(raw["rewards"], dtype=np.float64).reshape(-1)
-    if spec.relabel is not None:
-        data = read_arrays(path, ("rewards",), optional=spec.relabel.keys)
-        rewards = relabel_rewards(Path(path), data, spec).astype(np.float64)
+    ends, raw = episode_ends(path, optional=spec.relabel.keys if spec.relabel is not None else ())
+    rewards = relabel_rewards(Path(path), raw, spec) if spec.relabel is not None else raw["rewards"]
+    rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
     stops = np.flatnonzero(ends) + 1  # one past each episode's last row
     if stops.size == 0:
         return np.zeros(0)

@@ -36,7 +36,9 @@ def transitions(
 ) -> TensorDict:
     """A transition TensorDict [N] from row tensors; rewards and flags may be [N] or [N, 1].
 
-    ``truncated`` defaults to all False (model rollouts); ``done`` is derived, never passed.
+    ``truncated`` defaults to all False (model rollouts); ``done`` is derived, never passed. The
+    parameters follow ``TRANSITION_KEYS``, so stored per-key tensors rebuild a batch as
+    ``transitions(*leaves[:-1])``.
     """
     n = observation.shape[0]
     reward = reward.reshape(n, 1)

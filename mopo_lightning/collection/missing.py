@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from mopo_lightning.data.d4rl import DatasetError
+from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.data.source import dataset_source
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.tasks import Task

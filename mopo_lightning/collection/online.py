@@ -15,7 +15,7 @@ Checkpoints: at the first episode end after every ``checkpoint_every`` steps the
 (infos included), and the states of torch's RNG, the collector's RNG and the env's RNG. They are
 taken between episodes, so the env needs only its RNG state to go on, and a collection that was
 killed and resumed writes exactly the file an uninterrupted one writes. ``path`` is written once, at
-the end, by ``data.d4rl.write_hdf5`` (same schema and metadata style as ``collect``).
+the end, by ``data.hdf5.write_hdf5`` (same schema and metadata style as ``collect``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import torch
 from tensordict import TensorDict
 
 from mopo_lightning.collection.recorder import InfoRecorder
-from mopo_lightning.data.d4rl import write_hdf5
+from mopo_lightning.data.hdf5 import write_hdf5
 from mopo_lightning.envs.rewards import REWARDS
 from mopo_lightning.envs.wrappers import RelabelReward, ensure_relabel_infos, make_env
 from mopo_lightning.files import atomic_path, remove_stale_temps

@@ -11,7 +11,7 @@ Which source a name means is decided by ``data.source.dataset_source`` (a Minari
 Episodes become the project's transition TensorDict (``transitions.transitions``): Minari stores
 ``observations`` with T + 1 rows and ``actions``/``rewards``/``terminations``/``truncations`` with T rows, so
 row t has next observation ``observations[t + 1]``; ``terminated`` is Minari's ``terminations`` and
-``truncated`` its ``truncations``, kept distinct. The arrays go through the same ``d4rl.validate`` as a
+``truncated`` its ``truncations``, kept distinct. The arrays go through the same ``validation.validate`` as a
 D4RL file (finite values, the magnitude bound, sizes that fit the task, 0/1 flags), one line per fault.
 
 The task is the dataset's own (``dataset_task``): env id and kwargs from the recorded env spec, sizes from
@@ -31,8 +31,9 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from mopo_lightning.data.d4rl import DatasetDownloadError, DatasetError, validate
+from mopo_lightning.data.errors import DatasetDownloadError, DatasetError, one_line
 from mopo_lightning.data.source import minari_data_dir
+from mopo_lightning.data.validation import validate
 from mopo_lightning.tasks import TASKS, Task, get_task, task_from_env_spec
 from mopo_lightning.transitions import transitions
 
@@ -66,7 +67,7 @@ def open_dataset(name_or_path: str | Path, download: bool = True) -> MinariDatas
         try:
             minari.download_dataset(dataset_id)
         except Exception as err:  # noqa: BLE001 - offline, unknown id, server error: one line either way
-            raise DatasetDownloadError(_offline(dataset_id, f"{type(err).__name__}: {_one_line(err)}")) from None
+            raise DatasetDownloadError(_offline(dataset_id, f"{type(err).__name__}: {one_line(err)[:300]}")) from None
     return _read(lambda: minari.load_dataset(dataset_id), dataset_id)
 
 
@@ -80,12 +81,8 @@ def _read(load, label: str) -> MinariDataset:
     try:
         return load()
     except (OSError, ValueError, KeyError, TypeError, AssertionError) as err:
-        raise DatasetError(f"{label}: not a readable Minari dataset ({type(err).__name__}: {_one_line(err)})") \
+        raise DatasetError(f"{label}: not a readable Minari dataset ({type(err).__name__}: {one_line(err)[:300]})") \
             from None
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:300]
 
 
 def dataset_file(dataset: MinariDataset) -> Path:

@@ -9,7 +9,7 @@
   at the end, only letters, digits, ``_ . -`` between the slashes), e.g. ``mujoco/hopper/medium-v0``;
   read through the ``minari`` package (``data/minari.py``) from the local Minari store or downloaded.
 - ``"d4rl"``: a D4RL name, ``env-kind-vN`` without any ``/``, e.g. ``walker2d-medium-replay-v2``;
-  looked up in the D4RL cache or downloaded (``data/d4rl.py``).
+  looked up in the D4RL cache or downloaded (``data/d4rl_download.py``).
 
 Any other string with a ``/`` is taken as a path (and is then reported missing).
 """

@@ -22,7 +22,9 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mopo_lightning.data.d4rl import DatasetError, check_file, infer_timeouts, read_validated
+from mopo_lightning.data.d4rl import infer_timeouts, read_validated
+from mopo_lightning.data.errors import DatasetError, one_line
+from mopo_lightning.data.hdf5 import check_file
 from mopo_lightning.data.source import dataset_source
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.tasks import Task, get_task
@@ -34,7 +36,7 @@ def file_metadata(path: str | Path) -> dict[str, Any]:
     try:
         f = h5py.File(path, "r")
     except OSError as err:
-        raise DatasetError(f"{path}: not a readable HDF5 file ({' '.join(str(err).split())})") from None
+        raise DatasetError(f"{path}: not a readable HDF5 file ({one_line(err)})") from None
     with f:
         group = f.get("metadata")
         if isinstance(group, h5py.Group):

@@ -23,6 +23,10 @@ What MOPO's rollouts of length h = H actually use:
   penalized_below_real = fraction of start states with penalized <= real (the lower bound holding).
 - A row whose model reward or trained penalty turns non-finite stops there, that step not counted
   (``model_diverged``: the fraction of start states); a measured kind's non-finite u makes its sum NaN.
+
+The loop calls ``model_step`` itself rather than ``model_env.rollouts.branched_rollout``: it needs every
+kind's u from the one prediction, the recorded first action, the divergence stop, the caller's generator and
+a deterministic policy on the running rows only, where the policy stage samples its policy on every row.
 """
 
 from __future__ import annotations

@@ -20,18 +20,15 @@ from tensordict import TensorDictBase
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset
 
-OBS_KEY = "observation"
-ACTION_KEY = "action"
-NEXT_OBS_KEY = ("next", "observation")
-REWARD_KEY = ("next", "reward")
+from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD
 
 
 def model_data(td: TensorDictBase) -> tuple[Tensor, Tensor]:
     """Transitions [N] -> (inputs [N, O + A] = [s, a], targets [N, 1 + O] = [r, s' - s]), float32."""
-    obs = td[OBS_KEY].float()
-    inputs = torch.cat([obs, td[ACTION_KEY].float()], dim=-1)
-    reward = td[REWARD_KEY].float().reshape(obs.shape[0], 1)
-    targets = torch.cat([reward, td[NEXT_OBS_KEY].float() - obs], dim=-1)
+    obs = td[OBSERVATION].float()
+    inputs = torch.cat([obs, td[ACTION].float()], dim=-1)
+    reward = td[REWARD].float().reshape(obs.shape[0], 1)
+    targets = torch.cat([reward, td[NEXT_OBSERVATION].float() - obs], dim=-1)
     return inputs, targets
 
 

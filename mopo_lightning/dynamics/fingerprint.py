@@ -54,7 +54,7 @@ def dataset_sha256(path: str | Path, cache_dir: str | Path | None = None,
     """
     key = file_state(path)
     if loaded is not None and tuple(loaded) != key:
-        from mopo_lightning.data.d4rl import DatasetError
+        from mopo_lightning.data.errors import DatasetError
 
         raise DatasetError(f"{key[0]} changed after this run read it (size, mtime or inode differ); another "
                            "process wrote or replaced it: run again once the file stays put")
@@ -73,7 +73,7 @@ def dataset_sha256(path: str | Path, cache_dir: str | Path | None = None,
             pass
     digest = sha256_file(key[0])
     if file_state(path) != key:
-        from mopo_lightning.data.d4rl import DatasetError
+        from mopo_lightning.data.errors import DatasetError
 
         raise DatasetError(f"{key[0]} changed while it was hashed; another process is writing it")
     _HASHES[key] = digest

@@ -12,8 +12,8 @@ from typing import Literal
 import lightning as L
 from tensordict import TensorDict
 
-from mopo_lightning.data.d4rl import DatasetError
 from mopo_lightning.data.dataset import OfflineDataset
+from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.dynamics.batches import DynamicsData, dynamics_dataloaders
 from mopo_lightning.files import file_state
 from mopo_lightning.guards import ConfigError

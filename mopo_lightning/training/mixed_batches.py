@@ -14,8 +14,8 @@ from typing import Any, Protocol
 import torch
 from tensordict import TensorDict
 
-from mopo_lightning.model_env.rollouts import ModelRollouts, Policy, RolloutStats, transition_dict
-from mopo_lightning.transitions import TRANSITION_KEYS
+from mopo_lightning.model_env.rollouts import ModelRollouts, Policy, RolloutStats
+from mopo_lightning.transitions import TRANSITION_KEYS, transitions
 
 RolloutLog = Callable[[RolloutStats, int], None]
 """Receives each rollout's statistics and the SAC-update count at which it ran."""
@@ -104,13 +104,14 @@ class MixedSampler:
     """
 
     def __init__(self, real: TensorDict, rollouts: ModelRollouts, n_real: int, generator: torch.Generator) -> None:
-        self.real_rows = [real.get(key).contiguous() for key in TRANSITION_KEYS]  # one tensor per key
+        # one tensor per key but ``done``, which ``transitions`` derives
+        self.real_rows = [real.get(key).contiguous() for key in TRANSITION_KEYS[:-1]]
         self.rollouts, self.n_real, self.generator = rollouts, n_real, generator
 
     def __call__(self) -> TensorDict:
         model_index = self.rollouts.sample_index()  # drawn first: the generator's order of draws is fixed
         model = self.rollouts.buffer.gather(model_index)
         if not self.n_real:
-            return transition_dict(model)
+            return transitions(*model[:-1])
         real_index = torch.randint(0, self.real_rows[0].shape[0], (self.n_real,), generator=self.generator)
-        return transition_dict([torch.cat([r.index_select(0, real_index), m]) for r, m in zip(self.real_rows, model)])
+        return transitions(*[torch.cat([r.index_select(0, real_index), m]) for r, m in zip(self.real_rows, model)])

@@ -13,7 +13,7 @@ from typing import Any
 
 from mopo_lightning.callbacks.checkpointing import EpochCheckpoint
 from mopo_lightning.callbacks.results import RunResults
-from mopo_lightning.data.d4rl import DatasetError
+from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.data.summary import summarize
 from mopo_lightning.guards import CheckpointError, ConfigError
 from mopo_lightning.training.run_dir import RunDirectory

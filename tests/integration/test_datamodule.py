@@ -14,7 +14,8 @@ from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 
 from mopo_lightning.collection.missing import CollectIfMissing, collect_if_missing
-from mopo_lightning.data.d4rl import DatasetError, load_dataset
+from mopo_lightning.data.d4rl import load_dataset
+from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.policy.sac import SACModule

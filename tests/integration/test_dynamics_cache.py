@@ -169,7 +169,7 @@ def test_a_file_replaced_after_it_was_read_is_refused(tmp_path):
     replacement = tmp_path / "other.hdf5"
     shutil.copyfile(collected_dataset("hopper", 1_000, seed=0, max_episode_steps=25), replacement)
     os.replace(replacement, path)  # a concurrent collector renames its file into place
-    from mopo_lightning.data.d4rl import DatasetError
+    from mopo_lightning.data.errors import DatasetError
 
     with pytest.raises(DatasetError, match="changed after this run read it"):
         dynamics_stage(dm, hparams=TINY, run_dir=tmp_path / "run", checkpoint=None, trainer_kwargs=TRAINER,

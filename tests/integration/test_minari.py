@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from mopo_lightning.data.d4rl import DatasetError
+from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.data.minari import load_minari, open_dataset
 from mopo_lightning.data.summary import summarize
 from mopo_lightning.envs.wrappers import make_env
@@ -132,7 +132,7 @@ def test_offline_remote_id_is_one_line(tmp_path):
     code = (
         "from mopo_lightning.training.datamodule import OfflineDataModule\n"
         "from mopo_lightning.data.summary import summarize\n"
-        "from mopo_lightning.data.d4rl import DatasetDownloadError\n"
+        "from mopo_lightning.data.errors import DatasetDownloadError\n"
         "for call in (lambda: OfflineDataModule(task='hopper-v5', dataset='mujoco/hopper/medium-v0').task_spec,\n"
         "             lambda: summarize('mujoco/hopper/medium-v0')):\n"
         "    try:\n"

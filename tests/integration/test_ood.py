@@ -17,7 +17,8 @@ from conftest import read_hdf5
 
 from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.collection.collect import collect
-from mopo_lightning.data.d4rl import DatasetError, load_dataset
+from mopo_lightning.data.d4rl import load_dataset
+from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.envs.rewards import REWARDS
 from mopo_lightning.envs.wrappers import RelabelReward, make_env
 from mopo_lightning.tasks import get_task

@@ -12,7 +12,7 @@ import pytest
 
 from mopo_lightning.cli import COMMANDS, ExitCode, exit_code, main
 from mopo_lightning.commands.errors import short_parse_error
-from mopo_lightning.data.d4rl import DatasetError
+from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.guards import CheckpointError, ConfigError, NonFiniteError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,14 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mopo_lightning.data import d4rl
-from mopo_lightning.data.d4rl import (
-    DatasetDownloadError,
-    DatasetError,
-    dataset_url,
-    download_file,
-    resolve_dataset,
-)
+from mopo_lightning.data import d4rl_download
+from mopo_lightning.data.d4rl import load_dataset
+from mopo_lightning.data.d4rl_download import dataset_url, download_file, resolve_dataset
+from mopo_lightning.data.errors import DatasetDownloadError, DatasetError
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -80,7 +76,7 @@ def test_dataset_urls():
     assert dataset_url("Hopper-Medium-Expert-v2") == f"{base}/gym_mujoco_v2/hopper_medium_expert-v2.hdf5"
     assert (
         dataset_url("halfcheetah-random-v0") == f"{base}/gym_mujoco/halfcheetah_random.hdf5"
-    )  # torchrl's table
+    )  # D4RL's v0 names follow no pattern
     with pytest.raises(DatasetError, match="not a known D4RL dataset name"):
         dataset_url("pong-v5")
 
@@ -110,9 +106,9 @@ def test_resolve_without_download(tmp_path):
 
 def test_resolve_downloads_missing_file(tmp_path, monkeypatch, hopper_flags):
     """A missing D4RL name is fetched into the cache under its standard file name, then loads."""
-    monkeypatch.setattr(d4rl, "dataset_url", lambda name: hopper_flags.as_uri())
+    monkeypatch.setattr(d4rl_download, "dataset_url", lambda name: hopper_flags.as_uri())
     monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path / "d4rl"))
     path = resolve_dataset("hopper-medium-v2")
     assert path == tmp_path / "d4rl" / hopper_flags.name
     assert path.read_bytes() == hopper_flags.read_bytes()
-    assert d4rl.load_dataset(path, "hopper").batch_size[0] == 1000
+    assert load_dataset(path, "hopper").batch_size[0] == 1000

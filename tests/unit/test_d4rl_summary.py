@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mopo_lightning.data.d4rl import DatasetError
+from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.data.summary import episode_returns, main_info, summarize
 from mopo_lightning.tasks import get_task
 

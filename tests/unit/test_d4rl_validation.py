@@ -12,8 +12,11 @@ import h5py
 import numpy as np
 import pytest
 
-from mopo_lightning.data.d4rl import MAX_ABS_VALUE, DatasetError, load_dataset, resolve_dataset
+from mopo_lightning.data.d4rl import load_dataset
+from mopo_lightning.data.d4rl_download import resolve_dataset
+from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.data.summary import summarize
+from mopo_lightning.data.validation import MAX_ABS_VALUE
 
 
 def corrupt(src: Path, dst: Path, edit) -> Path:

@@ -1,6 +1,6 @@
 """ModelRollouts' checkpoint state: FIFO position and sampling continue exactly after a restore.
 
-The model buffer is the project's own preallocated ring (``model_env.rollouts.ModelBuffer``); its checkpoint
+The model buffer is the project's own preallocated ring (``model_env.buffer.ModelBuffer``); its checkpoint
 state keeps the format of the TorchRL buffer it replaced (filled rows as plain tensors, the writer's cursor),
 so older checkpoints load under ``weights_only=True``.
 """
