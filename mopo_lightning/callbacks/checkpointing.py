@@ -7,14 +7,18 @@
   half-written or missing file.
 - ``RNGStates`` stores the torch, numpy and python RNG states as tensors (Lightning stores none, and
   numpy's tuple would break ``weights_only=True`` loading) and puts them back when training resumes.
+- ``SignalStop`` turns SIGINT/SIGTERM into a save at the next safe point and exit 128 + N: SAC's
+  ``GracefulStop`` after an update, stage 1's ``Stage1Checkpoint`` after an epoch.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import signal
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning as L
 import numpy as np
@@ -127,15 +131,14 @@ class RNGStates(L.Callback):
             self._pending = None
 
 
-class GracefulStop(L.Callback):
-    """Ctrl-C (SIGINT) or SIGTERM: finish the current SAC update, save a resumable checkpoint, exit.
+class SignalStop(L.Callback):
+    """SIGINT/SIGTERM only set ``signum``: the subclass saves at a safe point, then calls ``exit``.
 
-    The signal only sets a flag, so the checkpoint is taken between two updates (never mid-update),
-    written atomically and linked as ``last.ckpt``; ``--ckpt_path last`` continues from it.
+    A handler that saved or raised at once could interrupt an update or a write; the flag defers both to a
+    hook between steps. The previous handlers come back when training ends, fails or ``exit`` runs.
     """
 
-    def __init__(self, dirpath: str | Path) -> None:
-        self.dirpath = Path(dirpath)
+    def __init__(self) -> None:
         self.signum: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -143,19 +146,39 @@ class GracefulStop(L.Callback):
         self.signum = signum
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handler)
 
-    def _restore_handlers(self) -> None:
-        import signal
-
+    def restore_handlers(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+
+    def exit(self, saved: str) -> NoReturn:
+        """After the save: restore the handlers, say what was ``saved`` and exit 128 + N (the shell's code)."""
+        assert self.signum is not None
+        self.restore_handlers()
+        print(f"\nsignal {self.signum}: {saved}", flush=True)
+        raise SystemExit(128 + self.signum)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.restore_handlers()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self.restore_handlers()
+
+
+class GracefulStop(SignalStop):
+    """Ctrl-C (SIGINT) or SIGTERM: finish the current SAC update, save a resumable checkpoint, exit.
+
+    The checkpoint is taken between two updates (never mid-update), written atomically and linked as
+    ``last.ckpt``; ``--ckpt_path last`` continues from it.
+    """
+
+    def __init__(self, dirpath: str | Path) -> None:
+        super().__init__()
+        self.dirpath = Path(dirpath)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self.signum is None:
@@ -164,13 +187,4 @@ class GracefulStop(L.Callback):
         trainer.save_checkpoint(path, weights_only=False)  # everything needed to resume
         link_last(trainer, path, self.dirpath / EpochCheckpoint.LAST)
         updates = int(getattr(pl_module, "sac_updates", trainer.global_step))
-        print(f"\nsignal {self.signum}: saved {path} after {updates} SAC updates; "
-              f"resume with --ckpt_path last", flush=True)
-        self._restore_handlers()
-        raise SystemExit(128 + self.signum)
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._restore_handlers()
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self._restore_handlers()
+        self.exit(f"saved {path} after {updates} SAC updates; resume with --ckpt_path last")

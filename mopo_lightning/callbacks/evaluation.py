@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,6 +58,20 @@ class EvaluationListener(Protocol):
                       entry: dict[str, Any]) -> None:
         """``result``: this rank's episodes (transitions recorded); ``entry``: the history row to add to."""
         ...
+
+
+@contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``module`` in eval mode for the block, then back in the mode it had (also on an exception).
+
+    Evaluations, videos and the premise run inside training: the module must leave as it came.
+    """
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def evaluate_policy(
@@ -155,7 +170,8 @@ class MuJoCoEvaluation(L.Callback):
             seed: episode i resets with ``seed + i``; kept apart from training seeds.
             task: task name, or the data's own ``Task`` (the recipe's default: a Minari dataset's recorded env);
                 a variant such as ``halfcheetah-jump`` scores its own reward.
-            video_every_n_evals: log a video of episode 0 to TensorBoard every n evaluations (0: off).
+            video_every_n_evals: every n evaluations, episode 0 as an animated GIF beside the TensorBoard
+                logs and a strip of its frames in TensorBoard (``callbacks.video``; 0: off).
                 Rendered off-screen by MuJoCo (``MUJOCO_GL=egl`` or ``osmesa``); skipped with a log line
                 when no renderer is available.
             video_size: video width and height in pixels.
@@ -184,10 +200,8 @@ class MuJoCoEvaluation(L.Callback):
         task = self._task()
         world, rank = trainer.world_size, trainer.global_rank
         ids = list(range(self.num_episodes))[rank::world]
-        was_training = pl_module.training
-        pl_module.eval()
         start = time.perf_counter()
-        try:
+        with eval_mode(pl_module):
             result = evaluate_policy(
                 task,
                 lambda obs: pl_module.act(obs, deterministic=True),
@@ -198,9 +212,7 @@ class MuJoCoEvaluation(L.Callback):
                 policy_batch=self.num_episodes,
                 record=bool(self.listeners),
             )
-            self.last_result = result
-        finally:
-            pl_module.train(was_training)
+        self.last_result = result
         returns, lengths = self._gather(trainer, pl_module, ids, result)
         metrics = {
             "eval/return_mean": float(returns.mean()),
@@ -251,23 +263,20 @@ class MuJoCoEvaluation(L.Callback):
             self.log_video(trainer, pl_module, updates)
 
     def log_video(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
-        """Render episode 0 and write it to TensorBoard (rank 0); turn videos off if rendering fails."""
+        """Render episode 0 and log it (rank 0, ``video.log_video``); turn videos off if rendering fails."""
         writer = getattr(trainer.logger, "experiment", None)
-        if not trainer.is_global_zero or not hasattr(writer, "_get_file_writer"):
+        if not trainer.is_global_zero or not hasattr(writer, "add_images"):
             return
-        from mopo_lightning.callbacks.video import log_gif, render_episode
+        from mopo_lightning.callbacks.video import log_video, render_episode
 
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
-            frames = render_episode(self._task(), lambda obs: pl_module.act(obs, deterministic=True),
-                                    self.seed, self.max_episode_steps, self.video_size, self.video_frame_skip,
-                                    pl_module.device)
-        except Exception as error:  # no OpenGL backend, no Pillow, ...
-            log.warning("evaluation videos are off: MuJoCo could not render off-screen (%s: %s); "
-                        "set MUJOCO_GL=egl or osmesa", type(error).__name__, error)
-            self.video_every_n_evals = 0
-            return
-        finally:
-            pl_module.train(was_training)
-        log_gif(writer, "eval/video", frames, step, fps=50.0 / self.video_frame_skip)
+        with eval_mode(pl_module):
+            try:
+                frames = render_episode(self._task(), lambda obs: pl_module.act(obs, deterministic=True),
+                                        self.seed, self.max_episode_steps, self.video_size, self.video_frame_skip,
+                                        pl_module.device)
+            except Exception as error:  # noqa: BLE001 - no OpenGL backend, no Pillow, ...
+                log.warning("evaluation videos are off: MuJoCo could not render off-screen (%s: %s); "
+                            "set MUJOCO_GL=egl or osmesa", type(error).__name__, error)
+                self.video_every_n_evals = 0
+                return
+        log_video(writer, "eval/video", frames, step, fps=50.0 / self.video_frame_skip)

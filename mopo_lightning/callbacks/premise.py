@@ -27,9 +27,11 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from mopo_lightning.callbacks.evaluation import EvalResult, MuJoCoEvaluation
+from mopo_lightning.callbacks.evaluation import EvalResult, MuJoCoEvaluation, eval_mode
 from mopo_lightning.diagnostics.premise import (
+    DEFINITIONS,
     EPISODE,
+    MAX_DATA_STATES,
     MAX_ROWS,
     MAX_START_STATES,
     STEP,
@@ -47,31 +49,6 @@ from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, RE
 
 log = logging.getLogger(__name__)
 
-DEFINITIONS = """\
-Real transitions of each evaluation's episodes (at most max_rows of them, evenly spaced: rows_measured);
-y = [r, s' - s]; elites' mean prediction m.
-- model_error_mean: mean of ||m - y||_2 over all 1 + O columns; model_error_mse: mean square.
-- nll: -log of the elites' equal-weight Gaussian mixture density of y, nats per transition.
-- <kind>/penalty_mean: u(s, a) as the model env computes it (all members, no lambda), for every kind.
-- <kind>/violation_rate: fraction of rows with error > u (error over the columns u reads: all 1 + O, or the
-  O next-state ones for disagreement). The bound MOPO assumes; only in the error's units for aleatoric,
-  disagreement, max_pairwise_diff and ensemble_std.
-- <kind>/spearman: rank correlation of u and that error (units do not matter).
-H-step branched returns, H = horizon (the run's rollout length unless set), from start_states visited
-states s_t (at most max_start_states, evenly spaced) that have H real steps after them, or whose episode
-terminated within H steps (then the real window stops at the termination):
-- real_return: mean of sum_{k<H} r_{t+k} of the recorded episode.
-- model_return_raw: mean over s_t of the model's H-step return of the deterministic policy (first action
-  the recorded a_t; model_step with the run's reward mode; a row stops at the model's termination).
-- <kind>/model_return_penalized: the same trajectories' sum of r - lambda_kind u_kind (lambda_kind: the
-  run's lambda in the kind's own units when mopo.penalty_units is mean or p95, else the same raw lambda).
-- return_gap = mean(penalised - real) (MOPO's lower bound wants <= 0); return_gap_raw = mean(raw - real).
-- penalized_below_real: fraction of start states with penalised <= real (the lower bound holding).
-- real_steps / model_steps: mean steps counted in each world; model_diverged: rows stopped by a
-  non-finite model step.
-- distance_to_data: nearest dataset observation (<= 50k subsample), in dataset-std units.
-Unprefixed spearman, violation_rate, ... are those of the configured penalty kind."""
-
 _COLUMNS = (OBSERVATION, ACTION, REWARD, NEXT_OBSERVATION, TERMINATED, TRUNCATED, EPISODE, STEP)
 SCATTER_POINTS = 1_000
 """Points drawn per scatter panel of the figure (evenly spaced rows above this)."""
@@ -81,8 +58,8 @@ class PremiseMonitor(L.Callback):
     """Measure MOPO's premise on every ``every_n_evals``-th evaluation (module docstring)."""
 
     def __init__(self, every_n_evals: int = 1, horizon: int | None = None, max_rows: int = MAX_ROWS,
-                 max_start_states: int = MAX_START_STATES, max_data_states: int = 50_000, figures: bool = True,
-                 seed: int = 0, *, evaluation: MuJoCoEvaluation, ensemble: EnsemblePredictor,
+                 max_start_states: int = MAX_START_STATES, max_data_states: int = MAX_DATA_STATES,
+                 figures: bool = True, seed: int = 0, *, evaluation: MuJoCoEvaluation, ensemble: EnsemblePredictor,
                  data_observations: torch.Tensor, task: Task, settings: PenaltySettings, rollout_length: int) -> None:
         """
         Args:
@@ -124,17 +101,13 @@ class PremiseMonitor(L.Callback):
         device = ensemble.elites.device
         if self._reference is None:
             self._reference = DataReference.from_observations(self.data_observations, self.max_data_states, self.seed)
-        was_training = pl_module.training
-        pl_module.eval()
-        try:
+        with eval_mode(pl_module):
             premise = premise_metrics(
                 ensemble, data.to(device), termination_fn=self.task.termination_fn,
                 settings=settings, policy=lambda obs: pl_module.act(obs.to(pl_module.device),
                                                                     deterministic=True).to(device),
                 horizon=self.horizon, reference=self._reference, seed=self.seed,
                 max_rows=self.max_rows, max_start_states=self.max_start_states)
-        finally:
-            pl_module.train(was_training)
         self.latest = premise
         entry["premise"] = {"penalty_kind": settings.kind, "penalty_coefs": dict(settings.coefs), **premise.scalars}
         # the path eval/* takes (MuJoCoEvaluation.on_train_epoch_end): Lightning logs both at one step

@@ -1,7 +1,8 @@
-"""Evaluation videos for TensorBoard: one deterministic episode rendered off-screen by MuJoCo.
+"""Evaluation videos: one deterministic episode rendered off-screen by MuJoCo.
 
-Frames are encoded as an animated GIF (Pillow) and written as a TensorBoard image summary, which is
-what ``SummaryWriter.add_video`` does too, minus its dependency on an old moviepy.
+TensorBoard's public API shows an animated image only through ``SummaryWriter.add_video``, which needs an
+old moviepy (``moviepy.editor``, gone in moviepy 2). So the animated GIF (Pillow) is a file beside the
+TensorBoard logs, and TensorBoard gets a strip of its frames (``add_images``) at the same step.
 Off-screen rendering needs an OpenGL backend: gymnasium tries EGL, GLFW and OSMesa unless
 ``MUJOCO_GL`` names one.
 """
@@ -9,14 +10,25 @@ Off-screen rendering needs an OpenGL backend: gymnasium tries EGL, GLFW and OSMe
 from __future__ import annotations
 
 import io
-from typing import Callable
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from mopo_lightning.envs.wrappers import make_env
+from mopo_lightning.files import write_bytes_atomic
 from mopo_lightning.tasks import Task
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+VIDEO_DIR = "videos"
+"""Subdirectory of the TensorBoard log directory holding the GIFs (``<tag>_<step>.gif``)."""
+STRIP_FRAMES = 8
+"""Frames of the TensorBoard strip (evenly spaced over the episode): one row of ``add_images``' grid."""
 
 
 @torch.no_grad()
@@ -57,11 +69,13 @@ def gif_bytes(frames: np.ndarray, fps: float) -> bytes:
     return buffer.getvalue()
 
 
-def log_gif(writer, tag: str, frames: np.ndarray, step: int, fps: float = 25.0) -> None:
-    """Write frames as an animated image summary on a ``torch.utils.tensorboard.SummaryWriter``."""
-    from tensorboard.compat.proto.summary_pb2 import Summary
+def log_video(writer: SummaryWriter, tag: str, frames: np.ndarray, step: int, fps: float = 25.0) -> Path:
+    """Write frames [T, H, W, 3] uint8 as ``<logdir>/videos/<tag>_<step>.gif`` and as a strip under ``tag``.
 
-    _, height, width, channels = frames.shape
-    image = Summary.Image(height=height, width=width, colorspace=channels,
-                          encoded_image_string=gif_bytes(frames, fps))
-    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+    Returns the GIF's path (written atomically: a kill never leaves half a GIF).
+    """
+    path = Path(writer.get_logdir()) / VIDEO_DIR / f"{tag.replace('/', '_')}_{step:08d}.gif"
+    write_bytes_atomic(path, gif_bytes(frames, fps))
+    pick = np.linspace(0, len(frames) - 1, min(len(frames), STRIP_FRAMES)).round().astype(int)
+    writer.add_images(tag, frames[pick], step, dataformats="NHWC")
+    return path

@@ -35,7 +35,7 @@ from mopo_lightning.data.hdf5 import write_hdf5
 from mopo_lightning.envs.rewards import REWARDS
 from mopo_lightning.envs.wrappers import RelabelReward, ensure_relabel_infos, make_env
 from mopo_lightning.files import atomic_path, remove_stale_temps
-from mopo_lightning.guards import CheckpointError, ConfigError
+from mopo_lightning.guards import CheckpointError, ConfigError, require_same
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.progress import progress
 from mopo_lightning.tasks import Task, get_task
@@ -236,11 +236,8 @@ class OnlineSACCollector:
     def load(self) -> None:
         """Restore the state saved by ``save`` (refusing a checkpoint of a different collection)."""
         state = torch.load(self.ckpt, weights_only=True)
-        saved, mine = json.loads(state["identity"]), self._identity()
-        if saved != mine:
-            diff = {k: (saved.get(k), mine.get(k)) for k in mine if saved.get(k) != mine.get(k)}
-            raise CheckpointError(f"{self.ckpt}: checkpoint of another collection (saved, now: {diff}); "
-                             "delete it to start over")
+        require_same(json.loads(state["identity"]), self._identity(), CheckpointError,
+                     f"{self.ckpt}: checkpoint of another collection", "delete it to start over")
         self.agent.load_state_dict(state["agent"])
         for opt, opt_state in zip(self.optimizers, state["optimizers"]):
             opt.load_state_dict(opt_state)

@@ -3,32 +3,8 @@
 MOPO (Yu et al. 2020, arXiv 2005.13239, section 4, assumption 4.3) asks for an admissible error estimator:
 the model's error at (s, a) is at most u(s, a), so the penalised model return lower-bounds the real one.
 Given real transitions (an evaluation's episodes), these pure functions measure how far that holds where
-the current policy goes. Pure tensor code: no Lightning, no gymnasium.
-
-Rows measured: at most ``max_rows`` (default ``MAX_ROWS``) of the N recorded transitions, evenly spaced
-(all of them when N is smaller). Definitions, per measured row:
-
-- target y = [r, s' - s] (the ensemble's output; comparing [r, s'] with s added to both is the same).
-- model_error = || mean over elites of mu_i(s, a) - y ||_2 over all 1 + O columns; ``model_error_mse``
-  is the mean square over the same columns.
-- nll = -log( 1/K sum over the K elites of N(y; mu_i, diag sigma_i^2) ): the elites' equal-weight Gaussian
-  mixture, full constants, in nats per transition (summed over the 1 + O columns).
-- u = ``uncertainty_penalty`` over ALL members, for every kind of ``model_env/penalties.py`` (``kinds``), whichever
-  trains; ``llv``'s point is the transition a model step would produce there (fixed-seed draw, the run's
-  reward mode).
-- the bound violated: error_kind > u_kind, with error_kind the elite-mean error norm over the columns
-  u reads (``Penalty.columns``: all 1 + O, i.e. model_error; or the O next-state ones). No lambda: the bound
-  is the estimator's. Only kinds in the error's units (norms and std) make it a bound; for ensemble_var,
-  llv and loo_kl (squared units, nats) the rate compares unlike units and only their spearman is meaningful.
-- spearman: rank correlation of u_kind and error_kind over the rows (average ranks for ties).
-
-H-step branched returns (``diagnostics/branched_returns.py``): the policy's model returns from the measured rows
-against the recorded real ones; ``return_gap`` = mean(penalized - real) per kind (MOPO's bound wants <= 0).
-
-distance_to_data: Euclidean distance, in dataset-std units per observation dimension, from each real
-state s to its nearest neighbour among at most ``MAX_DATA_STATES`` dataset observations (a uniform
-subsample without replacement, fixed seed, when the dataset is larger), measured for at most
-``MAX_QUERY_STATES`` of the measured rows (evenly spaced).
+the current policy goes. Pure tensor code: no Lightning, no gymnasium. Every figure is defined once, in
+``DEFINITIONS`` (``callbacks.premise`` shows it in TensorBoard).
 """
 
 from __future__ import annotations
@@ -54,8 +30,38 @@ from mopo_lightning.model_env.env import EnsemblePredictor, RewardMode, produced
 from mopo_lightning.model_env.penalties import PENALTIES, PENALTY_KINDS, uncertainty_penalty
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD
 
-__all__ = ["EPISODE", "PENALTY_KINDS", "STEP", "ActFn", "DataReference", "PenaltySettings", "Premise",
+__all__ = ["DEFINITIONS", "EPISODE", "PENALTY_KINDS", "STEP", "ActFn", "DataReference", "PenaltySettings", "Premise",
            "branched_returns", "premise_metrics", "real_windows"]
+DEFINITIONS = """\
+Rows: at most max_rows of an evaluation's recorded real transitions, evenly spaced (rows_measured); per
+row the target y = [r, s' - s] (the ensemble's output) and m, the elites' mean prediction.
+- model_error_mean: mean of ||m - y||_2 over all 1 + O columns; model_error_mse: mean square;
+  reward_error_mean: mean |m_r - r|.
+- nll: -log of the elites' equal-weight Gaussian mixture density of y (full constants), nats per transition.
+- <kind>/penalty_mean: u(s, a) as the model env computes it (all members, no lambda), for every kind of
+  model_env/penalties.py whichever trains; llv's point: the transition a model step would produce there
+  (fixed-seed draw, the run's reward mode).
+- <kind>/violation_rate: fraction of rows with error > u (elite-mean error over the columns u reads: all
+  1 + O, or the O next-state ones for disagreement). The bound MOPO assumes; only in the error's units for
+  aleatoric, disagreement, max_pairwise_diff and ensemble_std (ensemble_var, llv, loo_kl: squared units or
+  nats, so only their spearman means something).
+- <kind>/spearman: rank correlation of u and that error (average ranks for ties; units do not matter).
+H-step branched returns, H = horizon (the run's rollout length unless set), from start_states visited
+states s_t (at most max_start_states, evenly spaced) that have H real steps after them, or whose episode
+terminated within H steps (then the real window stops at the termination):
+- real_return: mean of sum_{k<H} r_{t+k} of the recorded episode.
+- model_return_raw: mean over s_t of the model's H-step return of the deterministic policy (first action
+  the recorded a_t; model_step with the run's reward mode; a row stops at the model's termination).
+- <kind>/model_return_penalized: the same trajectories' sum of r - lambda_kind u_kind (lambda_kind: the
+  run's lambda in the kind's own units when mopo.penalty_units is mean or p95, else the same raw lambda).
+- return_gap = mean(penalised - real) (MOPO's lower bound wants <= 0); return_gap_raw = mean(raw - real).
+- penalized_below_real: fraction of start states with penalised <= real (the lower bound holding).
+- real_steps / model_steps: mean steps counted in each world; model_diverged: rows stopped by a
+  non-finite model step.
+- distance_to_data: mean distance, in dataset-std units, from the s of at most 500 measured rows (evenly
+  spaced) to the nearest of at most 50k dataset observations (a fixed-seed subsample); _p90: its 90th
+  percentile.
+Unprefixed spearman, violation_rate, ... are those of the configured penalty kind."""
 MAX_ROWS = 2_000
 """Recorded transitions measured (evenly spaced above this): the one-step figures' cost bound."""
 MAX_START_STATES = 1_000

@@ -118,23 +118,6 @@ def fingerprint_key(fingerprint: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def fingerprint_diff(stored: Mapping[str, Any], current: Mapping[str, Any]) -> str:
-    """``key stored (now current)`` for every key that differs, comma-separated; '' when none does."""
-
-    def show(value: Any) -> str:
-        return value[:12] if isinstance(value, str) and len(value) == 64 else json.dumps(value)
-
-    missing = object()
-    parts = []
-    for key in sorted(set(stored) | set(current)):
-        old, new = stored.get(key, missing), current.get(key, missing)
-        if old != new:
-            old_s = "(absent)" if old is missing else show(old)
-            new_s = "(absent)" if new is missing else show(new)
-            parts.append(f"{key} {old_s} (now {new_s})")
-    return ", ".join(parts)
-
-
 @contextmanager
 def exclusive_lock(path: str | Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if missing); block while another process holds it.

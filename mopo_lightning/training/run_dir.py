@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from mopo_lightning.files import write_text_atomic
-from mopo_lightning.guards import CheckpointError, ConfigError
+from mopo_lightning.guards import CheckpointError, ConfigError, require_same
 
 IDENTITY = "run.json"
 """The run's resolved configuration, written when it starts, compared when it resumes."""
@@ -64,7 +64,7 @@ def check_checkpoint(path: str | Path) -> None:
         raise CheckpointError(f"--ckpt_path {path}: is a directory, not a checkpoint file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # truncated, random bytes, not a torch file
+    except Exception as error:  # noqa: BLE001 - truncated, random bytes, not a torch file
         raise CheckpointError(f"{path}: corrupt checkpoint ({type(error).__name__})") from None
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
@@ -154,12 +154,8 @@ class RunDirectory:
             saved = json.loads(saved_path.read_text())
         except (OSError, ValueError):
             raise ConfigError(f"{saved_path}: unreadable run identity; start a new --run_name") from None
-        differ = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
-        if differ:
-            shown = ", ".join(f"{k} ({saved.get(k)!r} -> {mine.get(k)!r})" for k in differ[:4])
-            more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
-            raise ConfigError(f"{self.path} was run with another configuration: {shown}{more}; "
-                              "resume with the same settings (only the budget may change) or use a new --run_name")
+        require_same(saved, mine, ConfigError, f"{self.path} was run with another configuration",
+                     "resume with the same settings (only the budget may change) or use a new --run_name")
 
     def check_last(self) -> None:
         """Raise ``CheckpointError`` for a corrupt ``last.ckpt``, naming the newest good checkpoint."""

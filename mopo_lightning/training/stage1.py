@@ -20,10 +20,8 @@ same weights as an uninterrupted run. SIGINT/SIGTERM finish the current epoch, s
 from __future__ import annotations
 
 import shutil
-import signal
-import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning as L
 import torch
@@ -31,19 +29,18 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
-from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, rng_state, set_rng_state
+from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, SignalStop, rng_state, set_rng_state
 from mopo_lightning.callbacks.progress_bar import StageProgressBar
 from mopo_lightning.dynamics.batches import BootstrapBatches
 from mopo_lightning.dynamics.fingerprint import (
     dataset_sha256,
     dynamics_fingerprint,
     exclusive_lock,
-    fingerprint_diff,
     fingerprint_key,
 )
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
 from mopo_lightning.files import atomic_path
-from mopo_lightning.guards import CheckpointError, ConfigError
+from mopo_lightning.guards import CheckpointError, ConfigError, require_same
 from mopo_lightning.model_env.penalties import measure_scales, scales_current
 from mopo_lightning.training.datamodule import OfflineDataModule
 from mopo_lightning.training.mixed_batches import torch_threads
@@ -66,7 +63,7 @@ def dynamics_summary(module: DynamicsModule) -> dict[str, Any]:
     }
 
 
-class Stage1Checkpoint(Checkpoint):
+class Stage1Checkpoint(SignalStop, Checkpoint):
     """``partial.ckpt`` after every completed epoch; SIGINT/SIGTERM stop after the epoch is saved.
 
     A ``Checkpoint`` runs after the module's epoch-end hooks, and the holdout scoring (early stopping,
@@ -75,9 +72,8 @@ class Stage1Checkpoint(Checkpoint):
     """
 
     def __init__(self, path: Path, batches: BootstrapBatches) -> None:
+        super().__init__()
         self.path, self.batches = path, batches
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
         self._pending_rng: dict[str, torch.Tensor] | None = None
 
     def state_dict(self) -> dict[str, Any]:
@@ -93,34 +89,18 @@ class Stage1Checkpoint(Checkpoint):
         if self._pending_rng is not None:
             set_rng_state(self._pending_rng)
             self._pending_rng = None
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handler)
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        self.signum = signum
+        super().on_train_start(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.should_stop:
             return  # training ends now; the final dynamics.ckpt is written next
         trainer.save_checkpoint(self.path, weights_only=False)  # atomic (AtomicCheckpointIO)
         if self.signum is not None:
-            epochs = int(pl_module.early_stopping.num_updates)
-            self.restore_handlers()
-            print(f"\nsignal {self.signum}: stage 1 saved after {epochs} epochs; "
-                  "run the same command with --ckpt_path last to continue", flush=True)
-            raise SystemExit(128 + self.signum)
+            self.exit_saved(int(pl_module.early_stopping.num_updates))
 
-    def restore_handlers(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.restore_handlers()
-
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        self.restore_handlers()
+    def exit_saved(self, epochs: int) -> NoReturn:
+        """The one line of both stops: after an epoch's save, and after the last epoch's final model."""
+        self.exit(f"stage 1 saved after {epochs} epochs; run the same command with --ckpt_path last to continue")
 
 
 def _result(module: DynamicsModule, path: Path, key: str, loaded: bool) -> dict[str, Any]:
@@ -135,16 +115,14 @@ def load_matching(path: Path, fingerprint: dict[str, Any], what: str) -> Dynamic
     """
     try:
         module = load_dynamics(path)
-    except Exception as error:  # what torch/Lightning raise for a damaged file varies by damage
+    except Exception as error:  # noqa: BLE001 - what torch/Lightning raise for a damaged file varies
         raise CheckpointError(f"{what} {path}: corrupt checkpoint ({type(error).__name__}); delete it to "
                               "retrain") from None
     if module.fingerprint is None:
         raise ConfigError(f"{what} {path} has no fingerprint (trained before models recorded what made them); "
                           "delete it to retrain")
-    diff = fingerprint_diff(module.fingerprint, fingerprint)
-    if diff:
-        raise ConfigError(f"{what} {path} was trained with other settings: {diff}; "
-                          "delete it (or use another --run_name) to train a matching model")
+    require_same(module.fingerprint, fingerprint, ConfigError, f"{what} {path} was trained with other settings",
+                 "delete it (or use another --run_name) to train a matching model")
     return module
 
 
@@ -286,7 +264,5 @@ def _train(
     if trainer.is_global_zero:
         partial.unlink(missing_ok=True)
     if saver.signum is not None:  # a signal during the last epoch: stage 1 is complete, stop before stage 2
-        print(f"\nsignal {saver.signum}: stage 1 saved after {int(module.early_stopping.num_updates)} epochs; "
-              "run the same command with --ckpt_path last to continue", flush=True)
-        raise SystemExit(128 + saver.signum)
+        saver.exit_saved(int(module.early_stopping.num_updates))
     return module

@@ -137,9 +137,13 @@ def test_evaluation_video(fitted_run):
         pytest.skip("no off-screen OpenGL renderer (MUJOCO_GL=egl/osmesa) on this machine: video not tested")
     from PIL import Image
 
-    images = _accumulator(fitted_run[0] / "tensorboard" / "sac").Images("eval/video")
+    logdir = fitted_run[0] / "tensorboard" / "sac"
+    images = _accumulator(logdir).Images("eval/video")
     assert [im.step for im in images] == [100]  # every 2nd evaluation of two
-    gif = Image.open(io.BytesIO(images[0].encoded_image_string))
+    strip = Image.open(io.BytesIO(images[0].encoded_image_string))  # 8 frames in one row
+    assert strip.size == (8 * 128, 128)
+    assert [p.name for p in (logdir / "videos").iterdir()] == ["eval_video_00000100.gif"]
+    gif = Image.open(logdir / "videos" / "eval_video_00000100.gif")
     assert gif.format == "GIF" and gif.n_frames > 10 and gif.size == (128, 128)
 
 

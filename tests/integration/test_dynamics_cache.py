@@ -91,15 +91,15 @@ def test_mismatched_model_refuses_naming_what_differs(tmp_path):
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
     _, info = _stage1(data, run_dir, cache)
     assert info["loaded"] is False and (run_dir / "dynamics.ckpt").exists()
-    with pytest.raises(ConfigError, match=r"dynamics.hidden_dim 8 \(now 16\)") as error:
+    with pytest.raises(ConfigError, match=r"dynamics.hidden_dim \(8 -> 16\)") as error:
         _stage1(data, run_dir, cache, {"hidden_dim": 16})
     assert "\n" not in str(error.value)
-    with pytest.raises(ConfigError, match=r"data.seed 0 \(now 3\)"):
+    with pytest.raises(ConfigError, match=r"data.seed \(0 -> 3\)"):
         _stage1(data, run_dir, cache, seed=3)
     other = collected_dataset("hopper", 1_000, seed=0, max_episode_steps=25)
     with pytest.raises(ConfigError, match=r"data.sha256 "):
         _stage1(other, run_dir, cache)
-    with pytest.raises(ConfigError, match=r"--dynamics_checkpoint .* dynamics.max_epochs 2 \(now 3\)"):
+    with pytest.raises(ConfigError, match=r"--dynamics_checkpoint .* dynamics.max_epochs \(2 -> 3\)"):
         _stage1(data, tmp_path / "run2", cache, {"max_epochs": 3}, checkpoint=str(run_dir / "dynamics.ckpt"))
     # The same settings load it, and report its real training time.
     module, again = _stage1(data, run_dir, cache, batch_size=128)
