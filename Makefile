@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ demo: install
 	$(VENV)/bin/mopo-lightning fit --config conf/quickstart.yaml
 
 test: install
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=5 tests
+
+# the suite without the tests marked slow (end-to-end fits, the fault campaign, sweeps): for quick iterations
+test-fast: install
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
 
 bench: install
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

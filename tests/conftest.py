@@ -63,6 +63,12 @@ def hopper_small() -> Path:
 
 
 @pytest.fixture(scope="session")
+def hopper_random_20k() -> Path:
+    """20,000 random Hopper steps: the quickstart's data, which MOPO must learn from."""
+    return collected_dataset("hopper", 20_000, seed=0)
+
+
+@pytest.fixture(scope="session")
 def hopper_flags() -> Path:
     """1,000 random Hopper steps with a 25-step time limit: both terminals and timeouts."""
     return collected_dataset("hopper", 1_000, seed=0, max_episode_steps=25)
