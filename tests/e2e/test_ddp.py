@@ -15,6 +15,9 @@ from mopo_lightning.policy.sac import SACModule
 EVAL_SEED = 100_000
 
 
+pytestmark = pytest.mark.slow  # two processes per fit
+
+
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("ddp")

@@ -71,6 +71,7 @@ def _all_checkpoints_load(run_dir: Path, cache: Path) -> None:
 KILLS_STAGE1, KILLS_STAGE2 = 8, 12
 
 
+@pytest.mark.slow
 def test_fault_campaign_20_kills_across_both_stages_then_identical_results(tmp_path):
     """20 SIGKILLs at random moments across both stages, each followed by a resume (the first 8 aim at stage 1).
 
