@@ -171,7 +171,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = exit_code(error)
         if code is None or os.environ.get("MOPO_TRACEBACK"):
             raise
-        message = " ".join(str(error).split()) or type(error).__name__
+        from mopo_lightning.data.errors import one_line
+
+        message = one_line(error) or type(error).__name__
         prog = error.prog if isinstance(error, UsageError) else PROG
         print(f"{prog}: error: {message}", file=sys.stderr)
         raise CommandExit(int(code), message) from None

@@ -13,7 +13,7 @@ from typing import Any
 
 from mopo_lightning.callbacks.checkpointing import EpochCheckpoint
 from mopo_lightning.callbacks.results import RunResults
-from mopo_lightning.data.errors import DatasetError
+from mopo_lightning.data.errors import DatasetError, one_line
 from mopo_lightning.data.summary import summarize
 from mopo_lightning.guards import CheckpointError, ConfigError
 from mopo_lightning.training.run_dir import RunDirectory
@@ -48,7 +48,7 @@ def recorded(results: RunResults, run: RunDirectory, resuming: bool) -> Iterator
         elif isinstance(error, SystemExit) and isinstance(error.code, int) and error.code > 128:
             results.set_status("stopped", signal=error.code - 128)
         elif not (isinstance(error, SystemExit) and error.code in (0, None)):
-            message = " ".join(str(error).split()) or type(error).__name__
+            message = one_line(error) or type(error).__name__
             results.set_status("failed", error=f"{type(error).__name__}: {message}"[:500])
         raise
 
