@@ -3,7 +3,7 @@
 Runs ``mopo_lightning.cli.main(["fit", ...])`` in this process on a generated HalfCheetah file (the
 tests' ``collected_dataset``; HalfCheetah never terminates, so every rollout row runs all h steps), in a
 fresh temporary run root with its own dynamics cache, so stage 1 really trains: ``--dynamics_epochs``
-epochs (``--dynamics.max_epochs N --dynamics.max_seconds null``), then ``--sac_epochs`` SAC epochs of
+epochs (``--dynamics.max_epochs N --dynamics.max_time null``), then ``--sac_epochs`` SAC epochs of
 ``--updates`` updates, one rollout of ``--rollout_batch_size`` x h per epoch, ``--episodes`` evaluation
 episodes per epoch. The premise monitor is off unless ``--premise`` (it is a measurement beside training,
 not one of the components).
@@ -229,7 +229,7 @@ def main() -> dict:
             "fit", "--data.task", "halfcheetah", "--data.path", str(path), "--seed_everything", "0",
             "--run_root", tmp, "--run_name", "bench", "--dynamics_cache", f"{tmp}/cache",
             "--num_threads", str(args.threads),
-            "--dynamics.max_epochs", str(args.dynamics_epochs), "--dynamics.max_seconds", "null",
+            "--dynamics.max_epochs", str(args.dynamics_epochs), "--dynamics.max_time", "null",
             "--trainer.max_epochs", str(args.sac_epochs), "--data.updates_per_epoch", str(args.updates),
             "--mopo.rollout_freq", str(args.updates), "--mopo.rollout_length", str(args.rollout_length),
             "--mopo.rollout_batch_size", str(args.rollout_batch_size),

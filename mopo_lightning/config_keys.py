@@ -13,6 +13,7 @@ MOPO_KEYS = ("rollout_length", "penalty_coef", "penalty_kind", "penalty_units", 
 RENAMED_KEYS = {
     "data.penalty": "mopo.penalty_kind", "dynamics.num_hidden": "dynamics.num_layers",
     **{f"data.{key}": f"mopo.{key}" for key in MOPO_KEYS},
+    "dynamics.max_seconds": "dynamics.max_time",
     "data.collect_path": "collect.path", "data.collect_steps": "collect.steps", "data.collect_policy": "collect.policy",
 }
 """Config keys that moved (old -> new): an old key fails with one line naming the new one."""
@@ -33,8 +34,8 @@ def check_renamed_keys(argv: list[str]) -> None:
             for old in RENAMED_KEYS:
                 node = tree
                 for part in old.split("."):
-                    node = node.get(part) if isinstance(node, dict) and part in node else None
-                    if node is None:
+                    if not (isinstance(node, dict) and part in node):
                         break
+                    node = node[part]  # a key set to null counts: it is there
                 else:
                     refuse(old, str(path))

@@ -25,7 +25,7 @@ from mopo_lightning.callbacks.premise import PremiseMonitor
 from mopo_lightning.collection.missing import CollectIfMissing
 from mopo_lightning.config_keys import check_renamed_keys
 from mopo_lightning.console import quiet_third_party
-from mopo_lightning.dynamics.module import DynamicsModule
+from mopo_lightning.dynamics.module import DynamicsModule, time_limit
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.policy.sac import SACModule
@@ -147,6 +147,7 @@ class MOPOCLI(LightningCLI):
         for key in ("max_epochs", "max_steps"):
             if trainer.get(key) is not None and trainer[key] < -1:
                 raise ConfigError(f"--trainer.{key} must be a positive number or -1 (no limit), got {trainer[key]}")
+        time_limit(cfg.dynamics.max_time)
         if cfg.checkpoint_every_n_epochs < 1 or cfg.keep_checkpoints < 1:
             raise ConfigError(f"--checkpoint_every_n_epochs ({cfg.checkpoint_every_n_epochs}) and "
                               f"--keep_checkpoints ({cfg.keep_checkpoints}) must be >= 1")

@@ -34,7 +34,7 @@ class MemberwiseEarlyStopping(nn.Module):
         self.patience = int(patience)
         self.register_buffer("best_mse", torch.full((num_members,), float("inf"), dtype=torch.float64))
         self.register_buffer("epochs_since_update", torch.tensor(0, dtype=torch.long))
-        self.register_buffer("num_updates", torch.tensor(0, dtype=torch.long))  # epochs scored so far
+        self.register_buffer("epochs", torch.tensor(0, dtype=torch.long))  # epochs scored so far
 
     @torch.no_grad()
     def update(self, mse: Tensor) -> tuple[Tensor, bool]:
@@ -50,7 +50,7 @@ class MemberwiseEarlyStopping(nn.Module):
             self.epochs_since_update.zero_()
         else:
             self.epochs_since_update += 1
-        self.num_updates += 1
+        self.epochs += 1
         return improved, self.should_stop
 
     @property

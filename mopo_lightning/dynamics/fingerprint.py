@@ -28,8 +28,9 @@ from typing import Any
 from mopo_lightning.dynamics.module import DynamicsModule
 from mopo_lightning.files import file_state, sha256_file, write_text_atomic
 
-FINGERPRINT_VERSION = 1
-"""Bumped when the fingerprint's fields or the training code's numbers change."""
+FINGERPRINT_VERSION = 2
+"""Bumped when the fingerprint's fields, the checkpoint's layout or the training code's numbers change (2:
+``dynamics.max_seconds`` became ``max_time``, ``early_stopping.num_updates`` became ``epochs``)."""
 STAGE1_DATA_KEYS = ("task", "mode", "seed", "holdout_ratio", "max_holdout", "dynamics_batch_size", "max_rows")
 """DataModule hparams that shape stage 1."""
 _SKIPPED_DYNAMICS_KEYS = ("obs_dim", "act_dim")  # given by data.task

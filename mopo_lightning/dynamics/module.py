@@ -14,6 +14,7 @@ should get ``max_epochs=-1`` (or a large cap): this module sets ``trainer.should
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,26 @@ from torch import Tensor
 from mopo_lightning.dynamics.batches import BootstrapBatches
 from mopo_lightning.dynamics.early_stopping import MemberSnapshot, MemberwiseEarlyStopping
 from mopo_lightning.dynamics.ensemble import DEFAULT_WEIGHT_DECAYS, GaussianEnsemble
-from mopo_lightning.guards import assert_finite
+from mopo_lightning.guards import ConfigError, assert_finite
+
+
+def time_limit(max_time: str | dict[str, int] | None) -> timedelta | None:
+    """``dynamics.max_time`` as the ``timedelta`` Lightning's timer will read, or a one-line ``ConfigError``
+    before any work (Lightning itself would only fail once stage 1 starts)."""
+    if max_time is None:
+        return None
+    try:
+        if isinstance(max_time, str):
+            days, hours, minutes, seconds = (int(part) for part in max_time.strip().split(":"))
+            limit = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+        else:
+            limit = timedelta(**dict(max_time))
+    except (TypeError, ValueError):
+        raise ConfigError(f"dynamics.max_time: expected \"DD:HH:MM:SS\" or a mapping such as {{minutes: 5}}, "
+                          f"got {max_time!r}") from None
+    if limit <= timedelta(0):
+        raise ConfigError(f"dynamics.max_time must be positive, got {max_time!r}")
+    return limit
 
 
 class DynamicsModule(LightningModule):
@@ -45,8 +65,9 @@ class DynamicsModule(LightningModule):
         max_epochs_since_update: stop after this many epochs in a row with no member improving.
         improvement_threshold: relative holdout-MSE improvement a member needs to count as improved.
         max_epochs: optional cap on training epochs (None: early stopping alone decides).
-        max_seconds: optional cap on training time, checked after each epoch (None: no cap). A model
-            that it cuts short depends on the wall clock: its run keeps it, the dynamics cache never serves it.
+        max_time: optional cap on training time, Lightning's ``Trainer(max_time)`` (``"DD:HH:MM:SS"`` or a
+            dict such as ``{"minutes": 5}``; None: no cap). A model that it cuts short depends on the wall
+            clock: its run keeps it, the dynamics cache never serves it.
     """
 
     def __init__(
@@ -63,9 +84,10 @@ class DynamicsModule(LightningModule):
         max_epochs_since_update: int = 6,
         improvement_threshold: float = 0.01,
         max_epochs: int | None = None,
-        max_seconds: float | None = None,
+        max_time: str | dict[str, int] | None = None,
     ) -> None:
         super().__init__()
+        time_limit(max_time)
         weight_decays = tuple(float(w) for w in weight_decays)
         self.save_hyperparameters()
         self.ensemble = GaussianEnsemble(
@@ -76,7 +98,7 @@ class DynamicsModule(LightningModule):
         )
         self.snapshot = MemberSnapshot(self.ensemble.member_parameters())
         self.register_buffer("finalized", torch.tensor(False))  # best weights restored, elites chosen
-        # True when max_seconds, a wall clock, ended training: such a model is not reproducible (stage 1
+        # True when max_time, a wall clock, ended training: such a model is not reproducible (stage 1
         # keeps it in its run and never serves it from the cache)
         self.register_buffer("time_capped", torch.tensor(False))
         self.automatic_optimization = False  # one plain step per batch: Lightning's closure costs ~4%
@@ -87,6 +109,7 @@ class DynamicsModule(LightningModule):
         self._holdout_sse: Tensor | None = None  # [E]
         self._holdout_count = 0
         self._train_start: float | None = None
+        self._stopped_itself = False  # early stopping or max_epochs ended training (not the trainer's clock)
         self._seconds_before = 0.0  # training seconds of earlier (resumed-from) runs
         self.fingerprint: dict | None = None  # what made this model (dynamics/fingerprint.py), if known
         # Each uncertainty penalty's scale on the training data ({version, rows, kinds}, measured after
@@ -194,20 +217,21 @@ class DynamicsModule(LightningModule):
         self.snapshot.save(self.ensemble.member_parameters(), improved.to(self.device))
         self.ensemble.elites.copy_(self.early_stopping.elites(self.hparams.num_elites))
         self._log_stopping(mse, improved)
-        epochs = int(self.early_stopping.num_updates)
+        epochs = int(self.early_stopping.epochs)
         if self.hparams.max_epochs is not None and epochs >= self.hparams.max_epochs:
             stop = True
-        if not stop and self.hparams.max_seconds is not None and self._train_start is not None:
-            stop = self.train_seconds > self.hparams.max_seconds  # resumed time counts
-            self.time_capped.fill_(stop)
-        # Ranks must agree (the time cap is read from each rank's own clock), or DDP would hang.
+        # Ranks must agree, or DDP would hang (Lightning's max_time timer broadcasts its own decision).
         stop = self.trainer.strategy.reduce_boolean_decision(bool(stop), all=False)
+        self._stopped_itself = stop
         if stop:
             self.finalize()  # before ModelCheckpoint's on_validation_end, so its last file is final
             self.trainer.should_stop = True
 
     def on_train_end(self) -> None:
         self._seconds_before, self._train_start = self.train_seconds, None  # the clock stops here
+        # Training ends by the module's own rule (early stopping, max_epochs) or by the trainer's max_time.
+        if self.hparams.max_time is not None and not self._stopped_itself:
+            self.time_capped.fill_(True)
         self.finalize()  # also when the trainer's own caps ended training
         if isinstance(self.logger, TensorBoardLogger):
             self.logger.experiment.add_text(
@@ -217,7 +241,7 @@ class DynamicsModule(LightningModule):
     @torch.no_grad()
     def finalize(self) -> None:
         """Restore each member's best weights and pick the elites (idempotent)."""
-        if int(self.early_stopping.num_updates) == 0:
+        if int(self.early_stopping.epochs) == 0:
             return  # never scored: nothing to restore
         self.snapshot.restore(self.ensemble.member_parameters())
         self.ensemble.elites.copy_(self.early_stopping.elites(self.hparams.num_elites))

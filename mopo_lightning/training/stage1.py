@@ -59,7 +59,7 @@ def dynamics_summary(module: DynamicsModule) -> dict[str, Any]:
         "holdout_mse_elites": float(best[elites].mean()),
         "holdout_mse_members": [float(v) for v in best],
         "elites": [int(i) for i in elites],
-        "epochs": int(module.early_stopping.num_updates),
+        "epochs": int(module.early_stopping.epochs),
     }
 
 
@@ -96,7 +96,7 @@ class Stage1Checkpoint(SignalStop, Checkpoint):
             return  # training ends now; the final dynamics.ckpt is written next
         trainer.save_checkpoint(self.path, weights_only=False)  # atomic (AtomicCheckpointIO)
         if self.signum is not None:
-            self.exit_saved(int(pl_module.early_stopping.num_updates))
+            self.exit_saved(int(pl_module.early_stopping.epochs))
 
     def exit_saved(self, epochs: int) -> NoReturn:
         """The one line of both stops: after an epoch's save, and after the last epoch's final model."""
@@ -111,18 +111,25 @@ def _result(module: DynamicsModule, path: Path, key: str, loaded: bool) -> dict[
 def load_matching(path: Path, fingerprint: dict[str, Any], what: str) -> DynamicsModule:
     """Load ``path``; refuse (``ConfigError``, one line) unless it was made with ``fingerprint``.
 
-    A file that does not load (truncated, random bytes) is a ``CheckpointError`` naming it.
+    The fingerprint is compared before the weights load, so a model of other settings (or of another
+    ``FINGERPRINT_VERSION``, whose buffers may be named otherwise) is named as such, not as a damaged file. A
+    file that does not load (truncated, random bytes) is a ``CheckpointError`` naming it.
     """
+    def corrupt(error: Exception) -> CheckpointError:
+        return CheckpointError(f"{what} {path}: corrupt checkpoint ({type(error).__name__}); delete it to retrain")
+
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True).get("dynamics_fingerprint")
+    except Exception as error:  # noqa: BLE001 - what torch raises for a damaged file varies
+        raise corrupt(error) from None
+    if stored is None:
+        raise ConfigError(f"{what} {path} records no fingerprint (not a stage-1 model); delete it to retrain")
+    require_same(stored, fingerprint, ConfigError, f"{what} {path} was trained with other settings",
+                 "delete it (or use another --run_name) to train a matching model")
     try:
         module = load_dynamics(path)
-    except Exception as error:  # noqa: BLE001 - what torch/Lightning raise for a damaged file varies
-        raise CheckpointError(f"{what} {path}: corrupt checkpoint ({type(error).__name__}); delete it to "
-                              "retrain") from None
-    if module.fingerprint is None:
-        raise ConfigError(f"{what} {path} has no fingerprint (trained before models recorded what made them); "
-                          "delete it to retrain")
-    require_same(module.fingerprint, fingerprint, ConfigError, f"{what} {path} was trained with other settings",
-                 "delete it (or use another --run_name) to train a matching model")
+    except Exception as error:  # noqa: BLE001
+        raise corrupt(error) from None
     return module
 
 
@@ -133,7 +140,8 @@ def dynamics_stage(datamodule: OfflineDataModule, num_threads: int | None = None
 
     The ensemble's initial weights then depend only on what the fingerprint records (not on what was
     built before it, e.g. the SAC networks' sizes), so a cached model is exactly the one this run would
-    train (a model cut by ``dynamics.max_seconds`` is never cached: it depends on the wall clock); and stage 2 starts from the same global RNG state whether stage 1 trained, resumed or loaded.
+    train (a model cut by ``dynamics.max_time`` is never cached: it depends on the wall clock); and stage 2
+    starts from the same global RNG state whether stage 1 trained, resumed or loaded.
     """
     with torch.random.fork_rng(devices=[]), torch_threads(num_threads):
         torch.manual_seed(int(datamodule.hparams.seed))
@@ -179,7 +187,7 @@ def _dynamics_stage(
         if not path.exists():
             raise CheckpointError(f"--dynamics_checkpoint {path}: no such file")
         module = load_matching(path, fingerprint, "--dynamics_checkpoint")
-        capped = " (cut by dynamics.max_seconds: not reproducible)" if bool(module.time_capped) else ""
+        capped = " (cut by dynamics.max_time: not reproducible)" if bool(module.time_capped) else ""
         print(f"dynamics: loaded {path} (fingerprint {key}){capped}")
         return module, _result(module, path, key, loaded=True)
     own = run_dir / FINAL
@@ -204,8 +212,8 @@ def _dynamics_stage(
     else:
         module = trained
     if bool(module.time_capped):  # _train wrote it into the run directory alone
-        print(f"dynamics: dynamics.max_seconds ({module.hparams.max_seconds:g} s) ended training after "
-              f"{int(module.early_stopping.num_updates)} epochs: the model depends on this machine's speed, so it "
+        print(f"dynamics: dynamics.max_time ({module.hparams.max_time}) ended training after "
+              f"{int(module.early_stopping.epochs)} epochs: the model depends on this machine's speed, so it "
               f"is not reproducible; kept in {own} only, not in the cache", flush=True)
         return module, {**_result(module, own, key, loaded=False), "reproducible": False}
     if rank_zero_only.rank == 0:
@@ -234,7 +242,7 @@ def _train(
     if partial.exists():
         state = torch.load(partial, map_location="cpu", weights_only=True)
         # The loader draws epoch k's order when its iterator starts, before any hook could set it.
-        epochs = int(state["state_dict"]["early_stopping.num_updates"])
+        epochs = int(state["state_dict"]["early_stopping.epochs"])
         batches.epoch = int(state[BOOTSTRAP_EPOCH])
         resume = str(partial)
         print(f"dynamics: resuming {partial} after {epochs} epochs", flush=True)
@@ -248,8 +256,9 @@ def _train(
     kwargs.setdefault("enable_model_summary", False)
     trainer = L.Trainer(
         **kwargs,
-        # the module stops itself (member-wise early stopping, epoch and time caps)
+        # the module stops itself (member-wise early stopping, epoch cap); Lightning's timer caps the time
         max_epochs=module.hparams.max_epochs or -1,
+        max_time=module.hparams.max_time,
         num_sanity_val_steps=0,
         logger=logger,
         callbacks=callbacks,
@@ -264,5 +273,5 @@ def _train(
     if trainer.is_global_zero:
         partial.unlink(missing_ok=True)
     if saver.signum is not None:  # a signal during the last epoch: stage 1 is complete, stop before stage 2
-        saver.exit_saved(int(module.early_stopping.num_updates))
+        saver.exit_saved(int(module.early_stopping.epochs))
     return module

@@ -24,7 +24,7 @@ def _args(root: str) -> list[str]:
     data = collected_dataset("hopper", 2_000, seed=0)
     return ["fit", "--config", str(QUICKSTART), "--data.path", str(data), "--stage", "dynamics",
             "--run_root", root, "--run_name", "dyn", "--dynamics.hidden_dim", "64",
-            "--dynamics.max_epochs", str(EPOCHS), "--dynamics.max_seconds", "null",
+            "--dynamics.max_epochs", str(EPOCHS), "--dynamics.max_time", "null",
             "--trainer.enable_progress_bar", "false"]
 
 
@@ -47,7 +47,7 @@ def _wait_for(condition, proc: subprocess.Popen, timeout: float = 300) -> None:
 
 
 def _epochs(path: Path) -> int:
-    return int(torch.load(path, weights_only=True)["state_dict"]["early_stopping.num_updates"])
+    return int(torch.load(path, weights_only=True)["state_dict"]["early_stopping.epochs"])
 
 
 def test_killed_and_terminated_stage1_resumes_bit_identical(tmp_path):
@@ -83,7 +83,7 @@ def test_killed_and_terminated_stage1_resumes_bit_identical(tmp_path):
     assert not partial.exists()  # dropped once dynamics.ckpt is written
     a = torch.load(cwd / "straight" / "dyn" / "dynamics.ckpt", weights_only=True)
     b = torch.load(cwd / "killed" / "dyn" / "dynamics.ckpt", weights_only=True)
-    assert int(b["state_dict"]["early_stopping.num_updates"]) == EPOCHS
+    assert int(b["state_dict"]["early_stopping.epochs"]) == EPOCHS
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():  # weights, snapshots, early stopping, normaliser, elites
         assert torch.equal(value, b["state_dict"][key]), key

@@ -98,7 +98,7 @@ def test_stage1_epochs_on_cuda_train_the_cpu_model(tmp_path):
     holdout scoring, member snapshots) on the GPU reach the CPU's holdout MSE per member."""
     cpu = _stage1("cpu", tmp_path)
     gpu = _stage1(ACCELERATOR, tmp_path)
-    assert int(gpu.early_stopping.num_updates) == 3 and bool(gpu.finalized)
+    assert int(gpu.early_stopping.epochs) == 3 and bool(gpu.finalized)
     # as tests/integration/test_fast_dynamics.py: the same holdout MSE per member, to float reordering (1%)
     torch.testing.assert_close(gpu.early_stopping.best_mse.cpu(), cpu.early_stopping.best_mse, rtol=0.01,
                                atol=0)

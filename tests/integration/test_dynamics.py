@@ -47,7 +47,7 @@ def _state_mse(pred: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def test_training_stops_at_the_cap_restores_best_weights_and_picks_elites(trained):
     module, data, _ = trained
     es = module.early_stopping
-    assert int(es.num_updates) == EPOCHS and bool(module.finalized)
+    assert int(es.epochs) == EPOCHS and bool(module.finalized)
     with torch.no_grad():
         mean, _ = module.ensemble(data.holdout_inputs)  # [E, H, out]
     mse = (mean - data.holdout_targets).square().mean(dim=(1, 2)).double()

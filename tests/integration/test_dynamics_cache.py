@@ -18,6 +18,7 @@ import torch
 from conftest import collected_dataset
 
 from mopo_lightning.dynamics.fingerprint import (
+    FINGERPRINT_VERSION,
     dataset_sha256,
     dynamics_fingerprint,
     exclusive_lock,
@@ -27,7 +28,7 @@ from mopo_lightning.guards import ConfigError
 from mopo_lightning.training.datamodule import OfflineDataModule
 from mopo_lightning.training.stage1 import dynamics_stage
 
-TINY = {"hidden_dim": 8, "num_layers": 1, "weight_decays": (1e-5, 1e-4), "max_epochs": 2, "max_seconds": None}
+TINY = {"hidden_dim": 8, "num_layers": 1, "weight_decays": (1e-5, 1e-4), "max_epochs": 2, "max_time": None}
 TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "enable_model_summary": False}
 
 
@@ -64,9 +65,9 @@ def test_fingerprint_follows_what_shapes_the_model_and_nothing_else(tmp_path):
     # An omitted hyper-parameter is its default; 120 and 120.0 are one setting.
     dm = _datamodule(Path("unused.hdf5"))
     assert dynamics_fingerprint("a" * 64, dm.hparams, {}) == dynamics_fingerprint(
-        "a" * 64, dm.hparams, {"num_members": 7, "max_seconds": None})
-    assert dynamics_fingerprint("a", dm.hparams, {"max_seconds": 120}) == dynamics_fingerprint(
-        "a", dm.hparams, {"max_seconds": 120.0})
+        "a" * 64, dm.hparams, {"num_members": 7, "max_time": None})
+    assert dynamics_fingerprint("a", dm.hparams, {"max_epochs": 120}) == dynamics_fingerprint(
+        "a", dm.hparams, {"max_epochs": 120.0})
 
 
 def test_dataset_hash_is_the_content_and_is_remembered_per_size_and_mtime(tmp_path):
@@ -101,6 +102,18 @@ def test_mismatched_model_refuses_naming_what_differs(tmp_path):
         _stage1(other, run_dir, cache)
     with pytest.raises(ConfigError, match=r"--dynamics_checkpoint .* dynamics.max_epochs \(2 -> 3\)"):
         _stage1(data, tmp_path / "run2", cache, {"max_epochs": 3}, checkpoint=str(run_dir / "dynamics.ckpt"))
+    # A model of an earlier layout (another fingerprint version, a renamed buffer) is named as such before its
+    # weights are read, not reported as a damaged file; a file with no fingerprint at all is refused too.
+    old = torch.load(run_dir / "dynamics.ckpt", weights_only=True)
+    old["dynamics_fingerprint"]["version"] = 1
+    old["state_dict"]["early_stopping.num_updates"] = old["state_dict"].pop("early_stopping.epochs")
+    torch.save(old, tmp_path / "old.ckpt")
+    with pytest.raises(ConfigError, match=rf"trained with other settings: version \(1 -> {FINGERPRINT_VERSION}\)"):
+        _stage1(data, tmp_path / "run3", cache, checkpoint=str(tmp_path / "old.ckpt"))
+    del old["dynamics_fingerprint"]
+    torch.save(old, tmp_path / "bare.ckpt")
+    with pytest.raises(ConfigError, match="records no fingerprint"):
+        _stage1(data, tmp_path / "run3", cache, checkpoint=str(tmp_path / "bare.ckpt"))
     # The same settings load it, and report its real training time.
     module, again = _stage1(data, run_dir, cache, batch_size=128)
     assert again["loaded"] is True and again["seconds"] == info["seconds"] > 0
@@ -187,10 +200,10 @@ def test_a_file_replaced_after_it_was_read_is_refused(tmp_path):
 
 def test_a_model_cut_by_the_wall_clock_is_kept_in_its_run_and_never_cached(tmp_path, capsys):
     data = collected_dataset("hopper", 2_000, seed=0)
-    capped = {"max_seconds": 0.0, "max_epochs": 5}  # any epoch outlasts 0 s: the clock ends training
+    capped = {"max_time": {"milliseconds": 1}, "max_epochs": 5}  # the first step outlasts 1 ms: the clock ends it
     module, info = _stage1(data, tmp_path / "a", tmp_path / "cache", capped)
     assert bool(module.time_capped) and info["reproducible"] is False and info["loaded"] is False
-    assert int(module.early_stopping.num_updates) == 1
+    assert int(module.early_stopping.epochs) == 1
     assert (tmp_path / "a" / "dynamics.ckpt").exists()
     assert not list((tmp_path / "cache").glob("*/dynamics.ckpt"))  # nothing another run could load
     assert "not reproducible; kept in" in capsys.readouterr().out

@@ -49,7 +49,7 @@ def test_fast_step_trains_the_reference_model(tmp_path):
                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu",
                         default_root_dir=tmp_path)
     trainer.fit(fast, data.train, data.holdout)
-    assert int(fast.early_stopping.num_updates) == EPOCHS
+    assert int(fast.early_stopping.epochs) == EPOCHS
 
     data = dynamics_dataloaders(td, num_members=3, seed=0)  # the same bootstrap and epoch orders
     reference.fit_normalizer(data.train_inputs)

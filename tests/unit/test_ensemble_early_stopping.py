@@ -51,7 +51,7 @@ def test_stops_after_six_epochs_in_a_row_without_any_member_improving():
     assert improved.tolist() == [False, True] and not stop and int(es.epochs_since_update) == 0
     flags = [es.update(_t(10.0, 9.0))[1] for _ in range(6)]
     assert flags == [False] * 5 + [True]
-    assert int(es.num_updates) == 13
+    assert int(es.epochs) == 13
 
 
 def test_elites_are_the_lowest_best_mse():
@@ -142,12 +142,16 @@ def test_module_caps_epochs_and_refuses_unnormalised_training():
                           "enable_model_summary": False, "accelerator": "cpu", "num_sanity_val_steps": 0}
     module = DynamicsModule(max_epochs=3, **kwargs)
     pl.Trainer(**trainer_kwargs).fit(module, train_dataloaders=data.train, val_dataloaders=data.holdout)
-    assert int(module.early_stopping.num_updates) == 3
+    assert int(module.early_stopping.epochs) == 3
     # the normaliser was fitted from the bootstrap loader's train split, not the holdout
     torch.testing.assert_close(module.ensemble.input_mean, data.train_inputs.mean(0))
-    module = DynamicsModule(max_seconds=0.0, **kwargs)  # any epoch overruns a zero time cap
-    pl.Trainer(**trainer_kwargs).fit(module, train_dataloaders=data.train, val_dataloaders=data.holdout)
-    assert int(module.early_stopping.num_updates) == 1 and bool(module.finalized)
+    assert not bool(module.time_capped)  # its own epoch cap ended it
+    module = DynamicsModule(max_time={"milliseconds": 1}, **kwargs)  # the first step outlasts the time cap
+    # stage 1 hands the module's max_time to its Trainer: Lightning's timer stops mid-epoch, the holdout still
+    # scores that epoch, and the module marks the model as cut by the clock
+    pl.Trainer(**trainer_kwargs, max_time=module.hparams.max_time).fit(
+        module, train_dataloaders=data.train, val_dataloaders=data.holdout)
+    assert int(module.early_stopping.epochs) == 1 and bool(module.finalized) and bool(module.time_capped)
 
     plain = torch.utils.data.DataLoader(
         list(zip(data.train_inputs.expand(4, -1, -1).split(64, 1), data.train_targets.expand(4, -1, -1).split(64, 1))),

@@ -28,3 +28,10 @@ def test_current_keys_pass(tmp_path):
     path = tmp_path / "new.yaml"
     path.write_text("mopo:\n  penalty_kind: aleatoric\n  penalty_coef: 1.0\ndynamics:\n  num_layers: 4\n")
     check_renamed_keys(["--config", str(path), "--mopo.penalty_coef", "2", "--dynamics.num_layers", "3"])
+
+
+def test_old_key_set_to_null_in_a_config_file_is_refused_too(tmp_path):
+    path = tmp_path / "old.yaml"
+    path.write_text("dynamics:\n  max_seconds: null\n")  # as conf/quickstart.yaml wrote it before max_time
+    with pytest.raises(ConfigError, match="`dynamics.max_seconds` was renamed to `dynamics.max_time`"):
+        check_renamed_keys(["--config", str(path)])
