@@ -94,11 +94,11 @@ def draw(data: TensorDict) -> TensorDict:
 
 
 @torch.no_grad()
-def rollout(sac: SACModule, ensemble: GaussianEnsemble, start: torch.Tensor, horizon: int,
+def rollout(sac: SACModule, ensemble: GaussianEnsemble, start: torch.Tensor, rollout_length: int,
             generator: torch.Generator) -> TensorDict:
     """h penalised model steps from every start state, the actor sampling; returns all transitions."""
     termination_fn, obs, steps = get_task("halfcheetah").termination_fn, start, []
-    for _ in range(horizon):
+    for _ in range(rollout_length):
         action = sac.act(obs)
         nxt = model_step(ensemble, obs, action, termination_fn=termination_fn, penalty_coef=1.0,
                          generator=generator)
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--variants", default="eager,compiled,compiled_cudagraphs",
                         help="comma-separated SAC variants (compiled_cudagraphs runs on CUDA only)")
     parser.add_argument("--rollout-batch-size", type=int, default=50_000)
-    parser.add_argument("--horizon", type=int, default=5)
+    parser.add_argument("--rollout_length", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gpu.json")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -163,14 +163,14 @@ def main() -> None:
         start = torch.randn(args.rollout_batch_size, OBS, device=device)
         generator = torch.Generator(device=device).manual_seed(0)
         actor = modules.get("eager") or make_sac("eager", device)
-        rollout(actor, ensemble, start[:1000], args.horizon, generator)  # warm-up (kernels, allocator)
+        rollout(actor, ensemble, start[:1000], args.rollout_length, generator)  # warm-up (kernels, allocator)
         sync(device)
         t0 = time.perf_counter()
-        data = rollout(actor, ensemble, start, args.horizon, generator)
+        data = rollout(actor, ensemble, start, args.rollout_length, generator)
         sync(device)
         result["rollout_s"] = time.perf_counter() - t0
         result["rollout_transitions"] = data.shape[0]
-        print(f"model rollout: {args.rollout_batch_size} x h={args.horizon} "
+        print(f"model rollout: {args.rollout_batch_size} x h={args.rollout_length} "
               f"({result['rollout_transitions']} transitions): {result['rollout_s']:.3f} s")
         save(result, args.out)
         result["epoch_like_s"] = {}
@@ -178,7 +178,7 @@ def main() -> None:
             try:
                 time_updates(sac, lambda i: draw(data), 1, 5, device)  # the draw's kernels; no recompilation
                 t0 = time.perf_counter()
-                epoch_data = rollout(sac, ensemble, start, args.horizon, generator)
+                epoch_data = rollout(sac, ensemble, start, args.rollout_length, generator)
                 for _ in range(1000):
                     sac.update(draw(epoch_data))
                 sync(device)

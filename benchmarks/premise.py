@@ -64,7 +64,7 @@ def main() -> None:
     reference = DataReference.from_observations(torch.randn(50_000, task.obs_dim))
     settings = PenaltySettings(1.0, "aleatoric", "sample")
     measure = lambda **kw: premise_metrics(ensemble, result.transitions, termination_fn=task.termination_fn,
-                                           settings=settings, policy=act, horizon=HORIZON, **kw)
+                                           settings=settings, policy=act, rollout_length=HORIZON, **kw)
     parts = {}
     premise = measure(reference=reference)  # warm-up, and the figure's input
     # interleaved, so the machine's drift over the minutes falls on both alike
@@ -99,7 +99,7 @@ def main() -> None:
         "transitions": int(premise.scalars["transitions"]),
         "rows_measured": int(premise.scalars["rows_measured"]),
         "start_states": int(premise.scalars["start_states"]),
-        "horizon": HORIZON,
+        "rollout_length": HORIZON,
         **{f"{k}_seconds": v for k, v in parts.items()},
         "premise_fraction_of_evaluation": parts["premise_metrics"] / t_plain,
         "penalty_kinds": len(PENALTY_KINDS),

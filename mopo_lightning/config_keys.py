@@ -13,7 +13,7 @@ MOPO_KEYS = ("rollout_length", "penalty_coef", "penalty_kind", "penalty_units", 
 RENAMED_KEYS = {
     "data.penalty": "mopo.penalty_kind", "dynamics.num_hidden": "dynamics.num_layers",
     **{f"data.{key}": f"mopo.{key}" for key in MOPO_KEYS},
-    "dynamics.max_seconds": "dynamics.max_time",
+    "dynamics.max_seconds": "dynamics.max_time", "premise.horizon": "premise.rollout_length",
     "data.collect_path": "collect.path", "data.collect_steps": "collect.steps", "data.collect_policy": "collect.policy",
 }
 """Config keys that moved (old -> new): an old key fails with one line naming the new one."""

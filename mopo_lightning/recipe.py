@@ -29,7 +29,7 @@ from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.collection.missing import CollectIfMissing, collect_if_missing
 from mopo_lightning.files import write_text_atomic
 from mopo_lightning.guards import NonFiniteError
-from mopo_lightning.model_env.penalties import coef_in_raw_units
+from mopo_lightning.model_env.penalties import penalty_coef_in_raw_units
 from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.training.datamodule import OfflineDataModule
@@ -118,19 +118,21 @@ def train_mopo(data: OfflineDataModule, sac: SACModule, mopo: MOPOSettings, dyna
         # 3. The penalised model MDP: r - lambda * u, with lambda in the raw penalty's units, rolled out h steps
         #    from real start states by SAC's current policy into the model buffer, mixed with real rows.
         scales = info["penalty_scales"]["kinds"]
-        coef = coef_in_raw_units(mopo.penalty_coef, mopo.penalty_kind, mopo.penalty_units, scales)
+        raw_coef = penalty_coef_in_raw_units(mopo.penalty_coef, mopo.penalty_kind, mopo.penalty_units, scales)
         logger = tensorboard(run.run_dir, "sac") if trainer.get("logger") in (None, True) else trainer["logger"]
-        batches = data.policy_stage(model.ensemble, mopo, coef, learner=sac, rollout_threads=run.threads["rollout"],
+        batches = data.policy_stage(model.ensemble, mopo, raw_coef, learner=sac, rollout_threads=run.threads["rollout"],
                                     log=None if logger is False else tensorboard_rollout_log(logger))
         results.data["score_reference"] = data.score_reference
-        results.data["penalty"] = {"kind": mopo.penalty_kind, "coef": mopo.penalty_coef, "units": mopo.penalty_units,
-                                   "coef_raw_units": coef}
+        results.data["penalty"] = {"penalty_kind": mopo.penalty_kind, "penalty_coef": mopo.penalty_coef,
+                                   "penalty_units": mopo.penalty_units, "penalty_coef_raw_units": raw_coef}
 
         # 4. SAC on the mixed batches, evaluated in the real env, the premise measured at each evaluation.
         evaluator = MuJoCoEvaluation(**{**evaluation, "task": evaluation.get("task") or data.task_spec})
-        monitor = PremiseMonitor(**(premise or {}), evaluation=evaluator, ensemble=model.ensemble,
+        premise = {**(premise or {})}
+        premise["rollout_length"] = premise.get("rollout_length") or mopo.rollout_length  # None: the run's h
+        monitor = PremiseMonitor(**premise, evaluation=evaluator, ensemble=model.ensemble,
                                  data_observations=data.rows()[OBSERVATION], task=data.task_spec,
-                                 settings=penalty_settings(mopo, scales), rollout_length=mopo.rollout_length)
+                                 settings=penalty_settings(mopo, scales))
         results.evaluation = evaluator
         results.tensorboard_hparams = {"task": hp.task, "dataset": str(hp.dataset or hp.path), "seed": hp.seed,
                                        "rollout_length": mopo.rollout_length, "penalty_coef": mopo.penalty_coef,

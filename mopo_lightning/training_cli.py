@@ -33,7 +33,7 @@ from mopo_lightning.recipe import THREAD_PHASES, RunSettings, train_mopo
 from mopo_lightning.training.datamodule import OfflineDataModule
 from mopo_lightning.training.run_dir import check_checkpoint
 
-PREMISE_SKIP = {"evaluation", "ensemble", "data_observations", "task", "settings", "rollout_length"}
+PREMISE_SKIP = {"evaluation", "ensemble", "data_observations", "task", "settings"}
 
 
 def first_process() -> bool:

@@ -133,13 +133,13 @@ def _stack(steps: list[tuple[np.ndarray, ...]], episode_ids: list[int]) -> Tenso
     """Per-step arrays over episodes -> transitions [N] of the running rows, episode-major."""
     as_t = lambda i, dtype=torch.float32: torch.as_tensor(
         np.stack([step[i] for step in steps], axis=1), dtype=dtype)  # [n, T, ...]
-    n, horizon = len(episode_ids), len(steps)
+    n, length = len(episode_ids), len(steps)
     keep = as_t(6, torch.bool)  # [n, T]
     out = transitions(as_t(0)[keep], as_t(1)[keep], as_t(3)[keep], as_t(2)[keep],
                       terminated=as_t(4, torch.bool)[keep], truncated=as_t(5, torch.bool)[keep])
     ids = torch.as_tensor(episode_ids, dtype=torch.long)
-    out[EPISODE] = ids[:, None].expand(n, horizon)[keep]
-    out[STEP] = torch.arange(horizon)[None, :].expand(n, horizon)[keep]
+    out[EPISODE] = ids[:, None].expand(n, length)[keep]
+    out[STEP] = torch.arange(length)[None, :].expand(n, length)[keep]
     return out
 
 

@@ -42,7 +42,7 @@ from mopo_lightning.diagnostics.premise import (
     premise_metrics,
 )
 from mopo_lightning.model_env.env import EnsemblePredictor
-from mopo_lightning.model_env.penalties import PENALTIES, PenaltyScales, coef_in_raw_units
+from mopo_lightning.model_env.penalties import PENALTIES, PenaltyScales, penalty_coef_in_raw_units
 from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.tasks import Task
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD, TERMINATED, TRUNCATED
@@ -57,14 +57,15 @@ SCATTER_POINTS = 1_000
 class PremiseMonitor(L.Callback):
     """Measure MOPO's premise on every ``every_n_evals``-th evaluation (module docstring)."""
 
-    def __init__(self, every_n_evals: int = 1, horizon: int | None = None, max_rows: int = MAX_ROWS,
+    def __init__(self, every_n_evals: int = 1, rollout_length: int | None = None, max_rows: int = MAX_ROWS,
                  max_start_states: int = MAX_START_STATES, max_data_states: int = MAX_DATA_STATES,
                  figures: bool = True, seed: int = 0, *, evaluation: MuJoCoEvaluation, ensemble: EnsemblePredictor,
-                 data_observations: torch.Tensor, task: Task, settings: PenaltySettings, rollout_length: int) -> None:
+                 data_observations: torch.Tensor, task: Task, settings: PenaltySettings) -> None:
         """
         Args:
             every_n_evals: measure at every n-th MuJoCo evaluation (0: off).
-            horizon: H of the branched model returns; None: the run's ``mopo.rollout_length``.
+            rollout_length: h of the branched model returns; None: the run's ``mopo.rollout_length`` (the
+                recipe fills it in).
             max_rows: recorded transitions measured (evenly spaced above this).
             max_start_states: start states of the H-step model returns (evenly spaced above this).
             max_data_states: dataset observations searched for the nearest neighbour (a fixed subsample).
@@ -72,11 +73,13 @@ class PremiseMonitor(L.Callback):
             seed: seed of the model rollouts' generator and of the dataset subsample.
             evaluation: the evaluation it listens to; ensemble: the trained model; data_observations: the
                 dataset's observations; task: its termination function; settings: the run's penalty
-                (``penalty_settings``); rollout_length: the run's h. Handed in by the recipe.
+                (``penalty_settings``). Handed in by the recipe.
         """
         super().__init__()
         self.every_n_evals = every_n_evals
-        self.horizon = int(horizon if horizon is not None else rollout_length)
+        if rollout_length is None or rollout_length < 1:
+            raise ValueError(f"premise: rollout_length must be >= 1 (the recipe passes the run's h), got {rollout_length}")
+        self.rollout_length = int(rollout_length)
         self.max_rows, self.max_start_states, self.max_data_states = max_rows, max_start_states, max_data_states
         self.figures, self.seed = figures, seed
         self.ensemble, self.task, self.settings = ensemble, task, settings
@@ -106,10 +109,11 @@ class PremiseMonitor(L.Callback):
                 ensemble, data.to(device), termination_fn=self.task.termination_fn,
                 settings=settings, policy=lambda obs: pl_module.act(obs.to(pl_module.device),
                                                                     deterministic=True).to(device),
-                horizon=self.horizon, reference=self._reference, seed=self.seed,
+                rollout_length=self.rollout_length, reference=self._reference, seed=self.seed,
                 max_rows=self.max_rows, max_start_states=self.max_start_states)
         self.latest = premise
-        entry["premise"] = {"penalty_kind": settings.kind, "penalty_coefs": dict(settings.coefs), **premise.scalars}
+        entry["premise"] = {"penalty_kind": settings.penalty_kind, "penalty_coefs": dict(settings.penalty_coefs),
+                            **premise.scalars}
         # the path eval/* takes (MuJoCoEvaluation.on_train_epoch_end): Lightning logs both at one step
         pl_module.log_dict({f"premise/{k}": v for k, v in premise.scalars.items()}, on_step=False, on_epoch=True,
                            rank_zero_only=True)
@@ -150,7 +154,7 @@ class PremiseMonitor(L.Callback):
         if not hasattr(writer, "add_image"):
             return
         if not self._described:
-            writer.add_text("premise/definitions", f"penalty_kind (trains): **{settings.kind}**\n\n"
+            writer.add_text("premise/definitions", f"penalty_kind (trains): **{settings.penalty_kind}**\n\n"
                             + "\n".join(f"    {line}" for line in DEFINITIONS.splitlines()), step)
             self._described = True
         if self.figures:
@@ -161,8 +165,9 @@ class PremiseMonitor(L.Callback):
 def penalty_settings(mopo: MOPOSettings, scales: PenaltyScales | None) -> PenaltySettings:
     """The run's penalty, and each measured kind's lambda: the configured lambda in the run's units, so with
     ``mopo.penalty_units`` mean or p95 every kind is weighed in its own units (raw: one raw lambda for all)."""
-    coefs = {kind: coef_in_raw_units(mopo.penalty_coef, kind, mopo.penalty_units, scales) for kind in PENALTIES}
-    return PenaltySettings(coefs[mopo.penalty_kind], mopo.penalty_kind, mopo.reward_mode, coefs)
+    penalty_coefs = {kind: penalty_coef_in_raw_units(mopo.penalty_coef, kind, mopo.penalty_units, scales)
+                     for kind in PENALTIES}
+    return PenaltySettings(penalty_coefs[mopo.penalty_kind], mopo.penalty_kind, mopo.reward_mode, penalty_coefs)
 
 
 def figure_kinds(trained: str) -> list[str]:
@@ -194,9 +199,9 @@ def premise_figure(premise: Premise, settings: PenaltySettings, bins: int = 10) 
     calibration, scatter, returns = fig.subplots(1, 3)
     real = premise.rows["return/real"].double()
     top, low, high, lo_r, hi_r = 0.0, np.inf, 0.0, np.inf, -np.inf
-    for kind, colour in zip(figure_kinds(settings.kind), ("tab:blue", "tab:orange", "tab:green")):
+    for kind, colour in zip(figure_kinds(settings.penalty_kind), ("tab:blue", "tab:orange", "tab:green")):
         u, err = premise.rows[f"{kind}/penalty"].double(), premise.rows[f"{kind}/error"].double()
-        label = f"{kind}{' (trains)' if kind == settings.kind else ''}"
+        label = f"{kind}{' (trains)' if kind == settings.penalty_kind else ''}"
         groups = [g for g in u.argsort().tensor_split(min(bins, max(u.numel(), 1))) if g.numel()]
         mu = np.array([float(u[g].mean()) for g in groups])
         me = np.array([float(err[g].mean()) for g in groups])
@@ -227,9 +232,9 @@ def premise_figure(premise: Premise, settings: PenaltySettings, bins: int = 10) 
         axis.set_minor_locator(NullLocator())
     if np.isfinite(lo_r):
         returns.plot([lo_r, hi_r], [lo_r, hi_r], "k--", lw=0.8)
-    returns.set(xlabel=f"real {s['horizon']:.0f}-step return",
+    returns.set(xlabel=f"real {s['rollout_length']:.0f}-step return",
                 ylabel="model return - lambda_kind sum u",
-                title=f"{s['horizon']:.0f}-step returns from {s['start_states']:.0f} visited states")
+                title=f"{s['rollout_length']:.0f}-step returns from {s['start_states']:.0f} visited states")
     for ax in (calibration, scatter, returns):
         ax.title.set_fontsize(10)
         ax.legend(fontsize=7, loc="upper left", markerscale=3 if ax is not calibration else 1)

@@ -18,7 +18,7 @@ What MOPO's rollouts of length h = H actually use:
   mode, the sampled elite's next state, the task's termination function, a fixed-seed generator. A row
   stops at the model's termination (that step counted). raw = sum of the model's rewards;
   penalized_kind = sum of (reward - lambda_kind * u_kind) along the same trajectory, for every kind
-  (lambda_kind: ``PenaltySettings.coef_for``, the same lambda in the run's penalty units).
+  (lambda_kind: ``PenaltySettings.penalty_coef_for``, the same lambda in the run's penalty units).
 - return_gap = mean(penalized - real) (MOPO's bound wants <= 0); return_gap_raw = mean(raw - real);
   penalized_below_real = fraction of start states with penalized <= real (the lower bound holding).
 - A row whose model reward or trained penalty turns non-finite stops there, that step not counted
@@ -54,19 +54,21 @@ ActFn = Callable[[Tensor], Tensor]
 class PenaltySettings:
     """The penalised model MDP as the policy stage configures it."""
 
-    coef: float
-    """lambda of r - lambda * u, applied to the raw penalty of ``kind``."""
-    kind: PenaltyKind = "aleatoric"
+    penalty_coef: float
+    """lambda of r - lambda * u, applied to the raw penalty of ``penalty_kind``."""
+    penalty_kind: PenaltyKind = "aleatoric"
     """The penalty that trains (every kind is measured)."""
     reward_mode: RewardMode = "sample"
     """The model reward: the chosen elite's sample (authors' code) or its mean (paper)."""
-    coefs: Mapping[str, float] = field(default_factory=dict)
-    """lambda per measured kind for its penalised returns (the run's lambda in each kind's units); ``coef``
-    for a kind not listed."""
+    penalty_coefs: Mapping[str, float] = field(default_factory=dict)
+    """lambda per measured kind for its penalised returns (the run's lambda in each kind's units);
+    ``penalty_coef`` for a kind not listed."""
 
-    def coef_for(self, kind: str) -> float:
+    def penalty_coef_for(self, kind: str) -> float:
         """lambda of ``kind``'s penalised returns."""
-        return self.coef if kind == self.kind else float(self.coefs.get(kind, self.coef))
+        if kind == self.penalty_kind:
+            return self.penalty_coef
+        return float(self.penalty_coefs.get(kind, self.penalty_coef))
 
 
 class _Recorder:
@@ -84,12 +86,12 @@ class _Recorder:
 
 
 @torch.no_grad()
-def branched_returns(ensemble: EnsemblePredictor, start_obs: Tensor, horizon: int, policy: ActFn, *,
+def branched_returns(ensemble: EnsemblePredictor, start_obs: Tensor, rollout_length: int, policy: ActFn, *,
                      termination_fn: TerminationFn, settings: PenaltySettings,
                      generator: torch.Generator | None = None, first_action: Tensor | None = None,
                      first_prediction: tuple[Tensor, Tensor] | None = None,
                      kinds: Sequence[str] = PENALTY_KINDS) -> dict[str, Tensor]:
-    """Roll ``policy`` through the model from start_obs [B, O] for ``horizon`` steps, or to termination.
+    """Roll ``policy`` through the model from start_obs [B, O] for ``rollout_length`` steps, or to termination.
 
     One batched ``model_step`` per step over the rows still running; never a loop over rows.
     ``first_action`` [B, A]: the first step's action instead of ``policy(start_obs)`` (the recorded one);
@@ -99,7 +101,7 @@ def branched_returns(ensemble: EnsemblePredictor, start_obs: Tensor, horizon: in
     terminating step counts) and ``diverged`` (a non-finite reward or trained penalty: the row stops there,
     that step not counted).
     """
-    kinds = list(dict.fromkeys([settings.kind, *kinds]))
+    kinds = list(dict.fromkeys([settings.penalty_kind, *kinds]))
     recorder = _Recorder(ensemble, first_prediction)
     b, device = start_obs.shape[0], start_obs.device
     obs = start_obs.clone()
@@ -108,17 +110,17 @@ def branched_returns(ensemble: EnsemblePredictor, start_obs: Tensor, horizon: in
     taken = torch.zeros(b, dtype=torch.long, device=device)
     diverged = torch.zeros(b, dtype=torch.bool, device=device)
     alive = torch.ones(b, dtype=torch.bool, device=device)
-    for step in range(horizon if b else 0):
+    for step in range(rollout_length if b else 0):
         rows = alive.nonzero().squeeze(-1)
         if rows.numel() == 0:
             break
         action = first_action[rows] if step == 0 and first_action is not None else policy(obs[rows])
-        nxt = model_step(recorder, obs[rows], action, termination_fn=termination_fn, penalty_coef=settings.coef,
-                         generator=generator, penalty_kind=settings.kind, reward_mode=settings.reward_mode)
+        nxt = model_step(recorder, obs[rows], action, termination_fn=termination_fn, penalty_coef=settings.penalty_coef,
+                         generator=generator, penalty_kind=settings.penalty_kind, reward_mode=settings.reward_mode)
         reward = nxt["raw_reward"].reshape(-1).double()
         point = torch.cat([nxt["raw_reward"], nxt["observation"]], dim=-1)  # the transition model_step made
         u = {kind: uncertainty_penalty(*recorder.last, kind, point).double() for kind in kinds}
-        finite = reward.isfinite() & u[settings.kind].isfinite()
+        finite = reward.isfinite() & u[settings.penalty_kind].isfinite()
         diverged[rows] |= ~finite  # a blown-up model step ends the row and adds nothing
         raw[rows] += torch.where(finite, reward, 0.0)
         for kind in kinds:
@@ -127,11 +129,11 @@ def branched_returns(ensemble: EnsemblePredictor, start_obs: Tensor, horizon: in
         obs[rows] = nxt["observation"]
         alive[rows] = finite & ~nxt["terminated"].reshape(-1)
     out = {"raw": raw, "steps": taken, "diverged": diverged}
-    out.update({f"penalized/{kind}": raw - settings.coef_for(kind) * penalty[kind] for kind in kinds})
+    out.update({f"penalized/{kind}": raw - settings.penalty_coef_for(kind) * penalty[kind] for kind in kinds})
     return out
 
 
-def real_windows(transitions: TensorDictBase, horizon: int) -> dict[str, Tensor]:
+def real_windows(transitions: TensorDictBase, rollout_length: int) -> dict[str, Tensor]:
     """The real H-step windows of recorded episodes, vectorised (module docstring); each [N].
 
     ``transitions`` [N] ordered by episode, then step, each episode's steps 0..T-1 (as
@@ -150,9 +152,9 @@ def real_windows(transitions: TensorDictBase, horizon: int) -> dict[str, Tensor]
     last = lengths.cumsum(0) - 1
     terminated = transitions[TERMINATED].reshape(-1)[last][index]  # the episode ended by termination
     remaining = lengths[index] - step
-    steps = remaining.clamp_max(horizon)
+    steps = remaining.clamp_max(rollout_length)
     cumulative = torch.cat([torch.zeros(1, dtype=torch.float64, device=device),
                             transitions[REWARD].reshape(-1).double().cumsum(0)])
     rows = torch.arange(n, device=device)
-    return {"eligible": (remaining >= horizon) | terminated, "steps": steps,
+    return {"eligible": (remaining >= rollout_length) | terminated, "steps": steps,
             "real": cumulative[rows + steps] - cumulative[rows]}

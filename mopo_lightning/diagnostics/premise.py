@@ -46,7 +46,7 @@ row the target y = [r, s' - s] (the ensemble's output) and m, the elites' mean p
   aleatoric, disagreement, max_pairwise_diff and ensemble_std (ensemble_var, llv, loo_kl: squared units or
   nats, so only their spearman means something).
 - <kind>/spearman: rank correlation of u and that error (average ranks for ties; units do not matter).
-H-step branched returns, H = horizon (the run's rollout length unless set), from start_states visited
+H-step branched returns, H = rollout_length (the run's rollout length unless set), from start_states visited
 states s_t (at most max_start_states, evenly spaced) that have H real steps after them, or whose episode
 terminated within H steps (then the real window stops at the termination):
 - real_return: mean of sum_{k<H} r_{t+k} of the recorded episode.
@@ -180,23 +180,23 @@ def distance_to_data(states: Tensor, reference: DataReference, chunk: int = 256)
 
 @torch.no_grad()
 def premise_metrics(ensemble: EnsemblePredictor, transitions: TensorDictBase, *, termination_fn: TerminationFn,
-                    settings: PenaltySettings, policy: ActFn, horizon: int, reference: DataReference | None = None,
+                    settings: PenaltySettings, policy: ActFn, rollout_length: int, reference: DataReference | None = None,
                     seed: int = 0, max_rows: int = MAX_ROWS, max_start_states: int = MAX_START_STATES,
                     kinds: Sequence[str] = PENALTY_KINDS) -> Premise:
     """The premise figures of one evaluation (module docstring).
 
     ``transitions`` [N]: real transitions with the transition keys plus ``episode`` and ``step`` (long),
-    ordered by episode then step, as ``evaluate_policy(record=True)`` returns them. ``horizon``: H of the
+    ordered by episode then step, as ``evaluate_policy(record=True)`` returns them. ``rollout_length``: H of the
     branched model returns (the run's rollout length). Scalars are means over the measured rows (one-step
     figures) or over the start states (H-step returns); the configured kind's figures also appear without
     the kind prefix. ``kinds``: the penalties measured beside the configured one (default: every kind).
     """
-    kinds = list(dict.fromkeys([settings.kind, *kinds]))
-    if horizon < 1:
-        raise ValueError(f"premise: the horizon must be >= 1, got {horizon}")
+    kinds = list(dict.fromkeys([settings.penalty_kind, *kinds]))
+    if rollout_length < 1:
+        raise ValueError(f"premise: rollout_length must be >= 1, got {rollout_length}")
     device = ensemble.elites.device
     td = transitions.to(device)
-    windows = real_windows(td, horizon)
+    windows = real_windows(td, rollout_length)
     measured = evenly_spaced(td.shape[0], max_rows, device)
     obs, action = td[OBSERVATION][measured], td[ACTION][measured]
     prediction = ensemble.predict(obs, action)
@@ -222,14 +222,14 @@ def premise_metrics(ensemble: EnsemblePredictor, transitions: TensorDictBase, *,
     candidates = windows["eligible"][measured].nonzero().squeeze(-1)
     start = candidates[evenly_spaced(candidates.numel(), max_start_states, device)]  # among measured rows
     gen = torch.Generator(device=device).manual_seed(seed)
-    model = branched_returns(ensemble, obs[start], horizon, policy, termination_fn=termination_fn, settings=settings,
+    model = branched_returns(ensemble, obs[start], rollout_length, policy, termination_fn=termination_fn, settings=settings,
                              generator=gen, first_action=action[start],
                              first_prediction=(prediction[0][:, start], prediction[1][:, start]), kinds=kinds)
     real = windows["real"][measured[start]]
     rows.update({"return/start": start, "return/real": real, "return/raw": model["raw"],
                  "return/steps": model["steps"]})
     scalars.update({
-        "horizon": float(horizon),
+        "rollout_length": float(rollout_length),
         "start_states": float(start.numel()),
         "real_return": float(real.mean()),
         "model_return_raw": float(model["raw"].mean()),
@@ -246,7 +246,7 @@ def premise_metrics(ensemble: EnsemblePredictor, transitions: TensorDictBase, *,
         scalars[f"{kind}/penalized_below_real"] = float((penalized <= real).double().mean())
     for name in ("spearman", "violation_rate", "penalty_mean", "model_return_penalized", "return_gap",
                  "penalized_below_real"):
-        scalars[name] = scalars[f"{settings.kind}/{name}"]
+        scalars[name] = scalars[f"{settings.penalty_kind}/{name}"]
 
     if reference is not None:
         query = evenly_spaced(obs.shape[0], MAX_QUERY_STATES, device)

@@ -183,10 +183,11 @@ def scales_current(record: Mapping | None) -> bool:
             and set(PENALTY_KINDS) <= set(record.get("kinds", {})))
 
 
-def coef_in_raw_units(coef: float, kind: str, units: PenaltyUnits, scales: PenaltyScales | None) -> float:
-    """The lambda applied to the raw penalty: ``coef`` itself (``raw``), else coef / the kind's scale."""
+def penalty_coef_in_raw_units(penalty_coef: float, kind: str, units: PenaltyUnits,
+                              scales: PenaltyScales | None) -> float:
+    """The lambda applied to the raw penalty: ``penalty_coef`` itself (``raw``), else it over the kind's scale."""
     if units == "raw":
-        return float(coef)
+        return float(penalty_coef)
     if units not in get_args(PenaltyUnits):
         raise ConfigError(f"mopo.penalty_units must be one of {', '.join(get_args(PenaltyUnits))}, got {units!r}")
     if scales is None or kind not in scales:
@@ -194,4 +195,4 @@ def coef_in_raw_units(coef: float, kind: str, units: PenaltyUnits, scales: Penal
     scale = float(scales[kind][units])
     if not (math.isfinite(scale) and scale > 0):
         raise ConfigError(f"the {kind} penalty's {units} on the data is {scale}: lambda cannot be set in its units")
-    return float(coef) / scale
+    return float(penalty_coef) / scale

@@ -5,7 +5,7 @@ this rank's share of the start states, the schedule (every ``rollout_freq`` SAC 
 (FIFO, ``model_retain_epochs`` epochs of rollouts) and the statistics of each rollout. It knows nothing of
 Lightning: the policy and the update count are handed to it by the caller.
 
-Every start row is stepped until it terminates or ``horizon`` steps pass; a row's terminal transition is
+Every start row is stepped until it terminates or ``rollout_length`` steps pass; a row's terminal transition is
 kept and the row stops there. Rows that are done stay in the env's batch but are masked out with
 TorchRL's ``_step`` key, so only live rows reach the ensemble.
 
@@ -50,9 +50,9 @@ def branched_rollout(
     env: PenalizedModelEnv,
     policy: Policy,
     start_obs: Tensor,
-    horizon: int,
+    rollout_length: int,
 ) -> tuple[TensorDict, dict[str, Tensor]]:
-    """Roll ``policy`` from ``start_obs`` [N, O] for up to ``horizon`` steps.
+    """Roll ``policy`` from ``start_obs`` [N, O] for up to ``rollout_length`` steps.
 
     Returns the transitions of rows alive at each step (batch [M], ``transitions.TRANSITION_KEYS``) and the
     per-transition diagnostics ``penalty``, ``raw_reward`` and ``penalized_reward`` ([M, 1] each).
@@ -61,7 +61,7 @@ def branched_rollout(
     td = env.reset(TensorDict({"observation": start_obs}, batch_size=[n], device=device))
     alive = torch.ones(n, dtype=torch.bool, device=device)
     kept, diagnostics = [], {"penalty": [], "raw_reward": [], "penalized_reward": []}
-    for _ in range(horizon):
+    for _ in range(rollout_length):
         td = policy(td)
         td.set("_step", alive.unsqueeze(-1))
         td = env.step(td)

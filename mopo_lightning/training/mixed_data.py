@@ -39,7 +39,7 @@ class MixedDataModule(L.LightningDataModule):
             task: the task whose termination function ends model rollouts.
             ensemble: stage 1's model (frozen here).
             mopo: h, the penalty, the rollout schedule, the model buffer and the real ratio.
-            penalty_coef: lambda in the raw penalty's units (``model_env.penalties.coef_in_raw_units``).
+            penalty_coef: lambda in the raw penalty's units (``model_env.penalties.penalty_coef_in_raw_units``).
             learner: whose current policy is rolled out and whose update count drives the schedule.
             batch_size, updates_per_epoch, seed: the ``data`` group's settings.
             log: receives each rollout's statistics (e.g. ``tensorboard_rollout_log``).

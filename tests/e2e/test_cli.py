@@ -66,9 +66,11 @@ def test_fit_writes_results_json(fitted_run):
     # the penalty: the kind, lambda and its units, every kind's scale on the data, every kind measured
     from mopo_lightning.model_env.penalties import PENALTY_KINDS
 
-    assert results["penalty"] == {"kind": "aleatoric", "coef": 1.0, "units": "raw", "coef_raw_units": 1.0}
+    assert results["penalty"] == {"penalty_kind": "aleatoric", "penalty_coef": 1.0, "penalty_units": "raw",
+                                  "penalty_coef_raw_units": 1.0}
     assert set(dyn["penalty_scales"]["kinds"]) == set(PENALTY_KINDS)
     assert all(f"{kind}/spearman" in results["final_premise"] for kind in PENALTY_KINDS)
+    assert results["final_premise"]["rollout_length"] == 5  # premise.rollout_length unset: the run's h
 
 
 def test_overwrite_leaves_nothing_of_the_old_run_in_any_stage(fitted_run):

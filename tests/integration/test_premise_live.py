@@ -29,7 +29,7 @@ from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, RE
 TASK = get_task("halfcheetah")
 EPISODES, STEPS = 4, 30
 ITERS = 800
-SETTINGS = PenaltySettings(coef=1.0, kind="aleatoric", reward_mode="mean")
+SETTINGS = PenaltySettings(penalty_coef=1.0, penalty_kind="aleatoric", reward_mode="mean")
 HORIZON = 5
 
 
@@ -100,7 +100,7 @@ def out_of_data():
 
 def measure(ensemble, result, policy, reference=None):
     return premise_metrics(ensemble, result.transitions, termination_fn=TASK.termination_fn, settings=SETTINGS,
-                           policy=policy, horizon=HORIZON, reference=reference)
+                           policy=policy, rollout_length=HORIZON, reference=reference)
 
 
 def test_recorded_transitions_are_the_real_ones_episode_ends_included(in_data):
@@ -133,7 +133,7 @@ def test_figures_are_finite_in_range_and_the_error_is_the_real_one_row_by_row(en
         assert 0 <= s[f"{kind}/penalized_below_real"] <= 1 and s[f"{kind}/penalty_mean"] > 0
     assert s["spearman"] == s["aleatoric/spearman"] and s["transitions"] == s["rows_measured"] == EPISODES * STEPS
     # halfcheetah never terminates: a start state needs H real steps after it
-    assert s["horizon"] == HORIZON and s["start_states"] == EPISODES * (STEPS - HORIZON + 1)
+    assert s["rollout_length"] == HORIZON and s["start_states"] == EPISODES * (STEPS - HORIZON + 1)
     assert s["model_steps"] == s["real_steps"] == HORIZON and s["model_diverged"] == 0
     rewards = in_data.transitions[REWARD].reshape(EPISODES, STEPS).double()
     windows = rewards.unfold(1, HORIZON, 1).sum(-1)  # [EPISODES, STEPS - H + 1]: every real H-step return
@@ -240,12 +240,12 @@ def test_the_monitor_in_a_real_fit_logs_at_the_eval_step_with_images_and_results
                         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1)
     trainer.fit(TinyPolicy(), datamodule=TinyData())
     assert evaluation.listeners == [monitor]
-    assert PremiseMonitor(horizon=2, **{**collaborators, "evaluation": MuJoCoEvaluation()}).horizon == 2
+    assert PremiseMonitor(**{**collaborators, "rollout_length": 2, "evaluation": MuJoCoEvaluation()}).rollout_length == 2
 
     saved = json.loads((tmp_path / "results.json").read_text())
     entry = saved["evaluations"][-1]
     assert [e["sac_updates"] for e in saved["evaluations"]] == [3, 6]
-    assert entry["premise"]["penalty_kind"] == "disagreement" and entry["premise"]["horizon"] == 3  # rollout_length
+    assert entry["premise"]["penalty_kind"] == "disagreement" and entry["premise"]["rollout_length"] == 3  # rollout_length
     assert entry["premise"]["spearman"] == entry["premise"]["disagreement/spearman"]
     assert entry["premise"]["start_states"] == 2 * (30 - 3 + 1)
     assert saved["final_premise"] == entry["premise"]
@@ -259,7 +259,7 @@ def test_the_monitor_in_a_real_fit_logs_at_the_eval_step_with_images_and_results
     scalars = set(events.Tags()["scalars"])
     for tag in ("premise/spearman", "premise/violation_rate", "premise/model_error_mean", "premise/nll",
                 "premise/model_return_penalized", "premise/model_return_raw", "premise/real_return",
-                "premise/return_gap", "premise/return_gap_raw", "premise/penalized_below_real", "premise/horizon",
+                "premise/return_gap", "premise/return_gap_raw", "premise/penalized_below_real", "premise/rollout_length",
                 "premise/distance_to_data", "premise/aleatoric/spearman", "premise/disagreement/violation_rate"):
         assert tag in scalars, tag
         assert [e.step for e in events.Scalars(tag)] == eval_steps, tag

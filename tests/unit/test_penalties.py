@@ -20,7 +20,7 @@ from mopo_lightning.model_env.penalties import (
     PENALTIES,
     PENALTY_KINDS,
     PenaltyKind,
-    coef_in_raw_units,
+    penalty_coef_in_raw_units,
     measure_scales,
     scales_current,
     uncertainty_penalty,
@@ -183,14 +183,14 @@ def test_scales_are_each_kinds_mean_and_95th_percentile_on_a_fixed_subsample():
 
 def test_lambda_in_a_kinds_units_divides_by_its_scale():
     scales = {"aleatoric": {"mean": 2.0, "p95": 4.0}, "llv": {"mean": 0.0, "p95": float("nan")}}
-    assert coef_in_raw_units(3.0, "aleatoric", "raw", None) == 3.0
-    assert coef_in_raw_units(3.0, "aleatoric", "mean", scales) == 1.5
-    assert coef_in_raw_units(3.0, "aleatoric", "p95", scales) == 0.75
+    assert penalty_coef_in_raw_units(3.0, "aleatoric", "raw", None) == 3.0
+    assert penalty_coef_in_raw_units(3.0, "aleatoric", "mean", scales) == 1.5
+    assert penalty_coef_in_raw_units(3.0, "aleatoric", "p95", scales) == 0.75
     for units, bad in (("p95", None), ("p95", {}), ("mean", scales), ("p95", scales)):
         with pytest.raises(ConfigError):
-            coef_in_raw_units(3.0, "llv", units, bad)
+            penalty_coef_in_raw_units(3.0, "llv", units, bad)
     with pytest.raises(ConfigError, match="penalty_units"):
-        coef_in_raw_units(3.0, "aleatoric", "median", scales)  # type: ignore[arg-type]
+        penalty_coef_in_raw_units(3.0, "aleatoric", "median", scales)  # type: ignore[arg-type]
 
 
 def _datamodule(**kwargs) -> OfflineDataModule:

@@ -86,21 +86,21 @@ def test_one_step_error_nll_penalties_by_hand():
 
 
 def test_real_windows_match_a_loop_over_rows():
-    lengths, terminated, horizon = [7, 3, 5, 1], [False, True, False, True], 4
+    lengths, terminated, rollout_length = [7, 3, 5, 1], [False, True, False, True], 4
     td = episodes(lengths, terminated)
-    out = real_windows(td, horizon)
+    out = real_windows(td, rollout_length)
     reward = td["next", "reward"].reshape(-1).double()
     row = 0
     for length, term in zip(lengths, terminated):
         for t in range(length):
-            steps = min(horizon, length - t)
-            assert bool(out["eligible"][row]) == (t + horizon <= length or term), (row, t)
+            steps = min(rollout_length, length - t)
+            assert bool(out["eligible"][row]) == (t + rollout_length <= length or term), (row, t)
             assert int(out["steps"][row]) == steps
             assert float(out["real"][row]) == pytest.approx(float(reward[row:row + steps].sum()))
             row += 1
     shuffled = td[torch.tensor([1, 0] + list(range(2, td.shape[0])))]
     with pytest.raises(ValueError, match="ordered by episode"):
-        real_windows(shuffled, horizon)
+        real_windows(shuffled, rollout_length)
 
 
 def test_branched_returns_follow_the_policy_for_h_steps_stop_at_termination_and_reuse_the_first_call():
@@ -133,10 +133,10 @@ def test_premise_metrics_by_hand_and_distance_to_data():
     td["episode"], td["step"] = torch.zeros(3, dtype=torch.long), torch.arange(3)
     reference = DataReference.from_observations(torch.tensor([[0.0, 0.0], [4.0, 2.0]]))
     premise = premise_metrics(model, td, termination_fn=never, settings=PenaltySettings(2.0, "disagreement", "mean"),
-                              policy=lambda o: torch.zeros(o.shape[0], 2), horizon=2, reference=reference)
+                              policy=lambda o: torch.zeros(o.shape[0], 2), rollout_length=2, reference=reference)
     s = premise.scalars
     assert s["model_error_mean"] == pytest.approx(float(torch.tensor([1.0, 2.0, 3.0]).mean()))  # reward 0 vs 1, 2, 3
-    assert s["horizon"] == 2 and s["start_states"] == 2  # the last row has one real step left
+    assert s["rollout_length"] == 2 and s["start_states"] == 2  # the last row has one real step left
     assert s["real_return"] == pytest.approx((3.0 + 5.0) / 2) and s["model_return_raw"] == 0
     assert s["return_gap_raw"] == pytest.approx(-4.0) and s["real_steps"] == s["model_steps"] == 2
     u = 0.5 * 3**0.5
@@ -156,12 +156,12 @@ def test_caps_evenly_spaced_rows_and_start_states():
     td = episodes([50, 30], [False, True])
     model = Fixed()
     premise = premise_metrics(model, td, termination_fn=never, settings=PenaltySettings(1.0),
-                              policy=lambda o: torch.zeros(o.shape[0], 2), horizon=5, max_rows=20,
+                              policy=lambda o: torch.zeros(o.shape[0], 2), rollout_length=5, max_rows=20,
                               max_start_states=7)
     assert premise.scalars["rows_measured"] == 20 and premise.scalars["start_states"] == 7
     assert premise.rows["row"].tolist() == evenly_spaced(80, 20).tolist()
     full = premise_metrics(model, td, termination_fn=never, settings=PenaltySettings(1.0),
-                           policy=lambda o: torch.zeros(o.shape[0], 2), horizon=5)
+                           policy=lambda o: torch.zeros(o.shape[0], 2), rollout_length=5)
     assert full.scalars["start_states"] == 80 - 4  # the truncated episode's last 4 rows have no window
 
 
@@ -170,7 +170,7 @@ def test_the_figure_is_a_non_empty_png_and_the_epoch_step_follows_lightning():
     td = episodes([60, 40], [False, True], seed=1)
     td["next", "observation"] = td["observation"] + torch.randn(100, 2, generator=gen)
     premise = premise_metrics(Fixed(), td, termination_fn=never, settings=PenaltySettings(1.0),
-                              policy=lambda o: torch.zeros(o.shape[0], 2), horizon=3)
+                              policy=lambda o: torch.zeros(o.shape[0], 2), rollout_length=3)
     png = premise_figure(premise, PenaltySettings(1.0))
     assert png.startswith(b"\x89PNG") and 5_000 < len(png) < 100_000
     image = png_to_array(png)
@@ -198,9 +198,9 @@ def test_the_monitor_measures_every_kind_whichever_trains():
 
     td = episodes([40, 30], [False, True], seed=2)
     td["action"], td["next", "reward"] = td["action"] * 0, td["next", "reward"] * 0  # the error grows with |s|
-    settings = PenaltySettings(1.0, "llv", "sample", coefs={"ensemble_var": 0.0})
+    settings = PenaltySettings(1.0, "llv", "sample", penalty_coefs={"ensemble_var": 0.0})
     premise = premise_metrics(Growing(), td, termination_fn=never, settings=settings,
-                              policy=lambda o: torch.zeros(o.shape[0], 2), horizon=3)
+                              policy=lambda o: torch.zeros(o.shape[0], 2), rollout_length=3)
     s = premise.scalars
     for kind in PENALTY_KINDS:
         for name in ("spearman", "violation_rate", "penalty_mean", "model_return_penalized", "return_gap",
@@ -217,7 +217,7 @@ def test_the_monitor_measures_every_kind_whichever_trains():
     assert s["ensemble_var/model_return_penalized"] == pytest.approx(s["model_return_raw"])  # its lambda: 0
     assert s["aleatoric/model_return_penalized"] < s["model_return_raw"]  # the others: lambda 1
     only = premise_metrics(Growing(), td, termination_fn=never, settings=settings,
-                           policy=lambda o: torch.zeros(o.shape[0], 2), horizon=3, kinds=("aleatoric",))
+                           policy=lambda o: torch.zeros(o.shape[0], 2), rollout_length=3, kinds=("aleatoric",))
     assert {k.split("/")[0] for k in only.scalars if "/" in k} == {"llv", "aleatoric"}
     assert only.scalars["aleatoric/spearman"] == s["aleatoric/spearman"]
 
@@ -230,7 +230,7 @@ def test_each_kind_is_weighed_in_the_runs_units():
     scales = {kind: {"mean": 1.0, "p95": float(i + 1)} for i, kind in enumerate(PENALTY_KINDS)}
     mopo = MOPOSettings(penalty_coef=2.0, penalty_kind="loo_kl", reward_mode="mean", penalty_units="p95")
     settings = penalty_settings(mopo, scales)
-    assert settings.kind == "loo_kl" and settings.coef == 2.0 / scales["loo_kl"]["p95"]
-    assert settings.coefs == {kind: 2.0 / (i + 1) for i, kind in enumerate(PENALTY_KINDS)}
+    assert settings.penalty_kind == "loo_kl" and settings.penalty_coef == 2.0 / scales["loo_kl"]["p95"]
+    assert settings.penalty_coefs == {kind: 2.0 / (i + 1) for i, kind in enumerate(PENALTY_KINDS)}
     raw = MOPOSettings(penalty_coef=2.0, penalty_kind="loo_kl", reward_mode="mean", penalty_units="raw")
-    assert set(penalty_settings(raw, scales).coefs.values()) == {2.0}  # the paper's lambda: one for every kind
+    assert set(penalty_settings(raw, scales).penalty_coefs.values()) == {2.0}  # the paper's lambda: one for every kind
