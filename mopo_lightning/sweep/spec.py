@@ -13,7 +13,7 @@ A sweep file is YAML (``conf/sweeps/*.yaml``). The paper's Table 1 is one file::
     grid:                              # dotted fit keys -> lists of values; every combination is a trial
       seed_everything: [0, 1, 2, 3]
 
-``config: FILE`` (one configuration, the older form) is ``configs: [FILE]``. Keys apply in this order:
+``config: FILE`` is shorthand for ``configs: [FILE]`` (one configuration). Keys apply in this order:
 the config files, the fixed keys, a config entry's overrides, the arm's, the grid point's. An arm's name
 is passed to ``fit --method``, so ``report`` groups runs by it. Trial names join the config's name (when
 there are several), the arm (when there are arms) and the grid point: ``hopper_mixed-MBPO-s0``.

@@ -88,8 +88,8 @@ class RunDirectory:
         return self.path / "sac" / "last.ckpt"
 
     def holds_run(self) -> bool:
-        """True once a run has started here (a previous version without ``run.json`` counts too)."""
-        return any((self.path / name).exists() for name in (IDENTITY, "results.json", "sac", "dynamics.ckpt"))
+        """True once a run has started here: ``start`` writes ``run.json`` before anything else."""
+        return (self.path / IDENTITY).exists()
 
     def prepare(self, config: dict[str, Any], ckpt_path: str | None, overwrite: bool = False) -> str | None:
         """Check the start or resume against this directory; return the SAC checkpoint to resume, if any.
@@ -108,6 +108,9 @@ class RunDirectory:
             last = ckpt_path == "last"
             return (str(self.last) if self.last.exists() else None) if last else ckpt_path
         if ckpt_path is None:
+            if not self.holds_run() and self.path.is_dir() and any(self.path.iterdir()):
+                raise ConfigError(f"{self.path} holds files but no run (no {IDENTITY}): choose another --run_name "
+                                  "or --run_root (--overwrite deletes runs only)")
             if self.holds_run():
                 if not overwrite:
                     raise ConfigError(
@@ -148,8 +151,6 @@ class RunDirectory:
     def check_same_run(self, mine: dict[str, Any]) -> None:
         """Refuse a resume whose configuration differs from the saved one, naming the keys."""
         saved_path = self.path / IDENTITY
-        if not saved_path.exists():
-            return  # a run started before run identity existed: nothing to compare with
         try:
             saved = json.loads(saved_path.read_text())
         except (OSError, ValueError):

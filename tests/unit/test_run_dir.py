@@ -65,6 +65,17 @@ def test_resume_allows_budget_and_hardware_but_names_other_differences(tmp_path)
         run.prepare(_with(mopo__penalty_coef=5.0), "last")
 
 
+def test_a_directory_of_other_files_is_neither_used_nor_deleted(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "notes.txt").write_text("mine")
+    (tmp_path / "empty").mkdir()
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match=r"holds files but no run \(no run.json\): choose another --run_name"):
+            RunDirectory(tmp_path / "r").prepare(CONFIG, None, overwrite=overwrite)
+    assert (tmp_path / "r" / "notes.txt").read_text() == "mine"
+    assert RunDirectory(tmp_path / "empty").prepare(CONFIG, None) is None  # an empty directory is free
+
+
 def test_resume_needs_a_run(tmp_path):
     with pytest.raises(ConfigError, match="holds no run to resume"):
         RunDirectory(tmp_path / "nothing").prepare(CONFIG, "last")
