@@ -21,13 +21,13 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import collected_dataset  # noqa: E402
-from policy_data import policy_data  # noqa: E402
+from conftest import collected_dataset
+from policy_data import policy_data
 
-from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO  # noqa: E402
-from mopo_lightning.dynamics.ensemble import GaussianEnsemble  # noqa: E402
-from mopo_lightning.policy.sac import SACModule  # noqa: E402
-from mopo_lightning.training.datamodule import OfflineDataModule  # noqa: E402
+from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO
+from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+from mopo_lightning.policy.sac import SACModule
+from mopo_lightning.training.datamodule import OfflineDataModule
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     ensemble = GaussianEnsemble(data.obs_dim, data.act_dim)
     ensemble.fit_normalizer(torch.cat([real["observation"], real["action"]], -1))
     sac = SACModule(data.obs_dim, data.act_dim)
-    settings = dict(rollout_length=5, rollout_batch_size=50_000, model_retain_epochs=5)
+    settings = {"rollout_length": 5, "rollout_batch_size": 50_000, "model_retain_epochs": 5}
     dm = policy_data(data, ensemble, sac, **settings)
     for _ in range(5):
         dm.rollouts.rollout(sac.policy_module())

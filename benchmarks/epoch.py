@@ -21,13 +21,13 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from conftest import collected_dataset  # noqa: E402
-from policy_data import policy_data  # noqa: E402
+from conftest import collected_dataset
+from policy_data import policy_data
 
-from mopo_lightning.callbacks.evaluation import evaluate_policy  # noqa: E402
-from mopo_lightning.dynamics.ensemble import GaussianEnsemble  # noqa: E402
-from mopo_lightning.policy.sac import SACModule  # noqa: E402
-from mopo_lightning.training.datamodule import OfflineDataModule  # noqa: E402
+from mopo_lightning.callbacks.evaluation import evaluate_policy
+from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+from mopo_lightning.policy.sac import SACModule
+from mopo_lightning.training.datamodule import OfflineDataModule
 
 
 def main() -> None:

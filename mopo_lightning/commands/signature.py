@@ -66,4 +66,5 @@ def run_function(function: Callable[..., Any], parser: ArgumentParser, argv: Seq
 def option_names(parser: ArgumentParser) -> list[str]:
     """Every ``--option`` of a parser (nested ones included), for "did you mean" hints: the keys of its
     defaults, which jsonargparse lists in full (``get_defaults``) where argparse keeps its actions private."""
-    return [f"--{key}" for key in parser.get_defaults(skip_validation=True).keys()]
+    # Namespace.keys() lists nested keys dotted ("sac.lr"); a Namespace itself is not iterable
+    return [f"--{key}" for key in parser.get_defaults(skip_validation=True).keys()]  # noqa: SIM118

@@ -93,8 +93,8 @@ def closing_summary(results: RunResults, run_dir: Path, data_file: Path, task: A
     seconds = data.get("seconds", {})
     return "\n".join([
         f"MOPO run {run_dir}: {headline} ({data.get('status')})",
-        f"  SAC updates {sac_updates}; wall time: stage 1 {seconds.get('dynamics', 0.0):.0f} s, "
-        f"stage 2 {seconds.get('policy', 0.0):.0f} s",
+        (f"  SAC updates {sac_updates}; wall time: stage 1 {seconds.get('dynamics', 0.0):.0f} s, "
+         f"stage 2 {seconds.get('policy', 0.0):.0f} s"),
         f"  results:     {results.path}",
         f"  TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}",
     ])

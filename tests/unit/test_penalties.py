@@ -20,8 +20,8 @@ from mopo_lightning.model_env.penalties import (
     PENALTIES,
     PENALTY_KINDS,
     PenaltyKind,
-    penalty_coef_in_raw_units,
     measure_scales,
+    penalty_coef_in_raw_units,
     scales_current,
     uncertainty_penalty,
 )
