@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -22,10 +22,26 @@ class StageProgressBar(TQDMProgressBar):
         super().__init__(refresh_rate=refresh_rate)
         self.stage = stage
 
+    @property
+    def train_description(self) -> str:
+        return self.stage
+
     def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        super().on_train_epoch_start(trainer, *args)
+        """Lightning's own hook redraws the bar three times (old label, ``Epoch N``, then ours): a log file
+        that is not a terminal keeps every redraw. One redraw here, already labelled."""
         total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
-        self.train_progress_bar.set_description(f"{self.stage} epoch {trainer.current_epoch + 1}{total}")
+        bar = self.train_progress_bar
+        bar.set_description(f"{self.stage} epoch {trainer.current_epoch + 1}{total}", refresh=False)
+        bar.initial = 0
+        bar.reset(total=convert_inf(self.total_train_batches))
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        """One redraw per refresh (Lightning's hook draws the count, then again the metrics)."""
+        n, bar = batch_idx + 1, self.train_progress_bar
+        if not bar.disable and self.refresh_rate and (n % self.refresh_rate == 0 or n == bar.total):
+            bar.n = n
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
 
     def init_validation_tqdm(self) -> Tqdm:
         """No bar for the holdout pass: one batch per epoch, its numbers are in the epoch bar and TensorBoard."""

@@ -53,3 +53,14 @@ def test_bar_without_an_epoch_cap_shows_the_epoch_alone(tmp_path, capfd, monkeyp
     captured = capfd.readouterr()
     err = captured.out + captured.err  # tqdm writes to stdout in Lightning 2
     assert "stage 1 (dynamics) epoch 2:" in err and "/-" not in err
+
+
+def test_a_log_file_gets_one_labelled_redraw_per_refresh(tmp_path, capfd):
+    """Not a terminal (CI logs, nohup): every redraw stays, so Lightning's own labels and double redraws show."""
+    _fit(tmp_path, 2)
+    captured = capfd.readouterr()
+    lines = [line for line in (captured.out + captured.err).replace("\r", "\n").splitlines() if "it/s" in line]
+    assert not [line for line in lines if line.startswith(("Epoch", "Training"))]
+    # two batches per epoch at refresh 1: "1/2" and "2/2" once each from the batches (the epoch end adds a 2/2)
+    first_epoch = [line.split("|")[2].split("[")[0].strip() for line in lines if "epoch 1/2" in line]
+    assert first_epoch.count("1/2") == 1, first_epoch
