@@ -32,6 +32,7 @@ import numpy as np
 from mopo_lightning.analysis import statistics as st
 from mopo_lightning.analysis.premise_kinds import premise_kinds
 from mopo_lightning.analysis.runs import Run, assign_methods, deduplicate, find_runs, load_run, method_label
+from mopo_lightning.data import summary
 from mopo_lightning.data.d4rl import episode_ends, relabel_rewards
 from mopo_lightning.data.d4rl_download import resolve_dataset
 from mopo_lightning.data.errors import DatasetError
@@ -177,11 +178,8 @@ def episode_returns(path: str | Path, task: str) -> np.ndarray:
     spec = get_task(task)
     ends, raw = episode_ends(path, optional=spec.relabel.keys if spec.relabel is not None else ())
     rewards = relabel_rewards(Path(path), raw, spec) if spec.relabel is not None else raw["rewards"]
-    rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
-    stops = np.flatnonzero(ends) + 1  # one past each episode's last row
-    if stops.size == 0:
-        return np.zeros(0)
-    return np.add.reduceat(rewards[: stops[-1]], np.concatenate([[0], stops[:-1]]))
+    returns, _, partial = summary.episode_returns(np.asarray(rewards, dtype=np.float64).reshape(-1), ends)
+    return returns[:-1] if partial else returns  # complete episodes only
 
 
 def ood_table(groups: dict[tuple, list[Run]], settings: Settings) -> list[dict[str, Any]]:
