@@ -24,20 +24,21 @@ Times are the best of ``--rounds`` rounds (each the mean of several calls), path
 interleaved, so both see the same background load. Prints machine, torch, threads and load average before and
 after; writes ``benchmarks/results/limits.json``.
 
-Before (commit 9538353; AMD EPYC, 2 cores shared with other jobs, 1 thread, torch 2.13.0+cpu, load average
-4.18 -> 3.49, 5 rounds, best of rounds)::
+Measured (AMD EPYC, 2 cores shared with another job, 1 thread, torch 2.13.0+cpu, 5 rounds, best of rounds),
+before (SAC code of 9538353) and after (69a629f) the SAC work of issue 20, run back to back (the old package first
+on PYTHONPATH; the printed ``code`` names the package that ran)::
 
-    path             MFLOP   GFLOP/s   limit ms  measured ms   ratio
-    sac             581.57      70.5      8.251       10.117    1.23
-    stage1         1400.63      74.8     18.722       21.663    1.16
-    rollout       99556.00      86.9   1145.776     1592.234    1.39
-    eval_act          0.15      17.1      0.009        0.083    9.71
-    mujoco_step          -         -          -        0.042       -
+    before, load average 1.83 -> 1.95         after, load average 1.95 -> 1.97
+    path       MFLOP  limit ms  measured  ratio       limit ms  measured  ratio
+    sac       581.57     6.881     9.490   1.38          7.547     8.906   1.18
+    stage1   1400.63    17.973    20.305   1.13         18.542    21.110   1.14
+    rollout 99556.00  1121.727  1450.694   1.29       1172.246  1460.134   1.25
+    eval_act    0.15     0.009     0.080   9.14          0.009     0.072   8.16
+    mujoco_step (ms)                0.041                          0.042
 
-The same machine swings by 1.5x between runs (an earlier run at load 2.7 -> 4.0 read sac 1.54, stage1 0.90 before
-the matmuls kept autograd's transposed layouts): compare ratios from one run only. The batch-1 policy call is
-Python and dispatch overhead (~80 us against 9 us of matmul), twice the MuJoCo step; evaluation amortises it by
-stepping all episodes' envs with one batched policy call.
+An earlier pair read sac 1.38 -> 1.25 (load 2.3-2.4). Limits move by 10% between runs of the same code: compare
+ratios within one run. The batch-1 policy call is Python and dispatch overhead (~70 us against 9 us of matmul),
+twice the MuJoCo step; evaluation amortises it by stepping all episodes' envs with one batched policy call.
 
     python benchmarks/limits.py [--threads 1] [--rounds 5]
 """
