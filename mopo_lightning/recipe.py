@@ -182,8 +182,8 @@ def policy_trainer(trainer: dict[str, Any], run: RunSettings, logger: Any, callb
     config.setdefault("default_root_dir", str(run.run_dir))
     if config.get("enable_model_summary") is None:
         config["enable_model_summary"] = False  # two tables of 'FLOPs 0' tell a user nothing
-    # SAC optimises manually with three backward passes per update, each touching only its own network:
-    # DDP's reducer needs find_unused_parameters.
+    # SAC optimises manually with two backward passes per update (critics; actor and alpha), each touching
+    # only some parameters: DDP's reducer needs find_unused_parameters.
     if config.get("strategy") in ("ddp", "ddp_spawn"):
         config["strategy"] = f"{config['strategy']}_find_unused_parameters_true"
     config["plugins"] = config.get("plugins") or [AtomicCheckpointIO()]

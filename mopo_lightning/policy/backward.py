@@ -14,8 +14,9 @@ def backward_needs_lightning(trainer: L.Trainer, module: L.LightningModule) -> b
     """Whether ``manual_backward`` does more here than ``loss.backward()``.
 
     On one device in plain fp32 it adds only the ``on_before_backward``/``on_after_backward`` hooks:
-    three dispatches over every callback per update, ~0.8 ms of a ~20 ms update (4%) in the real loop
-    (both paths alternated inside one ``benchmarks/fit_loop.py`` run). Other strategies (DDP prepares its
+    a dispatch over every callback per backward, ~0.8 ms of a ~20 ms update (4%) in the real loop when an
+    update ran three backward passes (both paths alternated inside one ``benchmarks/fit_loop.py`` run; it
+    runs two since). Other strategies (DDP prepares its
     reducer), precisions (loss scaling), and any callback or module that overrides a backward hook keep
     Lightning's path.
     """

@@ -6,8 +6,9 @@ MOPO's authors build on (SAC: Haarnoja et al. 2018, arXiv 1812.05905): Q loss 0.
 the critics, actor loss alpha * log pi - min Q, alpha loss -log_alpha * (log pi + target_entropy).
 
 Unlike TorchRL's single ``forward``, the terms are computed one after the other by
-``SACModule.update``, each after the previous optimizer step (the actor sees the freshly stepped
-critics), as softlearning does. Pure tensor code (no Lightning), so each term can be tested, timed
+``SACModule.update``: the actor's after the critics' optimizer step (the actor sees the freshly stepped
+critics), as softlearning does; the alpha term reads only the actor's detached log pi, so one backward
+serves both. Pure tensor code (no Lightning), so each term can be tested, timed
 and ``torch.compile``d alone.
 """
 

@@ -4,9 +4,10 @@ Sources: SAC (Haarnoja et al. 2018, arXiv 1812.05905) and the softlearning code 
 build on: MLPs of 2 x 256 ReLU, log-std clipped to [-20, 2], actions squashed by tanh with the
 change-of-variables correction of the log-density (SAC paper, appendix C).
 
-The two Q networks are stored as one ensemble (weights ``[2, in, out]``, one ``baddbmm`` per layer):
-one forward evaluates both, and the target update is a single fused ``_foreach_lerp_`` over six
-tensors. ``benchmarks/sac_update.py`` measures this against two separate ``nn.Sequential`` critics.
+The two Q networks are stored as one ensemble (weights ``[2, in, out]``, one ``baddbmm`` per hidden layer,
+a broadcast dot product for the one-unit output): one forward evaluates both, and the target update is a
+single fused ``_foreach_lerp_`` over six tensors. ``benchmarks/sac_update.py`` measures this against two
+separate ``nn.Sequential`` critics.
 """
 
 from __future__ import annotations
@@ -18,13 +19,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+_LOG_PROB_CONST = -0.5 * math.log(2 * math.pi) - 2.0 * math.log(2.0)
+"""The constant of the tanh-Gaussian log-density per action dimension (see ``TanhGaussianActor.sample``)."""
+
 
 def mlp(in_dim: int, out_dim: int, hidden_dim: int = 256, num_layers: int = 2) -> nn.Sequential:
-    """``num_layers`` hidden ReLU layers of ``hidden_dim``, then a linear output layer."""
+    """``num_layers`` hidden ReLU layers of ``hidden_dim``, then a linear output layer.
+
+    The ReLUs work in place (``nn.Linear``'s backward does not read its output): no new activation tensor.
+    """
     layers: list[nn.Module] = []
     dim = in_dim
     for _ in range(num_layers):
-        layers += [nn.Linear(dim, hidden_dim), nn.ReLU()]
+        layers += [nn.Linear(dim, hidden_dim), nn.ReLU(inplace=True)]
         dim = hidden_dim
     layers.append(nn.Linear(dim, out_dim))
     return nn.Sequential(*layers)
@@ -61,18 +68,19 @@ class TanhGaussianActor(nn.Module):
             noise = torch.zeros_like(mean)
         else:
             noise = torch.randn_like(mean)
-            u = mean + noise * log_std.exp()
+            u = torch.addcmul(mean, noise, log_std.exp())  # mean + noise * std
         # log N(u; mean, std) with (u - mean) / std = noise, minus log |d tanh(u) / du|, written
-        # stably: log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)).
-        log_prob = -0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)
-        log_prob = log_prob - 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+        # stably: log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)). The noise and the constants need no
+        # gradient: they are folded into one term first, leaving five differentiable ops.
+        data_term = noise.square().mul_(-0.5).add_(_LOG_PROB_CONST)  # -noise^2/2 - log(2 pi)/2 - 2 log 2
+        log_prob = torch.add(data_term - log_std, u + F.softplus(-2.0 * u), alpha=2.0)
         return torch.tanh(u), log_prob.sum(dim=-1, keepdim=True)
 
 
 class EnsembleQ(nn.Module):
     """``num_q`` independent Q MLPs evaluated together: Q(s, a) -> [num_q, B, 1].
 
-    Weights are ``[num_q, in, out]`` and each layer is one ``baddbmm``; every member is initialised
+    Weights are ``[num_q, in, out]`` and each hidden layer is one ``baddbmm``; every member is initialised
     like ``nn.Linear`` (uniform in +-1/sqrt(fan_in)), independently.
     """
 
@@ -96,11 +104,9 @@ class EnsembleQ(nn.Module):
         weight-gradient matmuls and leaves the critics' ``.grad`` untouched.
         """
         x = torch.cat([obs, action], dim=-1).unsqueeze(0).expand(self.num_q, -1, -1)  # [Q, B, O + A]
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            if detach_params:
-                w, b = w.detach(), b.detach()
-            x = torch.baddbmm(b, x, w)
-            if i < last:
-                x = torch.relu(x)
-        return x
+        params = [(w.detach(), b.detach()) if detach_params else (w, b) for w, b in zip(self.weights, self.biases)]
+        for w, b in params[:-1]:
+            x = torch.baddbmm(b, x, w).relu_()  # in place: baddbmm's backward does not read its output
+        w, b = params[-1]
+        # the one-unit output layer as a dot product: CPU bmm takes ~8x longer at n = 1 (docs/performance.md)
+        return (x * w.mT).sum(dim=-1, keepdim=True) + b

@@ -149,15 +149,15 @@ class SACModule(L.LightningModule):
 
     def update(self, batch: TensorDict) -> TensorDict:
         """One SAC update: the critics on the soft Bellman target, then the actor on the stepped critics (as in
-        softlearning), then the temperature, then the soft targets. Returns the ``LOG_KEYS`` diagnostics."""
+        softlearning) and the temperature (disjoint parameters, alpha and log pi enter each other's loss detached:
+        one backward of the sum), then the soft targets. Returns the ``LOG_KEYS`` diagnostics."""
         actor_opt, critic_opt, alpha_opt = self._optimizers()
         loss_qvalue, loss_actor, loss_alpha = self._terms()
         q_terms = loss_qvalue(batch)
-        self._step(critic_opt, q_terms["loss_qvalue"])
+        self._step(q_terms["loss_qvalue"], critic_opt)
         pi_terms = loss_actor(batch)
-        self._step(actor_opt, pi_terms["loss_actor"])
         alpha_terms = loss_alpha(pi_terms["log_prob"])
-        self._step(alpha_opt, alpha_terms["loss_alpha"])
+        self._step(pi_terms["loss_actor"] + alpha_terms["loss_alpha"], actor_opt, alpha_opt)
         self.soft_update_targets()
         return self._count_and_guard(q_terms, pi_terms, alpha_terms)
 
@@ -284,13 +284,15 @@ class SACModule(L.LightningModule):
         every = self.hparams.get("check_finite_every")
         return every if every else (1 if self.device.type == "cpu" else 1000)
 
-    def _step(self, opt: torch.optim.Optimizer, loss: Tensor) -> None:
-        opt.zero_grad(set_to_none=True)
+    def _step(self, loss: Tensor, *opts: torch.optim.Optimizer) -> None:
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
         if self._trainer is None or self._direct_backward:
             loss.backward()
         else:
             self.manual_backward(loss)
-        opt.step()
+        for opt in opts:
+            opt.step()
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

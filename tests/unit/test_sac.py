@@ -9,7 +9,7 @@ import torch
 from tensordict import TensorDict
 from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
-from mopo_lightning.policy.networks import TanhGaussianActor
+from mopo_lightning.policy.networks import EnsembleQ, TanhGaussianActor
 from mopo_lightning.policy.sac import SACModule
 
 O, A = 3, 2
@@ -140,3 +140,30 @@ def test_act_and_torchrl_policy_module():
         sac.actor.net[-1].bias[:A] = 100.0
         sac.actor.net[-1].weight.zero_()
     assert torch.allclose(policy(td)["action"], torch.ones(8, A))
+
+
+@pytest.mark.parametrize("num_layers", [0, 2])
+def test_critic_ensemble_is_independent_relu_mlps_and_detached_weights_pass_gradients_to_the_action_only(
+    num_layers,
+):
+    torch.manual_seed(0)
+    critic = EnsembleQ(O, A, hidden_dim=16, num_layers=num_layers, num_q=3)
+    obs, action = torch.randn(10, O), torch.randn(10, A, requires_grad=True)
+
+    def member(q: int) -> torch.Tensor:  # one plain MLP, written out with float64 matmuls
+        x = torch.cat([obs, action], -1).double()
+        for i, (w, b) in enumerate(zip(critic.weights, critic.biases)):
+            x = x @ w[q].double() + b[q].double()
+            x = x.relu() if i < num_layers else x
+        return x
+
+    ref = torch.stack([member(q) for q in range(3)])
+    out = critic(obs, action)
+    assert out.shape == (3, 10, 1)
+    assert torch.allclose(out.double(), ref, atol=1e-5)
+    (ref_grad,) = torch.autograd.grad(ref.sum(), action)
+    params = list(critic.parameters())
+    grad, *param_grads = torch.autograd.grad(critic(obs, action, detach_params=True).sum(), [action, *params],
+                                             allow_unused=True)
+    assert torch.allclose(grad, ref_grad, atol=1e-5)
+    assert all(g is None for g in param_grads)  # no weight-gradient work in the actor loss
