@@ -60,6 +60,11 @@ class TanhGaussianActor(nn.Module):
         # hard clip as in softlearning (not the tanh rescaling some SAC ports use)
         return mean, log_std.clamp(self.log_std_min, self.log_std_max)
 
+    def mode(self, obs: Tensor) -> Tensor:
+        """The evaluation action tanh(mean) [B, A]: no log-std and no log-density (evaluation calls it per env
+        step, where those ops are most of the time)."""
+        return torch.tanh(self.net(obs)[..., : self.act_dim])
+
     def sample(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
         """Reparameterised action and its log-density: obs [B, O] -> (action [B, A], log_prob [B, 1])."""
         mean, log_std = self(obs)

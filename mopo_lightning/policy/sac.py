@@ -213,7 +213,7 @@ class SACModule(L.LightningModule):
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         """obs [B, O] -> action [B, A] in [-1, 1]: sampled, or tanh(mean) when deterministic."""
-        return self.actor.sample(obs, deterministic)[0]
+        return self.actor.mode(obs) if deterministic else self.actor.sample(obs)[0]
 
     def policy_module(self, deterministic: bool = False) -> TensorDictModule:
         """TorchRL policy reading ``observation`` and writing ``action`` (no grad, live weights)."""
