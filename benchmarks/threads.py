@@ -10,23 +10,24 @@ For each phase the thread counts alternate round by round (every count sees the 
 and the median wall and CPU seconds per call are kept. The wall figure decides: a phase gets more threads
 only where its median wall time drops.
 
-Measured (2-core machine shared with other test jobs, load average 4.3 -> 5.9, 5 rounds, medians)::
+The benchmark runs under ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets a policy, as ``mopo-lightning``
+does (``cli.py``): OpenMP threads that wait for work sleep instead of spinning. Measured on this 2-core AMD EPYC
+(AVX-512), never idle (other jobs kept the load average at 2.2-4.6 all session), 5 rounds, medians; the speed-up
+of 2 threads over 1 in wall time, one column per run (--rows 20000, except the first: 50000)::
 
-    phase        threads     wall ms      CPU ms  speed-up
-    rollout            1     6148.87     2132.54      1.00   (50,000 rows, h = 1)
-    rollout            2    16041.75     7715.56      0.38
-    dynamics           1      119.21       30.01      1.00   (one [7, 256] step)
-    dynamics           2      550.70      253.34      0.22
-    sac                1       48.10       15.41      1.00   (one update, batch 256)
-    sac                2      547.18      269.77      0.09
-    evaluation         1     1550.44      506.54      1.00   (10 episodes x 200 steps)
-    evaluation         2     8545.05     4172.41      0.18
+    waiting OpenMP threads   spin (unset)   spin (ACTIVE)   sleep (PASSIVE)   sleep (PASSIVE)
+    load average             4.2 -> 4.6     2.2 -> 2.6      2.5 -> 3.5        2.6 -> 3.0
+    rollout                  0.24x          0.80x           1.92x             1.12x
+    dynamics (stage-1 step)  0.10x          0.69x           2.13x             1.07x
+    sac (one update)         0.15x          0.94x           1.04x             0.98x
+    evaluation               0.11x          0.53x           0.89x             0.94x
 
-With both cores busy, a second OpenMP thread spin-waits for a core that another process holds: every
-phase is 2.6x to 11x slower, so every default stays at ``--num_threads`` (1). On an idle machine with 8+
-cores expect the rollout (matmuls of [7, 1024, 200] chunks) and the stage-1 step to gain from 2-4 threads,
-the SAC update (batch 256, 256-wide layers) little, and evaluation nothing (MuJoCo steps one env at a time):
-run this benchmark there and set ``--threads.rollout`` / ``--threads.dynamics`` from it.
+Spinning, a second thread waits for a core that another process holds: up to 10x slower (and the spinning
+worker keeps burning CPU after the phase goes back to 1 thread: process CPU time above wall time). Sleeping,
+2 threads cost the same CPU time as 1 and were never much slower; the batched matmuls (rollout, stage 1)
+gained 1.1x-2.1x (on a loaded machine two runnable threads also get a larger share), the SAC update and
+evaluation nothing. Hence ``--num_threads auto`` (``machine.AUTO_THREADS``): dynamics and rollout up to 4
+threads, SAC and evaluation 1. An idle machine was not available to measure the pure 2-core speed-up.
 
 Prints a table and writes ``benchmarks/results/threads.json``.
 
@@ -43,6 +44,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as the CLI sets it
 
 import torch
 
@@ -130,7 +133,7 @@ def main() -> dict:
         for t, fig in rows.items():
             speedup = rows[base]["wall_s"] / fig["wall_s"]
             print(f"{name:<12}{t:>8}{fig['wall_s'] * 1e3:>12.2f}{fig['cpu_s'] * 1e3:>12.2f}{speedup:>10.2f}")
-    result = {"cpu_count": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+    result = {"cpu_count": os.cpu_count(), "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
               "rows": args.rows, "episodes": args.episodes, "episode_steps": args.episode_steps,
               "rounds": args.rounds, "phases": table}
     out = ROOT / "benchmarks" / "results" / "threads.json"
