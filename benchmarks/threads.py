@@ -13,7 +13,8 @@ only where its median wall time drops.
 The benchmark runs under ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets a policy, as ``mopo-lightning``
 does (``cli.py``): OpenMP threads that wait for work sleep instead of spinning. Measured on this 2-core AMD EPYC
 (AVX-512), never idle (other jobs kept the load average at 2.2-4.6 all session), 5 rounds, medians; the speed-up
-of 2 threads over 1 in wall time, one column per run (--rows 20000, except the first: 50000)::
+of 2 threads over 1 in wall time, one column per run (--rows 20000, except the first: 50000, with a second
+copy of this benchmark running beside it)::
 
     waiting OpenMP threads   spin (unset)   spin (ACTIVE)   sleep (PASSIVE)   sleep (PASSIVE)
     load average             4.2 -> 4.6     2.2 -> 2.6      2.5 -> 3.5        2.6 -> 3.0
