@@ -8,17 +8,16 @@ Prints and writes ``benchmarks/results/dynamics.json``:
 Shapes are Hopper's (11 + 3 -> 1 + 11); timings do not depend on the values, so the data is synthetic.
 
 ``--profile`` prints instead where one stage-1 step's time goes (``step_profile``). Measured (2-core AMD EPYC,
-AVX-512, 1 thread, others' load 2.7-2.9, two runs): of 25.0-25.4 ms, the 14 batched matmuls (5 forward, 9
-backward) 16.9-17.1 ms (~68%; 1.36 GFLOP, ~80 GFLOP/s), SiLU forward and backward 2.1-2.8, fused Adam and the
-decay 0.6, every other op (normalising, the log-variance bounds, the NLL, the sums) 1.7-2.0, outside ops
-(Python, autograd's engine) 3.0-3.5. The profiler's windows are noisy here (a third run summed its ops above
-the wall). Candidates for the elementwise part, each as a whole step, interleaved (load 1.6-2.1; min / median
-of 15 rounds of 20 steps): the current step 21.1 / 21.8 ms; SiLU as an autograd Function saving sigmoid
-(backward s + y (1 - s) in 4 in-place passes) 21.6 / 23.2; ``bmm`` then an in-place bias add instead of
-``baddbmm`` 20.9 / 22.3; ``torch.compile`` of the loss (compiles in 9 s) 19.9 / 20.9 against 20.1 / 21.8
-eager. None beats this machine's noise, so the step stays eager and unchanged: it runs at the matmuls' speed.
-A hand-written backward of the whole step (one autograd Function) was no faster: 21.0 against 19.2 ms
-(min of 15 rounds, load 2.5); see docs/performance.md.
+AVX-512, 1 thread, otherwise idle, two runs): of 24.7-26.5 ms, the 14 batched matmuls (5 forward, 9 backward)
+17.3 ms (~68%; 1.36 GFLOP, ~80 GFLOP/s), SiLU forward and backward 2.2-2.8, fused Adam and the decay 0.6-0.7,
+every other op (normalising, the log-variance bounds, the NLL, the sums) 1.9-2.0, outside ops (Python,
+autograd's engine, and the profiler's noise) 2.1-4.3. Candidates, each as a whole step interleaved with the
+current one (min / median ms of 15 rounds of 20 steps, two sessions): SiLU as an autograd Function saving
+sigmoid 22.1 / 23.4 against 21.6 / 22.7; ``bmm`` then an in-place bias add instead of ``baddbmm`` 20.8 / 22.0
+against 21.6 / 22.7 (the other session: 20.9 / 22.3 against 21.1 / 21.8); a hand-written backward of the whole
+step 21.0 / 23.1 against 20.3 / 20.7; ``torch.compile`` of the loss 20.0 / 20.9 against 21.0 / 22.0 (and 19.9
+/ 20.9 against 20.1 / 21.8), after 4-9 s of compiling. Only compile is ahead beyond the noise, by ~1-5%; it is
+not adopted (docs/performance.md). The step runs at its matmuls' speed.
 """
 
 from __future__ import annotations

@@ -11,24 +11,30 @@ and the median wall and CPU seconds per call are kept. The wall figure decides: 
 only where its median wall time drops.
 
 The benchmark runs under ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets a policy, as ``mopo-lightning``
-does (``cli.py``): OpenMP threads that wait for work sleep instead of spinning. Measured on this 2-core AMD EPYC
-(AVX-512), never idle (other jobs kept the load average at 2.2-4.6 all session), 5 rounds, medians; the speed-up
-of 2 threads over 1 in wall time, one column per run (--rows 20000, except the first: 50000, with a second
-copy of this benchmark running beside it)::
+does (``cli.py``): OpenMP threads that wait for work sleep instead of spinning (``OMP_WAIT_POLICY=none``, an
+invalid value, gives libgomp's default with a warning). Measured on this 2-core AMD EPYC (AVX-512), --rows 20000,
+5 rounds, medians; the speed-up of 2 threads over 1 in wall time::
 
-    waiting OpenMP threads   spin (unset)   spin (ACTIVE)   sleep (PASSIVE)   sleep (PASSIVE)
-    load average             4.2 -> 4.6     2.2 -> 2.6      2.5 -> 3.5        2.6 -> 3.0
-    rollout                  0.24x          0.80x           1.92x             1.12x
-    dynamics (stage-1 step)  0.10x          0.69x           2.13x             1.07x
-    sac (one update)         0.15x          0.94x           1.04x             0.98x
-    evaluation               0.11x          0.53x           0.89x             0.94x
+    waiting OpenMP threads      spin (default)   spin, GOMP_SPINCOUNT=10000   sleep (PASSIVE)
+    idle machine (this benchmark alone)
+      rollout                   1.71x            1.71x                        1.63x
+      dynamics (stage-1 step)   1.51x            1.58x                        1.27x
+      sac (one update)          1.43x            1.60x                        0.92x
+      evaluation                1.01x            0.95x                        0.80x
+    one busy process beside it (a Python busy loop)
+      rollout                                    0.70x                        0.93x
+      dynamics                                   0.43x                        0.92x
+      sac                                        0.27x                        0.92x
+      evaluation                                 0.63x                        0.92x
 
-Spinning, a second thread waits for a core that another process holds: up to 10x slower (and the spinning
-worker keeps burning CPU after the phase goes back to 1 thread: process CPU time above wall time). Sleeping,
-2 threads cost the same CPU time as 1 and were never much slower; the batched matmuls (rollout, stage 1)
-gained 1.1x-2.1x (on a loaded machine two runnable threads also get a larger share), the SAC update and
-evaluation nothing. Hence ``--num_threads auto`` (``machine.AUTO_THREADS``): dynamics and rollout up to 4
-threads, SAC and evaluation 1. An idle machine was not available to measure the pure 2-core speed-up.
+At 1 thread: rollout 575-627 ms, stage-1 step 21-24 ms, SAC update 10.3-11.4 ms, evaluation 189-208 ms.
+Spinning, a second thread waits for a core that another process holds: with the machine busier (other jobs, load
+4.2-4.6, 50,000 rows) the default policy made every phase 4x-10x slower at 2 threads (stage-1 step 33 -> 333 ms),
+and a spinning worker keeps burning CPU after its phase goes back to 1 thread. Sleeping costs the idle machine
+part of the gain (SAC and evaluation lose) and stays within ~8% of 1 thread when another process is busy. Hence
+PASSIVE in the CLI, and ``--num_threads auto`` (``machine.AUTO_THREADS``): dynamics and rollout up to 4 threads,
+SAC and evaluation 1. On a dedicated machine (nothing else running) spinning waiters with ``--threads.sac 2``
+may pay: the SAC update gained 1.4-1.6x idle (``GOMP_SPINCOUNT=10000 OMP_WAIT_POLICY=none`` as measured here).
 
 Prints a table and writes ``benchmarks/results/threads.json``.
 
