@@ -6,6 +6,18 @@ Prints and writes ``benchmarks/results/dynamics.json``:
 - seconds for one ``predict`` on 50,000 rows (fp32);
 - the same step and prediction for a per-member loop of ``nn.Linear`` MLPs, and the speed-up.
 Shapes are Hopper's (11 + 3 -> 1 + 11); timings do not depend on the values, so the data is synthetic.
+
+``--profile`` prints instead where one stage-1 step's time goes (``step_profile``). Measured (2-core AMD EPYC,
+AVX-512, 1 thread, otherwise idle, two runs): of 24.7-26.5 ms, the 14 batched matmuls (5 forward, 9 backward)
+17.3 ms (~68%; 1.36 GFLOP, ~80 GFLOP/s), SiLU forward and backward 2.2-2.8, fused Adam and the decay 0.6-0.7,
+every other op (normalising, the log-variance bounds, the NLL, the sums) 1.9-2.0, outside ops (Python,
+autograd's engine, and the profiler's noise) 2.1-4.3. Candidates, each as a whole step interleaved with the
+current one (min / median ms of 15 rounds of 20 steps, two sessions): SiLU as an autograd Function saving
+sigmoid 22.1 / 23.4 against 21.6 / 22.7; ``bmm`` then an in-place bias add instead of ``baddbmm`` 20.8 / 22.0
+against 21.6 / 22.7 (the other session: 20.9 / 22.3 against 21.1 / 21.8); a hand-written backward of the whole
+step 21.0 / 23.1 against 20.3 / 20.7; ``torch.compile`` of the loss 20.0 / 20.9 against 21.0 / 22.0 (and 19.9
+/ 20.9 against 20.1 / 21.8), after 4-9 s of compiling. Only compile is ahead beyond the noise, by ~1-5%; it is
+not adopted (docs/performance.md). The step runs at its matmuls' speed.
 """
 
 from __future__ import annotations
@@ -13,6 +25,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -128,11 +141,68 @@ def epoch_ms_per_10k(n: int = 20_000, epochs: int = 4) -> float:
     return per_epoch * 1e3 * 10_000 / data.train_inputs.shape[0]
 
 
+CATEGORIES = {"matmul": ("aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm"),
+              "silu": ("aten::silu", "aten::silu_backward"),
+              "adam and decay": ("aten::_fused_adam_", "aten::_foreach_mul", "aten::_foreach_add_",
+                                 "aten::_foreach_norm", "aten::linalg_vector_norm")}
+
+
+def step_profile(step, n: int = 50) -> dict[str, float]:
+    """ms per step by kind of op (``torch.profiler`` self CPU time) and the rest of the wall time (Python,
+    autograd bookkeeping, the profiler's own cost): where a stage-1 step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for _ in range(10):
+        step()
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    wall = (time.perf_counter() - start) / n * 1e3
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n):
+            step()
+    out = dict.fromkeys([*CATEGORIES, "other ops"], 0.0)
+    for event in prof.key_averages():
+        if not event.key.startswith("aten::"):
+            continue  # autograd and optimizer wrappers: their ops are counted by name
+        kind = next((k for k, names in CATEGORIES.items() if event.key in names), "other ops")
+        out[kind] += event.self_cpu_time_total / 1e3 / n
+    out["outside ops"] = max(0.0, wall - sum(out.values()))
+    return {"wall": wall, **out}
+
+
+def module_step(module: DynamicsModule, inputs, targets):
+    """``DynamicsModule.training_step``'s maths without a Trainer: fused weight-decay gradient, one fused Adam step."""
+    ens = module.ensemble
+    opt = torch.optim.Adam(ens.parameters(), lr=1e-3, fused=True)
+    weights, decays = list(ens.weights), list(ens.weight_decays)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        nll, _ = ens.nll_loss(inputs, targets)
+        loss = nll + 0.01 * ens.logvar_bound_loss()
+        bool(torch.isfinite(loss))
+        loss.backward()
+        with torch.no_grad():
+            torch._foreach_add_([w.grad for w in weights], torch._foreach_mul(weights, decays))
+            ens.weight_decay_value(weights)
+        opt.step()
+
+    return step
+
+
 def main() -> dict:
     torch.manual_seed(0)
     vec, loop = GaussianEnsemble(OBS, ACT, num_members=E), LoopEnsemble(OBS, ACT)
     vec.fit_normalizer(torch.randn(1000, OBS + ACT))
     inputs, targets = torch.randn(E, BATCH, OBS + ACT), torch.randn(E, BATCH, 1 + OBS)
+    if "--profile" in sys.argv[1:]:
+        module = DynamicsModule(OBS, ACT)
+        module.fit_normalizer(torch.randn(1000, OBS + ACT))
+        figures = step_profile(module_step(module, inputs, targets))
+        print(f"stage-1 step, ms (1 thread, load {os.getloadavg()[0]:.2f}): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()))
+        return figures
 
     def vec_loss(x, y):
         nll, _ = vec.nll_loss(x, y)

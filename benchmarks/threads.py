@@ -10,23 +10,31 @@ For each phase the thread counts alternate round by round (every count sees the 
 and the median wall and CPU seconds per call are kept. The wall figure decides: a phase gets more threads
 only where its median wall time drops.
 
-Measured (2-core machine shared with other test jobs, load average 4.3 -> 5.9, 5 rounds, medians)::
+The benchmark runs under ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets a policy, as ``mopo-lightning``
+does (``cli.py``): OpenMP threads that wait for work sleep instead of spinning (``OMP_WAIT_POLICY=none``, an
+invalid value, gives libgomp's default with a warning). Measured on this 2-core AMD EPYC (AVX-512), --rows 20000,
+5 rounds, medians; the speed-up of 2 threads over 1 in wall time::
 
-    phase        threads     wall ms      CPU ms  speed-up
-    rollout            1     6148.87     2132.54      1.00   (50,000 rows, h = 1)
-    rollout            2    16041.75     7715.56      0.38
-    dynamics           1      119.21       30.01      1.00   (one [7, 256] step)
-    dynamics           2      550.70      253.34      0.22
-    sac                1       48.10       15.41      1.00   (one update, batch 256)
-    sac                2      547.18      269.77      0.09
-    evaluation         1     1550.44      506.54      1.00   (10 episodes x 200 steps)
-    evaluation         2     8545.05     4172.41      0.18
+    waiting OpenMP threads      spin (default)   spin, GOMP_SPINCOUNT=10000   sleep (PASSIVE)
+    idle machine (this benchmark alone)
+      rollout                   1.71x            1.71x                        1.63x
+      dynamics (stage-1 step)   1.51x            1.58x                        1.27x
+      sac (one update)          1.43x            1.60x                        0.92x
+      evaluation                1.01x            0.95x                        0.80x
+    one busy process beside it (a Python busy loop)
+      rollout                                    0.70x                        0.93x
+      dynamics                                   0.43x                        0.92x
+      sac                                        0.27x                        0.92x
+      evaluation                                 0.63x                        0.92x
 
-With both cores busy, a second OpenMP thread spin-waits for a core that another process holds: every
-phase is 2.6x to 11x slower, so every default stays at ``--num_threads`` (1). On an idle machine with 8+
-cores expect the rollout (matmuls of [7, 1024, 200] chunks) and the stage-1 step to gain from 2-4 threads,
-the SAC update (batch 256, 256-wide layers) little, and evaluation nothing (MuJoCo steps one env at a time):
-run this benchmark there and set ``--threads.rollout`` / ``--threads.dynamics`` from it.
+At 1 thread: rollout 575-627 ms, stage-1 step 21-24 ms, SAC update 10.3-11.4 ms, evaluation 189-208 ms.
+Spinning, a second thread waits for a core that another process holds: with the machine busier (other jobs, load
+4.2-4.6, 50,000 rows) the default policy made every phase 4x-10x slower at 2 threads (stage-1 step 33 -> 333 ms),
+and a spinning worker keeps burning CPU after its phase goes back to 1 thread. Sleeping costs the idle machine
+part of the gain (SAC and evaluation lose) and stays within ~8% of 1 thread when another process is busy. Hence
+PASSIVE in the CLI, and ``--num_threads auto`` (``machine.AUTO_THREADS``): dynamics and rollout up to 4 threads,
+SAC and evaluation 1. On a dedicated machine (nothing else running) spinning waiters with ``--threads.sac 2``
+may pay: the SAC update gained 1.4-1.6x idle (``GOMP_SPINCOUNT=10000 OMP_WAIT_POLICY=none`` as measured here).
 
 Prints a table and writes ``benchmarks/results/threads.json``.
 
@@ -43,6 +51,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as the CLI sets it
 
 import torch
 
@@ -130,7 +140,7 @@ def main() -> dict:
         for t, fig in rows.items():
             speedup = rows[base]["wall_s"] / fig["wall_s"]
             print(f"{name:<12}{t:>8}{fig['wall_s'] * 1e3:>12.2f}{fig['cpu_s'] * 1e3:>12.2f}{speedup:>10.2f}")
-    result = {"cpu_count": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+    result = {"cpu_count": os.cpu_count(), "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
               "rows": args.rows, "episodes": args.episodes, "episode_steps": args.episode_steps,
               "rounds": args.rounds, "phases": table}
     out = ROOT / "benchmarks" / "results" / "threads.json"

@@ -49,6 +49,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
+# Before torch loads (every command imports it lazily, below): OpenMP threads waiting for work sleep instead of
+# spinning. With another process busy on a small machine, spinning made 2 threads 1.4x-10x slower than 1;
+# PASSIVE kept them within ~8% of 1 thread (docs/performance.md, "Threads"). A value already set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 PROG = "mopo-lightning"
 
 

@@ -40,3 +40,27 @@ def available_cpus(root: Path = CGROUP) -> int:
     if quota is not None:
         count = min(count, math.ceil(quota))
     return max(1, count)
+
+
+AUTO_THREADS = {"dynamics": 4, "rollout": 4, "sac": 1}
+"""The most torch threads each phase gets under ``--num_threads auto`` (``benchmarks/threads.py``; README,
+"Speed, threads and GPUs"). Stage 1's [7, 256, 200] and the rollout's [7, 1024, 200] batched matmuls split
+over a few threads; the SAC update (batch 256, 256 wide) and evaluation (one MuJoCo env at a time) are too
+small to gain, so they stay at 1."""
+
+
+def thread_cap(environ: dict[str, str] | None = None, root: Path = CGROUP) -> int:
+    """The most threads ``auto`` gives any phase: ``available_cpus``, and ``OMP_NUM_THREADS`` where set (Ray sets
+    it to a worker's CPUs; the test suite to 1, so its fits stay single-threaded under pytest-xdist)."""
+    environ = os.environ if environ is None else environ
+    cap = available_cpus(root)
+    try:
+        omp = int(environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return cap
+    return max(1, min(cap, omp)) if omp > 0 else cap
+
+
+def auto_threads(phase: str, cap: int) -> int:
+    """``phase``'s thread count under ``auto`` on a machine whose processes may use ``cap`` threads."""
+    return max(1, min(AUTO_THREADS[phase], cap))

@@ -89,6 +89,8 @@ def train_mopo(data: OfflineDataModule, sac: SACModule, mopo: MOPOSettings, dyna
     ckpt_path = directory.prepare(run.config, ckpt_path, run.overwrite)  # checked before any work
     hp = data.hparams
     results = run_results(data, mopo, run, trainer, evaluation)
+    if run.rank == 0:  # once, so that a speed figure says its threads (results.json keeps them too)
+        print("torch threads: " + ", ".join(f"{phase} {n}" for phase, n in run.threads.items()))
     if resuming:
         results.restore()  # a fresh start (--overwrite too) keeps nothing of an old results.json
     with recorded(results, directory, resuming):
@@ -157,7 +159,7 @@ def run_results(data: OfflineDataModule, mopo: MOPOSettings, run: RunSettings, t
     hp = data.hparams
     results = RunResults(run.run_dir / "results.json", {
         "task": hp.task, "dataset": hp.path or hp.dataset, "seed": run.seed, "method": run.method,
-        "penalty_coef": mopo.penalty_coef, "rollout_length": mopo.rollout_length,
+        "penalty_coef": mopo.penalty_coef, "rollout_length": mopo.rollout_length, "threads": dict(run.threads),
         "planned": planned_budget(run.stage, trainer, hp.updates_per_epoch, evaluation.get("every_n_epochs", 1))})
     results.rank_zero = run.rank == 0
     return results

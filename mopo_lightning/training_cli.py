@@ -27,6 +27,7 @@ from mopo_lightning.config_keys import check_renamed_keys
 from mopo_lightning.console import quiet_third_party
 from mopo_lightning.dynamics.module import DynamicsModule, time_limit
 from mopo_lightning.guards import ConfigError
+from mopo_lightning.machine import auto_threads, thread_cap
 from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.recipe import THREAD_PHASES, RunSettings, train_mopo
@@ -40,6 +41,20 @@ def first_process() -> bool:
     """True in the process that starts a run: DDP launchers re-run the command with these set on the others
     (before the Trainer exists, so Lightning's own rank is not known yet)."""
     return all(int(os.environ.get(key) or 0) == 0 for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def resolve_threads(phase: str, num_threads: int | str, override: int | None, cap: int | None = None) -> int:
+    """``phase``'s thread count: ``override`` (``--threads.<phase>``), else ``num_threads``; ``auto`` resolves to
+    ``machine.auto_threads(phase, cap)`` (``cap``: ``machine.thread_cap()``). An explicit number is used as given."""
+    if override is not None:
+        if override < 1:
+            raise ConfigError(f"--threads.{phase} must be at least 1, got {override}")
+        return override
+    if num_threads == "auto":
+        return auto_threads(phase, thread_cap() if cap is None else cap)
+    if num_threads < 1:
+        raise ConfigError(f"--num_threads must be at least 1 or auto, got {num_threads}")
+    return num_threads
 
 
 def _log_period(log_every_n_steps: int | None) -> int:
@@ -76,8 +91,9 @@ class MOPOCLI(LightningCLI):
                                  "a label: it changes no setting")
         parser.add_argument("--stage", type=Literal["all", "dynamics"], default="all",
                             help="`dynamics` runs stage 1 alone and stops after saving dynamics.ckpt")
-        parser.add_argument("--num_threads", type=int, default=1,
-                            help="torch CPU threads; 1 avoids OpenMP spin-waiting on small machines")
+        parser.add_argument("--num_threads", type=int | Literal["auto"], default="auto",
+                            help="torch CPU threads of every phase, or `auto`: each phase's measured best "
+                                 "(machine.AUTO_THREADS), at most the CPUs this process may use and OMP_NUM_THREADS")
         for phase, what in THREAD_PHASES.items():
             parser.add_argument(f"--threads.{phase}", type=int | None, default=None,
                                 help=f"torch CPU threads of {what} (default: --num_threads)")
@@ -113,7 +129,7 @@ class MOPOCLI(LightningCLI):
             check_checkpoint(self.config.ckpt_path)  # one line for a bad file, before any work
 
     def before_instantiate_classes(self) -> None:
-        torch.set_num_threads(self.config.num_threads)
+        torch.set_num_threads(self.threads("sac"))  # outside the phases (the data, the checks) too: the smallest
 
     def instantiate_classes(self) -> None:
         """The config's objects without a Trainer: the recipe builds the SAC stage's Trainer once the
@@ -124,12 +140,9 @@ class MOPOCLI(LightningCLI):
 
     # ------------------------------------------------------------------ the run
     def threads(self, phase: str) -> int:
-        """Torch CPU threads of ``phase`` (``THREAD_PHASES``): ``--threads.<phase>``, else ``--num_threads``."""
-        value = self.config.get(f"threads.{phase}")
-        count = self.config.num_threads if value is None else value
-        if count < 1:
-            raise ConfigError(f"--threads.{phase} must be at least 1, got {count}")
-        return count
+        """Torch CPU threads of ``phase`` (``THREAD_PHASES``): ``--threads.<phase>``, else ``--num_threads``
+        (``auto``: ``machine.auto_threads`` under ``machine.thread_cap``)."""
+        return resolve_threads(phase, self.config.num_threads, self.config.get(f"threads.{phase}"))
 
     @property
     def run_dir(self) -> Path:

@@ -1,5 +1,10 @@
 """Shared test set-up: one torch thread, and small datasets collected from the real MuJoCo envs.
 
+``OMP_NUM_THREADS=1`` (set here before torch loads, inherited by the CLI subprocesses) caps ``fit``'s default
+``--num_threads auto`` at one thread per phase (``machine.thread_cap``): pytest-xdist runs two workers on a
+2-core machine, and two OpenMP threads per fit there spin-wait for a core the other worker holds (up to 10x
+slower). A test that means to use more threads passes them explicitly.
+
 Datasets are made by the tests themselves with the project's collector and cached under
 ``tests/.data`` (git-ignored), keyed by every argument that shapes them.
 """
@@ -12,6 +17,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest
 import torch

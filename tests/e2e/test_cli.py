@@ -46,8 +46,11 @@ def fitted_run(tmp_path_factory):
 
 
 def test_fit_writes_results_json(fitted_run):
-    run_dir, _, _ = fitted_run
+    run_dir, stage1, full = fitted_run
     results = json.loads((run_dir / "results.json").read_text())
+    # --num_threads auto under the suite's OMP_NUM_THREADS=1 (conftest): one thread per phase, said once per fit
+    assert results["threads"] == {"dynamics": 1, "rollout": 1, "sac": 1}
+    assert [proc.stdout.count("torch threads: dynamics 1, rollout 1, sac 1") for proc in (stage1, full)] == [1, 1]
     assert results["task"] == "hopper" and results["seed"] == 0
     assert results["dataset"].endswith(".hdf5") and results["score_reference"] == "D4RL"
     dyn = results["dynamics"]
