@@ -33,11 +33,12 @@ from mopo_lightning.sweep.trial import FINISHED, log_path, read_results, run_tri
 STARTED = {"finished": "skipped: finished before", "resume": "resumes from its last checkpoint", "new": "started"}
 
 
-def trial_config(trial: Trial, cwd: Path, sweep_dir: str, poll_seconds: float) -> dict[str, Any]:
-    """What a worker needs to run one trial (plain data: it travels to Ray workers)."""
+def trial_config(trial: Trial, cwd: Path, sweep_dir: str, poll_seconds: float, cpus: float = 1) -> dict[str, Any]:
+    """What a worker needs to run one trial (plain data: it travels to Ray workers). ``cpus``: Ray's reservation,
+    the cap of the trial's ``--num_threads auto``."""
     return {"name": trial.name, "fit_args": list(trial.fit_args), "cwd": str(cwd),
             "run_dir": str(Path(sweep_dir) / trial.name), "python": sys.executable, "poll_seconds": poll_seconds,
-            "overrides": trial.overrides}
+            "overrides": trial.overrides, "threads": max(1, int(cpus))}
 
 
 def _start_ray(address: str | None, num_cpus: int | None) -> str:
@@ -164,7 +165,7 @@ def sweep(
         address: an existing Ray cluster (`auto` or HOST:PORT); default: start a local Ray.
         num_cpus: CPUs of the local Ray (default: those this process may use: its CPU affinity and
             container quota, not the host's core count).
-        cpus_per_trial: CPUs Ray reserves per trial; fit gets as many torch threads (--num_threads).
+        cpus_per_trial: CPUs Ray reserves per trial; fit's `--num_threads auto` is capped at as many threads.
         gpus_per_trial: GPUs per trial; fractions share a GPU (0.25: four trials per GPU).
         max_concurrent_trials: at most this many trials at once (default: as many as the resources allow).
         dynamics_cache: stage-1 cache shared by the trials (default <sweep_dir>/.dynamics_cache).
@@ -175,8 +176,8 @@ def sweep(
     spec = load_sweep(sweep_file)
     sweep_dir = sweep_dir or str(Path("checkpoints") / "sweeps" / Path(sweep_file).stem)
     cache = dynamics_cache or str(Path(sweep_dir) / ".dynamics_cache")
-    trials = spec.trials(Path(sweep_dir), Path(cache), num_threads=max(1, int(cpus_per_trial)))
-    configs = [trial_config(t, cwd, sweep_dir, poll_seconds) for t in trials]
+    trials = spec.trials(Path(sweep_dir), Path(cache))
+    configs = [trial_config(t, cwd, sweep_dir, poll_seconds, cpus_per_trial) for t in trials]
     print(f"sweep {sweep_file}: {len(trials)} trials in {sweep_dir} (stage-1 cache {cache})")
     for trial, config in zip(trials, configs):
         state = trial_state(config)

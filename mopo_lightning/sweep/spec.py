@@ -88,7 +88,7 @@ class Sweep:
     fit_keys: dict[str, Any]
     grid: dict[str, list[Any]]
 
-    def trials(self, sweep_dir: Path, dynamics_cache: Path, num_threads: int) -> list[Trial]:
+    def trials(self, sweep_dir: Path, dynamics_cache: Path) -> list[Trial]:
         """Every (arm, grid point, config) as a ``Trial``, in start order (fingerprint keys vary fastest)."""
         slow = [k for k in self.grid if not is_fingerprint_key(k)]
         fast = [k for k in self.grid if is_fingerprint_key(k)]
@@ -112,7 +112,7 @@ class Sweep:
                     *(a for k, v in keys.items() for a in (f"--{k}", cli_value(v))),
                     *(("--method", arm) if arm is not None else ()),
                     "--run_name", name, "--run_root", str(sweep_dir), "--dynamics_cache", str(dynamics_cache),
-                    "--num_threads", str(num_threads)]
+                    "--num_threads", "auto"]  # capped by the trial's CPUs (sweep.trial sets OMP_NUM_THREADS)
             trials.append(Trial(name, {**labels, **point}, tuple(args)))
         return trials
 

@@ -47,6 +47,11 @@ def run_dir(trial: dict[str, Any]) -> Path:
     return Path(trial["cwd"]) / trial["run_dir"]
 
 
+def trial_env(trial: dict[str, Any]) -> dict[str, str]:
+    """The fit's environment: ``OMP_NUM_THREADS`` caps its ``--num_threads auto`` at the CPUs Ray reserved."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(trial["threads"])}
+
+
 def log_path(trial: dict[str, Any]) -> Path:
     return run_dir(trial).with_name(run_dir(trial).name + ".log")
 
@@ -130,9 +135,8 @@ def run_trial(config: dict[str, Any]) -> None:
                   f"{context.get_node_id()} of the cluster at {context.gcs_address}: "
                   f"mopo-lightning fit {' '.join(args)}\n")
         out.flush()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         proc = subprocess.Popen([trial["python"], "-m", "mopo_lightning.cli", "fit", *args], cwd=trial["cwd"],
-                                stdout=out, stderr=subprocess.STDOUT, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, env=trial_env(trial),
                                 preexec_fn=_die_with_parent)  # noqa: PLW1509 -- one prctl call, no locks
         try:
             while proc.poll() is None:

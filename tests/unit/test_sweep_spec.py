@@ -37,7 +37,7 @@ trainer: {{max_epochs: 3}}
 grid:
   seed_everything: [0, 1]
 """)
-    trials = load_sweep(sweep).trials(Path("sw"), Path("sw/.c"), num_threads=2)
+    trials = load_sweep(sweep).trials(Path("sw"), Path("sw/.c"))
     names = [t.name for t in trials]
     # arms vary slowest; configs and seeds (both change the dynamics model) fastest
     assert names == ["hopper_mixed-MOPO-s0", "hopper_mixed-MOPO-s1", "w-MOPO-s0", "w-MOPO-s1",
@@ -53,7 +53,7 @@ grid:
 def test_one_config_keeps_the_grid_names_and_bad_files_are_one_line(tmp_path):
     one = tmp_path / "one.yaml"
     one.write_text(f"config: {REPO}/conf/quickstart.yaml\ngrid:\n  mopo.penalty_coef: [1.0, 5.0]\n")
-    assert [t.name for t in load_sweep(one).trials(Path("s"), Path("c"), 1)] == ["lam1", "lam5"]
+    assert [t.name for t in load_sweep(one).trials(Path("s"), Path("c"))] == ["lam1", "lam5"]
     bad = {"arms: {MOPO: {}}\nconfigs: [conf/quickstart.yaml]\ngrid: {method: [a]}\n": "'method' (grid) is set by",
            "config: conf/quickstart.yaml\nconfigs: [conf/quickstart.yaml]\n": "not both",
            "configs: [conf/quickstart.yaml]\n": "nothing to sweep",

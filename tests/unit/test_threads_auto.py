@@ -14,7 +14,9 @@ from mopo_lightning.cli import ExitCode, main
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.machine import AUTO_THREADS, auto_threads, available_cpus, thread_cap
 from mopo_lightning.recipe import THREAD_PHASES
+from mopo_lightning.sweep.command import trial_config
 from mopo_lightning.sweep.spec import load_sweep
+from mopo_lightning.sweep.trial import trial_env
 from mopo_lightning.training_cli import MOPOCLI, resolve_threads
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,13 +72,18 @@ def test_the_suites_fits_stay_single_threaded():
     assert {p: cli.threads(p) for p in THREAD_PHASES} == dict.fromkeys(THREAD_PHASES, 1)
 
 
-def test_sweep_trials_get_their_cpus_as_an_explicit_count(tmp_path):
+def test_sweep_trials_run_auto_capped_at_their_cpus(tmp_path):
     sweep = tmp_path / "s.yaml"
     sweep.write_text(f"config: {QUICKSTART}\ngrid:\n  seed_everything: [0]\n")
-    (trial,) = load_sweep(sweep).trials(tmp_path, tmp_path / ".c", num_threads=2)
+    (trial,) = load_sweep(sweep).trials(tmp_path, tmp_path / ".c")
     args = list(trial.fit_args)
-    count = args[args.index("--num_threads") + 1]
-    assert count == "2" and all(resolve_threads(p, int(count), None, cap=64) == 2 for p in THREAD_PHASES)
+    assert args[args.index("--num_threads") + 1] == "auto"
+    for cpus in (1, 2, 3.5):
+        env = trial_env(trial_config(trial, tmp_path, str(tmp_path), 1.0, cpus=cpus))
+        assert env["OMP_NUM_THREADS"] == str(int(cpus))
+        cap = thread_cap(env)
+        assert cap <= int(cpus) and resolve_threads("rollout", "auto", None, cap=cap) == min(4, cap)
+        assert resolve_threads("sac", "auto", None, cap=cap) == 1
 
 
 @pytest.mark.parametrize("value, fragment", [("0", "--num_threads must be at least 1 or auto, got 0"),
