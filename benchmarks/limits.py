@@ -37,8 +37,17 @@ on PYTHONPATH; the printed ``code`` names the package that ran)::
     mujoco_step (ms)                0.041                          0.042
 
 An earlier pair read sac 1.38 -> 1.25 (load 2.3-2.4). Limits move by 10% between runs of the same code: compare
-ratios within one run. The batch-1 policy call is Python and dispatch overhead (~70 us against 9 us of matmul),
-twice the MuJoCo step; evaluation amortises it by stepping all episodes' envs with one batched policy call.
+ratios within one run. The batch-1 policy call was Python and dispatch overhead (~70 us against 9 us of matmul),
+twice the MuJoCo step; ``SACModule.act(deterministic=True)`` now skips the log-std and log-density it threw away.
+
+The round's end state on the same machine, nearly idle (load 0.4-0.9, nothing else running), 9538353 against main
+alternated three times (``--paths sac stage1 --rounds 7``), then the whole table once for each::
+
+    ratio      9538353 (three runs)   main (three runs)
+    sac        1.31, 1.33, 1.35       1.26, 1.19, 1.25
+    stage1     1.22, 1.20, 1.17       1.19, 1.17, 1.21    (the same code: stage 1 was left unchanged)
+    rollout    1.26                   1.20-1.23
+    eval_act   9.25                   3.89-4.21           (82 -> 37 us per call; MuJoCo step 41 us)
 
     python benchmarks/limits.py [--threads 1] [--rounds 5]
 """
