@@ -38,7 +38,7 @@ from mopo_lightning.dynamics.fingerprint import (
     exclusive_lock,
     fingerprint_key,
 )
-from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
+from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics, time_limit
 from mopo_lightning.files import atomic_path
 from mopo_lightning.guards import CheckpointError, ConfigError, require_same
 from mopo_lightning.model_env.penalties import measure_scales, scales_current
@@ -258,7 +258,7 @@ def _train(
         **kwargs,
         # the module stops itself (member-wise early stopping, epoch cap); Lightning's timer caps the time
         max_epochs=module.hparams.max_epochs or -1,
-        max_time=module.hparams.max_time,
+        max_time=time_limit(module.hparams.max_time),  # our parse (the check that refuses bad values)
         num_sanity_val_steps=0,
         logger=logger,
         callbacks=callbacks,
