@@ -80,3 +80,20 @@ def test_checkpoint_state_loads_with_weights_only(tmp_path):
     b.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
     assert len(b) == 7 and b.buffer.cursor == 7
     assert torch.equal(b.buffer[:]["next", "terminated"], a.buffer[:]["next", "terminated"])
+
+
+def test_checkpoint_state_holds_only_the_filled_rows():
+    """``torch.save`` writes a view's whole storage: the state must not carry the empty part of the ring."""
+    import io
+
+    a = _rollouts()
+    a.buffer.extend(_rows(0, 3))  # 3 of 10 rows filled
+    state = a.state_dict()
+    rows = state["model_buffer"]["observation"]
+    assert rows.shape[0] == 3
+    assert rows.untyped_storage().nbytes() == rows.numel() * rows.element_size()
+    saved, full = io.BytesIO(), io.BytesIO()
+    torch.save(state, saved)
+    a.buffer.extend(_rows(3, 7))
+    torch.save(a.state_dict(), full)
+    assert saved.tell() < full.tell()
