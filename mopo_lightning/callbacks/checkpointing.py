@@ -1,12 +1,10 @@
 """Crash-safe, exactly resumable checkpoints.
 
 - ``AtomicCheckpointIO`` writes every checkpoint to a temporary file in the same directory and renames
-  it into place, so a kill during a save leaves the previous file intact. ``EpochCheckpoint`` has it write
-  in the background: the checkpoint is serialised in memory at once (a snapshot: training goes on
-  changing the tensors), and one writer thread puts the bytes on disk while training continues.
+  it into place, so a kill during a save leaves the previous file intact.
 - ``EpochCheckpoint`` keeps ``last.ckpt`` as a symbolic link to the newest complete checkpoint, swapped
-  atomically (a new link under a temporary name, then rename) only after that file is complete, so
-  ``--ckpt_path last`` never finds a half-written or missing file.
+  atomically (a new link under a temporary name, then rename), so ``--ckpt_path last`` never finds a
+  half-written or missing file.
 - ``RNGStates`` stores the torch, numpy and python RNG states as tensors (Lightning stores none, and
   numpy's tuple would break ``weights_only=True`` loading) and puts them back when training resumes.
 - ``SignalStop`` turns SIGINT/SIGTERM into a save at the next safe point and exit 128 + N: SAC's
@@ -15,14 +13,10 @@
 
 from __future__ import annotations
 
-import io
 import os
 import random
 import signal
 import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -36,86 +30,22 @@ from mopo_lightning.files import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` through ``files.atomic_path`` (temporary file beside the target, fsync, rename).
-
-    A save inside ``with io.in_background(then):`` (``trainer.save_checkpoint`` as usual) is serialised at
-    once and its file write (most of a large checkpoint's time: the model buffer's rows) left to one writer
-    thread, which runs ``then`` after the rename. Every other save, ``wait()`` and ``teardown()`` (which
-    Lightning calls when fit ends, fails or is interrupted) first wait for that write and re-raise its
-    error, so writes and what follows them happen in the order they were asked for.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._writer: ThreadPoolExecutor | None = None
-        self._pending: Future | None = None
-        self._background = False  # inside ``in_background``
-        self._then: Callable[[], None] | None = None
+    """``torch.save`` through ``files.atomic_path`` (temporary file beside the target, fsync, rename)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        if self._background:
-            return self._save_in_background(checkpoint, path, self._then)
-        self.wait()
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
 
-    @contextmanager
-    def in_background(self, then: Callable[[], None] | None = None) -> Iterator[None]:
-        """Saves in this block are written by the writer thread, which runs ``then`` after each one."""
-        self._background, self._then = True, then
-        try:
-            yield
-        finally:
-            self._background, self._then = False, None
-
-    def _save_in_background(self, checkpoint: dict[str, Any], path: str | Path,
-                            then: Callable[[], None] | None) -> None:
-        data = io.BytesIO()
-        torch.save(checkpoint, data)  # the snapshot: nothing written later reads the live tensors
-        self.wait()
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
-        self._pending = self._writer.submit(self._write, data, Path(path), then)
-
-    @staticmethod
-    def _write(data: io.BytesIO, path: Path, then: Callable[[], None] | None) -> None:
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            f.write(data.getbuffer())
-        if then is not None:
-            then()
-
-    def wait(self) -> None:
-        """Block until the background write (if any) is on disk; re-raise its error."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
-
-    def teardown(self) -> None:
-        try:
-            self.wait()
-        finally:
-            if self._writer is not None:
-                self._writer.shutdown()
-                self._writer = None
-
-    def __getstate__(self) -> dict[str, Any]:  # a spawned strategy pickles its plugins
-        return {**self.__dict__, "_writer": None, "_pending": None, "_background": False, "_then": None}
-
-
-def point_link(target: str | Path, link: str | Path) -> None:
-    """Point the symbolic link ``link`` at ``target`` atomically (new link under a temporary name, rename)."""
-    link = Path(link)
-    tmp = link.with_name(f".{link.name}.tmp")
-    if os.path.lexists(tmp):
-        os.remove(tmp)
-    os.symlink(os.path.relpath(target, link.parent), tmp)
-    os.replace(tmp, link)
-
 
 def link_last(trainer: L.Trainer, target: str | Path, link: str | Path) -> None:
-    """``point_link`` on rank 0, then a barrier: every rank returns once the link has moved."""
+    """Point the symbolic link ``link`` at ``target`` atomically (new link under a temporary name, rename)."""
     if trainer.is_global_zero:
-        point_link(target, link)
+        link = Path(link)
+        tmp = link.with_name(f".{link.name}.tmp")
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        os.symlink(os.path.relpath(target, link.parent), tmp)
+        os.replace(tmp, link)
     trainer.strategy.barrier("link_last")
 
 
@@ -141,27 +71,12 @@ class EpochCheckpoint(Checkpoint):
         if (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         path = self.dirpath / f"epoch{trainer.current_epoch:04d}.ckpt"
-        writer = trainer.strategy.checkpoint_io
-        if trainer.world_size == 1 and isinstance(writer, AtomicCheckpointIO):
-            # Measured (HalfCheetah, 1 thread): the write of 87-205 MB of model-buffer rows took 0.26-0.8 s
-            # of each epoch; serialising alone takes about a fifth of that (benchmarks/checkpoint.py).
-            with writer.in_background(then=lambda: self._publish(path)):
-                trainer.save_checkpoint(path, weights_only=False)  # everything a resume needs
-        else:  # several ranks: the link's barrier needs every rank in step
-            trainer.save_checkpoint(path, weights_only=False)  # everything a resume needs
-            link_last(trainer, path, self.last)
-            if trainer.is_global_zero:
-                self._prune()
-
-    def _publish(self, path: Path) -> None:
-        """After ``path`` is complete: link ``last.ckpt`` to it, then drop epoch files beyond ``keep``."""
-        point_link(path, self.last)
-        self._prune()
-
-    def _prune(self) -> None:
-        epochs = sorted(self.dirpath.glob("epoch[0-9]*.ckpt"), key=lambda p: int(p.stem[5:]))
-        for old in epochs[: -self.keep]:
-            old.unlink(missing_ok=True)
+        trainer.save_checkpoint(path, weights_only=False)  # everything a resume needs
+        link_last(trainer, path, self.last)
+        if trainer.is_global_zero:
+            epochs = sorted(self.dirpath.glob("epoch[0-9]*.ckpt"), key=lambda p: int(p.stem[5:]))
+            for old in epochs[: -self.keep]:
+                old.unlink(missing_ok=True)
 
 
 def rng_state() -> dict[str, torch.Tensor]:
