@@ -3,13 +3,16 @@
 The buffer is filled by 5 real rollouts of 50,000 x 5 steps through an (untrained) ensemble on
 HalfCheetah, which never terminates, so it holds exactly 5 * 5 * 50,000 rows: the paper's size for h = 5.
 The checkpoint holds what Lightning writes for our modules (weights, optimisers) plus the DataModule's
-state (the buffer's filled rows, the sampler's generator), written by ``AtomicCheckpointIO``.
+state (the buffer's filled rows, the sampler's generator), written by ``AtomicCheckpointIO``. Size and
+times are also taken with 2 of the 5 rollouts in the buffer (a run's second epoch), where the file must hold only
+the filled rows (before 764da9d it held the whole preallocated ring: 211 MB at any fill).
 Prints a table and writes ``benchmarks/results/checkpoint.json``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -39,36 +42,35 @@ def main() -> None:
     sac = SACModule(data.obs_dim, data.act_dim)
     settings = {"rollout_length": 5, "rollout_batch_size": 50_000, "model_retain_epochs": 5}
     dm = policy_data(data, ensemble, sac, **settings)
-    for _ in range(5):
-        dm.rollouts.rollout(sac.policy_module())
-    for _ in range(3):  # optimiser states exist
-        sac.update(dm.sampler())
-    checkpoint = {
-        "state_dict": sac.state_dict(),
-        "optimizer_states": [opt.state_dict() for opt in sac.standalone_optimizers()],
-        "MixedDataModule": dm.state_dict(),
-    }
+    figures: dict[str, float | int] = {}
     io = AtomicCheckpointIO()
-    with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
-        path = Path(tmp) / "last.ckpt"
-        start = time.perf_counter()
-        io.save_checkpoint(checkpoint, path)
-        save_s = time.perf_counter() - start
-        size = path.stat().st_size
-        start = time.perf_counter()
-        loaded = torch.load(path, weights_only=True)
-        fresh = policy_data(data, ensemble, sac, **settings)
-        fresh.load_state_dict(loaded["MixedDataModule"])
-        load_s = time.perf_counter() - start
-        assert len(fresh.rollouts) == len(dm.rollouts)
-    figures = {
-        "model_buffer_rows": len(dm.rollouts),
-        "checkpoint_mb": size / 2**20,
-        "save_seconds": save_s,
-        "load_and_restore_seconds": load_s,
-    }
+    for filled in (2, 5):
+        while len(dm.rollouts) < filled * 5 * 50_000:
+            dm.rollouts.rollout(sac.policy_module())
+        for _ in range(3):  # optimiser states exist
+            sac.update(dm.sampler())
+        checkpoint = {
+            "state_dict": sac.state_dict(),
+            "optimizer_states": [opt.state_dict() for opt in sac.standalone_optimizers()],
+            "MixedDataModule": dm.state_dict(),
+        }
+        with tempfile.TemporaryDirectory(dir=ROOT) as tmp:
+            path = Path(tmp) / "last.ckpt"
+            start = time.perf_counter()
+            io.save_checkpoint(checkpoint, path)
+            figures[f"{filled}_rollouts_save_s"] = time.perf_counter() - start
+            figures[f"{filled}_rollouts_checkpoint_mb"] = path.stat().st_size / 2**20
+            start = time.perf_counter()
+            loaded = torch.load(path, weights_only=True)
+            fresh = policy_data(data, ensemble, sac, **settings)
+            fresh.load_state_dict(loaded["MixedDataModule"])
+            figures[f"{filled}_rollouts_load_and_restore_s"] = time.perf_counter() - start
+            assert len(fresh.rollouts) == len(dm.rollouts)
+    figures = {"model_buffer_rows": len(dm.rollouts), **figures}
+    print(f"checkpoint of the SAC stage, HalfCheetah sizes, 1 torch thread, {os.cpu_count()} cpus, "
+          f"load {os.getloadavg()[0]:.2f}, written under {ROOT}")
     for key, value in figures.items():
-        print(f"{key:<28}{value:>12.3f}" if isinstance(value, float) else f"{key:<28}{value:>12}")
+        print(f"{key:<36}{value:>12.3f}" if isinstance(value, float) else f"{key:<36}{value:>12}")
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoint.json").write_text(json.dumps(figures, indent=2) + "\n")
