@@ -15,8 +15,9 @@ whose input holds the action). Elementwise ops, biases and Adam are not counted 
   s', target-critic forward), critic forward + backward, actor forward + backward through the critics (input
   gradients only), alpha (no matmul). Timed on a mixed batch as the loop draws it.
 - ``stage1``: one stage-1 step, 7 members x 256 rows, 4 x 200 swish, output 2 x 18 (``threads.py``'s step).
-- ``rollout``: one step of 50,000 start states (``ModelRollouts.rollout`` with h = 1: the policy on all rows,
-  the 7-member ``predict`` in chunks of 1024, penalty, termination, buffer); an h-step rollout is ~h times this.
+- ``rollout``: one step of 50,000 start states (``ModelRollouts.rollout`` with h = 1: the policy's ``act`` and
+  the 7-member ``predict``, each in chunks of 1024, penalty, termination, buffer); an h-step rollout is ~h times
+  this.
 - ``eval_act``: one evaluation step's policy call (batch 1, deterministic); the MuJoCo step is printed beside
   it (``mujoco_step``), not a matmul, so it has no limit.
 
@@ -101,9 +102,9 @@ def path_mms() -> dict[str, list[Mm]]:
     critic = mlp_mms(B, CRITIC, 2, backward=True)
     actor = mlp_mms(B, ACTOR, backward=True) + mlp_mms(B, CRITIC, 2, backward=True, weight_grad=False,
                                                       first_input_grad=True)
-    full, rest = divmod(ROWS, CHUNK)  # predict's chunks: 48 of 1024 rows, then 848
-    rollout = (mlp_mms(ROWS, ACTOR) + [(full, *mm[1:]) for mm in mlp_mms(CHUNK, MODEL, MEMBERS)]
-               + mlp_mms(rest, MODEL, MEMBERS))
+    full, rest = divmod(ROWS, CHUNK)  # the policy's and predict's chunks: 48 of 1024 rows, then 848
+    rollout = [(full, *mm[1:]) for dims, members in ((ACTOR, 0), (MODEL, MEMBERS))
+               for mm in mlp_mms(CHUNK, dims, members)] + mlp_mms(rest, ACTOR) + mlp_mms(rest, MODEL, MEMBERS)
     return {"sac": target + critic + actor, "stage1": mlp_mms(B, MODEL, MEMBERS, backward=True),
             "rollout": rollout, "eval_act": mlp_mms(1, ACTOR)}
 

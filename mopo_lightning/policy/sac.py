@@ -24,7 +24,7 @@ from tensordict.nn import TensorDictModule
 from torch import Tensor, nn
 
 from mopo_lightning.guards import assert_finite
-from mopo_lightning.policy.backward import backward_needs_lightning
+from mopo_lightning.policy.lightning_shortcuts import backward_needs_lightning, direct_step_counter
 from mopo_lightning.policy.losses import actor_loss, alpha_loss, qvalue_loss, soft_bellman_target
 from mopo_lightning.policy.networks import EnsembleQ, TanhGaussianActor
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD, TERMINATED
@@ -41,9 +41,8 @@ class _SamplingPolicy(nn.Module):
         self.actor = actor
         self.deterministic = deterministic
 
-    @torch.no_grad()
     def forward(self, obs: Tensor) -> Tensor:
-        return self.actor.sample(obs, self.deterministic)[0]
+        return self.actor.act(obs, self.deterministic)
 
 
 class SACModule(L.LightningModule):
@@ -112,6 +111,7 @@ class SACModule(L.LightningModule):
         self._n_updates: int | None = None  # host mirror of sac_updates, refreshed after loading
         self._checked_through = 0  # host: updates already covered by a finite check
         self._direct_backward = False  # set at fit start: see ``backward_needs_lightning``
+        self._direct_steps: Any = None  # set at fit start: see ``direct_step_counter``
         self.register_load_state_dict_post_hook(lambda module, _: module._forget_host_state())
 
     def forward(self, obs: Tensor) -> Tensor:
@@ -213,7 +213,7 @@ class SACModule(L.LightningModule):
     @torch.no_grad()
     def act(self, obs: Tensor, deterministic: bool = False) -> Tensor:
         """obs [B, O] -> action [B, A] in [-1, 1]: sampled, or tanh(mean) when deterministic."""
-        return self.actor.mode(obs) if deterministic else self.actor.sample(obs)[0]
+        return self.actor.act(obs, deterministic)
 
     def policy_module(self, deterministic: bool = False) -> TensorDictModule:
         """TorchRL policy reading ``observation`` and writing ``action`` (no grad, live weights)."""
@@ -223,6 +223,7 @@ class SACModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._direct_backward = not backward_needs_lightning(self.trainer, self)
+        self._direct_steps = direct_step_counter(self.trainer, self)
 
     def on_train_epoch_end(self) -> None:
         """Check for non-finite values (before ``ModelCheckpoint``, which runs after this hook); under
@@ -291,10 +292,17 @@ class SACModule(L.LightningModule):
             loss.backward()
         else:
             self.manual_backward(loss)
+        steps = self._direct_steps if self._trainer is not None else None
         for opt in opts:
-            opt.step()
+            if steps is None:
+                opt.step()
+            else:  # what LightningOptimizer.step does here (see ``direct_step_counter``), without its dispatch
+                steps.increment_ready()
+                opt.optimizer.step()
+                steps.increment_completed()
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_loss_fns"] = None  # compiled functions do not pickle; rebuilt on the next update
+        state["_direct_steps"] = None  # the Trainer's counter: set again at the next fit's start
         return state

@@ -167,3 +167,23 @@ def test_critic_ensemble_is_independent_relu_mlps_and_detached_weights_pass_grad
                                              allow_unused=True)
     assert torch.allclose(grad, ref_grad, atol=1e-5)
     assert all(g is None for g in param_grads)  # no weight-gradient work in the actor loss
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+@pytest.mark.parametrize("chunk_size", [None, 7, 1000])
+def test_act_is_sample_without_log_prob(deterministic, chunk_size):
+    """The rollout's and evaluation's call gives ``sample``'s actions from the same noise draws: exactly in one
+    chunk; in chunks to float rounding (a matmul's blocking depends on its row count)."""
+    actor = TanhGaussianActor(O, A, hidden_dim=16)
+    obs = torch.randn(50, O)
+    torch.manual_seed(3)
+    ref = actor.sample(obs, deterministic=deterministic)[0]
+    ref_rng = torch.random.get_rng_state()
+    torch.manual_seed(3)
+    out = actor.act(obs, deterministic=deterministic, chunk_size=chunk_size)
+    assert not out.requires_grad
+    if chunk_size == 7:
+        torch.testing.assert_close(out, ref.detach(), rtol=0, atol=1e-6)
+    else:
+        assert torch.equal(out, ref)
+    assert torch.equal(torch.random.get_rng_state(), ref_rng)  # the same draws: later randomness is unchanged

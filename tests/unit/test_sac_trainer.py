@@ -107,19 +107,34 @@ class _CountBackward(L.Callback):
         self.calls += 1
 
 
-def test_plain_backward_shortcut_gives_lightnings_weights_and_keeps_backward_hooks(tmp_path):
-    """On one device in fp32 with no backward hook, the update calls ``loss.backward()`` itself; a callback
-    with a backward hook puts ``manual_backward`` back, and both paths train to the same bits."""
+class _CountSteps(L.Callback):
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        self.calls += 1
+
+
+@pytest.mark.parametrize("hooked", [_CountBackward, _CountSteps])
+def test_plain_backward_and_step_shortcuts_give_lightnings_weights_and_keep_hooks(tmp_path, hooked):
+    """On one device in fp32 with no hook, the update calls ``loss.backward()`` and ``optimizer.step()`` itself;
+    a callback with a backward (or optimizer-step) hook puts Lightning's path back, and both paths train to the
+    same bits and count the same ``global_step``."""
     fits = {}
-    for name, callbacks in [("direct", []), ("lightning", [_CountBackward()])]:
+    for name, callbacks in [("direct", []), ("lightning", [hooked()])]:
         torch.manual_seed(0)
         sac = SACModule(O, A, hidden_dim=16)
-        tr = L.Trainer(max_steps=3 * 8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        tr = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                        enable_model_summary=False, callbacks=callbacks)
         tr.fit(sac, train_dataloaders=loader(8))
         fits[name] = (sac, callbacks)
     direct, lightning = fits["direct"][0], fits["lightning"][0]
-    assert direct._direct_backward and not lightning._direct_backward
-    assert fits["lightning"][1][0].calls == 2 * 8  # per update: the critics, then actor and alpha together
+    assert direct._direct_backward and direct._direct_steps is not None
+    if hooked is _CountBackward:
+        assert not lightning._direct_backward
+        assert fits["lightning"][1][0].calls == 2 * 8  # per update: the critics, then actor and alpha together
+    else:
+        assert lightning._direct_steps is None and fits["lightning"][1][0].calls == 3 * 8  # three optimizers
+    assert direct.trainer.global_step == lightning.trainer.global_step == 3 * 8
     for key, value in direct.state_dict().items():
         assert torch.equal(value, lightning.state_dict()[key]), key
