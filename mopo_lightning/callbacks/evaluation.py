@@ -1,6 +1,8 @@
 """Periodic evaluation of the policy in the real MuJoCo env (MOPO reference, section 1 step 6).
 
-Episodes run as one gymnasium vector env with a single batched policy call per step. Episode ``i`` is
+Episodes run side by side, one plain gymnasium env each, stepped only while their episode runs, with a single
+batched policy call per step (HalfCheetah's 10 x 1000 steps: 0.75 -> 0.68 s against a ``SyncVectorEnv``, which
+also steps finished episodes until the last one ends, the same returns to the bit). Episode ``i`` is
 always reset with seed ``seed + i``, so an evaluation is a pure function of the policy: two evaluations
 of the same weights give the same numbers, and the episodes can be split across ranks and gathered
 without changing the result.
@@ -18,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import gymnasium as gym
 import lightning as L
 import numpy as np
 import torch
@@ -42,8 +43,7 @@ class EvalResult:
 
     ``transitions`` (``record=True``): a transition TensorDict [N] (``transitions.TRANSITION_KEYS``) plus
     ``episode`` and ``step`` [N] (long), rows ordered by episode id, then step. ``("next", "observation")``
-    is the true next state even at an episode's last step (the observation the step returned, before the
-    vector env's next-step autoreset).
+    is the true next state even at an episode's last step (the observation that step returned).
     """
 
     returns: np.ndarray
@@ -84,27 +84,25 @@ def evaluate_policy(
     policy_batch: int | None = None,
     record: bool = False,
 ) -> EvalResult:
-    """Run one episode per id in a vector env; episode ``i`` resets with seed ``seed + i``.
+    """Run one episode per id, side by side; episode ``i`` resets with seed ``seed + i``.
 
     The policy always sees a batch of ``policy_batch`` rows (default: ``max(ids) + 1``) with episode
     ``i`` in row ``i``: matmul results depend on the batch shape, and a chaotic env amplifies that
     last-bit difference, so a subset of episodes must be computed exactly as in the full batch.
 
-    ``record``: also return the transitions (``EvalResult.transitions``). With ``NEXT_STEP`` autoreset
-    the step that ends an episode returns its true final observation; the reset comes one step later, on
-    a step that is not recorded (its row is no longer running).
+    ``record``: also return the transitions (``EvalResult.transitions``), each episode's steps up to and
+    including the one that ends it (its true final observation).
     """
     task = get_task(task)
     n = len(episode_ids)
     rows = torch.as_tensor(list(episode_ids), dtype=torch.long)
     if n == 0:
         return EvalResult(np.zeros(0), np.zeros(0, dtype=np.int64))
-    envs = gym.vector.SyncVectorEnv(
-        [lambda: make_env(task, max_episode_steps=max_episode_steps) for _ in range(n)],
-        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
-    )
+    # One plain env per episode, stepped only while its episode runs: a vector env would step (and autoreset)
+    # finished episodes until the last one ends, physics thrown away on tasks that terminate early.
+    envs = [make_env(task, max_episode_steps=max_episode_steps) for _ in range(n)]
     try:
-        obs, _ = envs.reset(seed=[seed + int(i) for i in episode_ids])
+        obs = np.stack([env.reset(seed=seed + int(i))[0] for env, i in zip(envs, episode_ids)])
         returns = np.zeros(n)
         lengths = np.zeros(n, dtype=np.int64)
         running = np.ones(n, dtype=bool)
@@ -116,7 +114,10 @@ def evaluate_policy(
             with torch.no_grad():
                 obs_full[rows] = torch.as_tensor(obs, dtype=torch.float32, device=device)
                 action = act(obs_full)[rows].cpu().numpy()
-            next_obs, reward, terminated, truncated, _ = envs.step(action)
+            next_obs, reward = obs.copy(), np.zeros(n)
+            terminated, truncated = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+            for i in np.flatnonzero(running):  # finished rows keep their last observation
+                next_obs[i], reward[i], terminated[i], truncated[i], _ = envs[i].step(action[i])
             if record:
                 steps.append((obs, action, reward, next_obs, terminated, truncated, running.copy()))
             obs = next_obs
@@ -124,7 +125,8 @@ def evaluate_policy(
             lengths += running
             running &= ~(terminated | truncated)
     finally:
-        envs.close()
+        for env in envs:
+            env.close()
     recorded = _stack(steps, list(episode_ids)) if record else None
     return EvalResult(returns, lengths, recorded)
 
