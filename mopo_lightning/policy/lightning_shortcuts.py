@@ -9,13 +9,16 @@ prepares its reducer), precisions (loss scaling), a profiler, and any callback o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import lightning as L
+import torch
 from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch import Tensor
 
 if TYPE_CHECKING:
     from lightning.pytorch.loops.progress import _Progress
@@ -58,3 +61,33 @@ def direct_step_counter(trainer: L.Trainer, module: L.LightningModule) -> _Progr
     progress = getattr(loop, "optim_step_progress", None)
     has_api = all(callable(getattr(progress, name, None)) for name in ("increment_ready", "increment_completed"))
     return progress if has_api else None
+
+
+@dataclass
+class ManualSteps:
+    """How a manually optimised module runs backward and its optimizer steps; ``ManualSteps()`` (plain
+    ``loss.backward()`` and ``optimizer.step()``) serves a module without a Trainer."""
+
+    direct_backward: bool = True
+    step_counter: _Progress | None = None  # set: step the wrapped optimizers directly, counting as Lightning does
+
+    @classmethod
+    def resolve(cls, trainer: L.Trainer, module: L.LightningModule) -> ManualSteps:
+        """The shortcuts that hold under ``trainer`` (call at fit start: callbacks and strategy are known)."""
+        return cls(not backward_needs_lightning(trainer, module), direct_step_counter(trainer, module))
+
+    def run(self, module: L.LightningModule, loss: Tensor, *opts: torch.optim.Optimizer) -> None:
+        """Zero ``opts``' gradients, backpropagate ``loss``, step each of ``opts``."""
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        if self.direct_backward:
+            loss.backward()
+        else:
+            module.manual_backward(loss)
+        for opt in opts:
+            if self.step_counter is None:
+                opt.step()
+            else:  # what LightningOptimizer.step does here (see ``direct_step_counter``), without its dispatch
+                self.step_counter.increment_ready()
+                opt.optimizer.step()
+                self.step_counter.increment_completed()

@@ -77,21 +77,21 @@ class TanhGaussianActor(nn.Module):
         elsewhere); a chunked matmul may round differently from one batch (its blocking depends on the rows)."""
         n = obs.shape[0]
         step = max(chunk_size or (CPU_ACT_CHUNK if obs.device.type == "cpu" else n), 1)
-        if n <= step:  # one chunk: the short path the evaluation's few rows take
-            if deterministic:
-                return self.mode(obs)
-            mean, log_std = self(obs)
-            return torch.tanh(torch.addcmul(mean, torch.randn_like(mean), log_std.exp()))
         noise = None if deterministic else torch.randn(n, self.act_dim, dtype=obs.dtype, device=obs.device)
+        if n <= step:  # one chunk: the evaluation's few rows skip the output buffer
+            return self._squash(obs, noise)
         out = obs.new_empty(n, self.act_dim)
         for start in range(0, n, step):
             rows = slice(start, start + step)
-            if noise is None:
-                out[rows] = self.mode(obs[rows])
-            else:
-                mean, log_std = self(obs[rows])
-                torch.tanh(torch.addcmul(mean, noise[rows], log_std.exp()), out=out[rows])
+            out[rows] = self._squash(obs[rows], None if noise is None else noise[rows])
         return out
+
+    def _squash(self, obs: Tensor, noise: Tensor | None) -> Tensor:
+        """tanh(mean + noise * std), or the mode tanh(mean) without noise."""
+        if noise is None:
+            return self.mode(obs)
+        mean, log_std = self(obs)
+        return torch.tanh(torch.addcmul(mean, noise, log_std.exp()))
 
     def sample(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor]:
         """Reparameterised action and its log-density: obs [B, O] -> (action [B, A], log_prob [B, 1])."""

@@ -24,13 +24,17 @@ from tensordict.nn import TensorDictModule
 from torch import Tensor, nn
 
 from mopo_lightning.guards import assert_finite
-from mopo_lightning.policy.lightning_shortcuts import backward_needs_lightning, direct_step_counter
+from mopo_lightning.policy.lightning_shortcuts import ManualSteps
 from mopo_lightning.policy.losses import actor_loss, alpha_loss, qvalue_loss, soft_bellman_target
 from mopo_lightning.policy.networks import EnsembleQ, TanhGaussianActor
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD, TERMINATED
 
 LOG_KEYS = ("loss_qvalue", "loss_actor", "loss_alpha", "alpha", "entropy", "q_mean", "q_max")
 """Names of ``update``'s diagnostics, logged as ``sac/<name>``; the loss terms keep TorchRL's names."""
+
+
+_STANDALONE_STEPS = ManualSteps()
+"""Without a Trainer: plain ``loss.backward()`` and ``optimizer.step()`` on the module's own optimizers."""
 
 
 class _SamplingPolicy(nn.Module):
@@ -110,8 +114,7 @@ class SACModule(L.LightningModule):
         self._cudagraphs = False
         self._n_updates: int | None = None  # host mirror of sac_updates, refreshed after loading
         self._checked_through = 0  # host: updates already covered by a finite check
-        self._direct_backward = False  # set at fit start: see ``backward_needs_lightning``
-        self._direct_steps: Any = None  # set at fit start: see ``direct_step_counter``
+        self._manual_steps = ManualSteps()  # resolved at fit start: see ``lightning_shortcuts``
         self.register_load_state_dict_post_hook(lambda module, _: module._forget_host_state())
 
     def forward(self, obs: Tensor) -> Tensor:
@@ -222,8 +225,7 @@ class SACModule(L.LightningModule):
         )
 
     def on_train_start(self) -> None:
-        self._direct_backward = not backward_needs_lightning(self.trainer, self)
-        self._direct_steps = direct_step_counter(self.trainer, self)
+        self._manual_steps = ManualSteps.resolve(self.trainer, self)
 
     def on_train_epoch_end(self) -> None:
         """Check for non-finite values (before ``ModelCheckpoint``, which runs after this hook); under
@@ -286,23 +288,10 @@ class SACModule(L.LightningModule):
         return every if every else (1 if self.device.type == "cpu" else 1000)
 
     def _step(self, loss: Tensor, *opts: torch.optim.Optimizer) -> None:
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
-        if self._trainer is None or self._direct_backward:
-            loss.backward()
-        else:
-            self.manual_backward(loss)
-        steps = self._direct_steps if self._trainer is not None else None
-        for opt in opts:
-            if steps is None:
-                opt.step()
-            else:  # what LightningOptimizer.step does here (see ``direct_step_counter``), without its dispatch
-                steps.increment_ready()
-                opt.optimizer.step()
-                steps.increment_completed()
+        (self._manual_steps if self._trainer is not None else _STANDALONE_STEPS).run(self, loss, *opts)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_loss_fns"] = None  # compiled functions do not pickle; rebuilt on the next update
-        state["_direct_steps"] = None  # the Trainer's counter: set again at the next fit's start
+        state["_manual_steps"] = ManualSteps()  # holds the Trainer's counter: resolved again at the next fit
         return state

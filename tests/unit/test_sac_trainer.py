@@ -129,12 +129,12 @@ def test_plain_backward_and_step_shortcuts_give_lightnings_weights_and_keep_hook
         tr.fit(sac, train_dataloaders=loader(8))
         fits[name] = (sac, callbacks)
     direct, lightning = fits["direct"][0], fits["lightning"][0]
-    assert direct._direct_backward and direct._direct_steps is not None
+    assert direct._manual_steps.direct_backward and direct._manual_steps.step_counter is not None
     if hooked is _CountBackward:
-        assert not lightning._direct_backward
+        assert not lightning._manual_steps.direct_backward
         assert fits["lightning"][1][0].calls == 2 * 8  # per update: the critics, then actor and alpha together
     else:
-        assert lightning._direct_steps is None and fits["lightning"][1][0].calls == 3 * 8  # three optimizers
+        assert lightning._manual_steps.step_counter is None and fits["lightning"][1][0].calls == 3 * 8  # three optimizers
     assert direct.trainer.global_step == lightning.trainer.global_step == 3 * 8
     for key, value in direct.state_dict().items():
         assert torch.equal(value, lightning.state_dict()[key]), key
