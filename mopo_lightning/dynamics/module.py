@@ -28,6 +28,7 @@ from mopo_lightning.dynamics.batches import BootstrapBatches
 from mopo_lightning.dynamics.early_stopping import MemberSnapshot, MemberwiseEarlyStopping
 from mopo_lightning.dynamics.ensemble import DEFAULT_WEIGHT_DECAYS, GaussianEnsemble
 from mopo_lightning.guards import ConfigError, assert_finite
+from mopo_lightning.lightning_shortcuts import ManualSteps
 
 
 def time_limit(max_time: str | dict[str, int] | None) -> timedelta | None:
@@ -106,6 +107,7 @@ class DynamicsModule(LightningModule):
         # weight; a plain dict, so per-step updates skip nn.Module.__setattr__ (~1% of a step).
         self._epoch: dict[str, Any] = {"sums": None, "count": 0}
         self._decayed: list[Tensor] | None = None  # the ensemble's weights, listed once
+        self._manual_steps = ManualSteps()  # resolved at fit start: see ``lightning_shortcuts``
         self._holdout_sse: Tensor | None = None  # [E]
         self._holdout_count = 0
         self._train_start: float | None = None
@@ -139,6 +141,7 @@ class DynamicsModule(LightningModule):
                     "BootstrapBatches loader (dynamics.batches.dynamics_dataloaders), which fits it."
                 )
             self.fit_normalizer(dataset.inputs)
+        self._manual_steps = ManualSteps.resolve(self.trainer, self)
         self._train_start = time.perf_counter()
 
     @property
@@ -154,7 +157,8 @@ class DynamicsModule(LightningModule):
         ``torch._foreach_*`` calls instead of an autograd term per layer (the same numbers: autograd's
         d/dW of wd * sum(W^2) / 2 is wd * W too). Nothing is read back to the host except the one finiteness
         check; epoch metrics are summed on the device and logged once per epoch, the step NLL every
-        ``log_every_n_steps`` steps (``self.log`` costs ~0.5 ms of Python per call: ~7% of a step).
+        ``log_every_n_steps`` steps (``self.log`` costs ~0.5 ms of Python per call: ~7% of a step). Backward and
+        step skip Lightning's wrappers where they would only dispatch hooks (``lightning_shortcuts``).
         """
         inputs, targets = batch  # [E, B, in], [E, B, out]
         opt = self.optimizers()
@@ -165,14 +169,15 @@ class DynamicsModule(LightningModule):
         if not bool(torch.isfinite(loss)):
             assert_finite({"dynamics/train_loss": loss.detach()},
                           f"at dynamics epoch {self.current_epoch}, step {self.global_step}")
-        self.manual_backward(loss)
+        steps = self._manual_steps
+        steps.backward(self, loss)
         if self._decayed is None:
             self._decayed = list(ens.weights)
         weights = self._decayed
         with torch.no_grad():
             torch._foreach_add_([w.grad for w in weights], torch._foreach_mul(weights, list(ens.weight_decays)))
             decay = ens.weight_decay_value(weights)
-        opt.step()
+        steps.step(opt)
 
         n = inputs.shape[1]
         epoch = self._epoch
@@ -192,7 +197,7 @@ class DynamicsModule(LightningModule):
         if self._epoch["sums"] is None:
             return
         mse, loss = (self._epoch["sums"] / self._epoch["count"]).tolist()
-        self.log_dict({"dynamics/train_mse": mse, "dynamics/train_loss": loss}, on_step=False, on_epoch=True)
+        self._log_epoch({"dynamics/train_mse": mse, "dynamics/train_loss": loss})
 
     # ------------------------------------------------------------------ holdout
     def on_validation_epoch_start(self) -> None:
@@ -250,7 +255,7 @@ class DynamicsModule(LightningModule):
     def _log_holdout(self, mse: Tensor) -> None:
         metrics = {f"dynamics/holdout_mse/member_{i}": float(v) for i, v in enumerate(mse)}
         metrics["dynamics/holdout_mse/mean"] = float(mse.mean())
-        self.log_dict(metrics, on_epoch=True)
+        self._log_epoch(metrics)
 
     def _log_stopping(self, mse: Tensor, improved: Tensor) -> None:
         es, ens = self.early_stopping, self.ensemble
@@ -263,7 +268,16 @@ class DynamicsModule(LightningModule):
             "dynamics/min_logvar": float(ens.min_logvar.mean()),
         }
         metrics.update({f"dynamics/elites/rank_{k}": float(i) for k, i in enumerate(ens.elites)})
-        self.log_dict(metrics, on_epoch=True)
+        self._log_epoch(metrics)
+        # the headline also in ``trainer.callback_metrics``, where a callback may monitor it
+        self.log("dynamics/holdout_mse/elites", metrics["dynamics/holdout_mse/elites"], logger=False)
+
+    def _log_epoch(self, metrics: dict[str, float]) -> None:
+        """Epoch scalars straight to the logger, at the step ``self.log`` would use: each ``self.log`` call walks
+        every value logged before it, so the ~30 scalars of a stage-1 epoch cost ~0.13 s that way, 1.2% of a
+        120,000-row epoch (one thread; ``docs/performance.md``)."""
+        if self._trainer is not None and self.logger is not None:
+            self.logger.log_metrics(metrics, step=self.global_step)
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -284,6 +298,11 @@ class DynamicsModule(LightningModule):
         self._seconds_before = float(checkpoint.get("dynamics_train_seconds", 0.0))
         self.fingerprint = checkpoint.get("dynamics_fingerprint")
         self.penalty_scales = checkpoint.get("dynamics_penalty_scales")
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_manual_steps"] = ManualSteps()  # holds the Trainer's counter: resolved again at the next fit
+        return state
 
 
 def load_dynamics(path: str | Path, map_location: str | torch.device = "cpu") -> DynamicsModule:

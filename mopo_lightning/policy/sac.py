@@ -24,7 +24,7 @@ from tensordict.nn import TensorDictModule
 from torch import Tensor, nn
 
 from mopo_lightning.guards import assert_finite
-from mopo_lightning.policy.lightning_shortcuts import ManualSteps
+from mopo_lightning.lightning_shortcuts import ManualSteps
 from mopo_lightning.policy.losses import actor_loss, alpha_loss, qvalue_loss, soft_bellman_target
 from mopo_lightning.policy.networks import EnsembleQ, TanhGaussianActor
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD, TERMINATED

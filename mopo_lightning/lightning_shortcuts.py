@@ -2,8 +2,8 @@
 ``optimizer.step()`` for ``LightningOptimizer.step``.
 
 On one device in plain fp32 with no hook or profiler to serve, both wrappers only dispatch hooks over every
-callback (and count steps). The SAC update runs two backward passes and three optimizer steps per update, ~10 ms
-on one CPU thread, so each dispatch shows. Anything that needs Lightning's path keeps it: other strategies (DDP
+callback (and count steps). Both manually optimised modules use them: the SAC update runs two backward passes and
+three optimizer steps in ~10 ms on one CPU thread, a stage-1 step one of each in ~20 ms, so each dispatch shows. Anything that needs Lightning's path keeps it: other strategies (DDP
 prepares its reducer), precisions (loss scaling), a profiler, and any callback or module that overrides a hook.
 """
 
@@ -76,14 +76,15 @@ class ManualSteps:
         """The shortcuts that hold under ``trainer`` (call at fit start: callbacks and strategy are known)."""
         return cls(not backward_needs_lightning(trainer, module), direct_step_counter(trainer, module))
 
-    def run(self, module: L.LightningModule, loss: Tensor, *opts: torch.optim.Optimizer) -> None:
-        """Zero ``opts``' gradients, backpropagate ``loss``, step each of ``opts``."""
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
+    def backward(self, module: L.LightningModule, loss: Tensor) -> None:
+        """``loss.backward()``, or ``module.manual_backward(loss)`` where Lightning's backward is needed."""
         if self.direct_backward:
             loss.backward()
         else:
             module.manual_backward(loss)
+
+    def step(self, *opts: torch.optim.Optimizer) -> None:
+        """Step each of ``opts`` (the module's optimizers: ``LightningOptimizer``s under a Trainer)."""
         for opt in opts:
             if self.step_counter is None:
                 opt.step()
@@ -91,3 +92,10 @@ class ManualSteps:
                 self.step_counter.increment_ready()
                 opt.optimizer.step()
                 self.step_counter.increment_completed()
+
+    def run(self, module: L.LightningModule, loss: Tensor, *opts: torch.optim.Optimizer) -> None:
+        """Zero ``opts``' gradients, backpropagate ``loss``, step each of ``opts``."""
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        self.backward(module, loss)
+        self.step(*opts)
