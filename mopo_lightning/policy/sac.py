@@ -31,6 +31,8 @@ from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, RE
 
 LOG_KEYS = ("loss_qvalue", "loss_actor", "loss_alpha", "alpha", "entropy", "q_mean", "q_max")
 """Names of ``update``'s diagnostics, logged as ``sac/<name>``; the loss terms keep TorchRL's names."""
+LOG_NAMES = tuple(f"sac/{name}" for name in LOG_KEYS)
+"""Their logged names. They go to the logger directly: ``self.log_dict`` took ~5 ms per call (0.1 s per epoch)."""
 
 
 _STANDALONE_STEPS = ManualSteps()
@@ -167,7 +169,7 @@ class SACModule(L.LightningModule):
     def _count_and_guard(self, q_terms: TensorDict, pi_terms: TensorDict, alpha_terms: TensorDict) -> TensorDict:
         """The one guard: count the update, record on the device the first update at which each diagnostic went
         non-finite, and read that record (one host sync) every ``check_finite_every`` updates; log every
-        ``log_every_n``. No other host sync, so the update runs ahead on a GPU."""
+        ``log_every_n`` (one host sync, as any logging). No other host sync, so the update runs ahead on a GPU."""
         if self._n_updates is None:  # first update, or the first after loading a state: one sync
             self._n_updates = self._checked_through = int(self.sac_updates)
         self.sac_updates += 1
@@ -181,7 +183,8 @@ class SACModule(L.LightningModule):
         if self._n_updates % self._check_every() == 0:
             self.check_finite()
         if self._trainer is not None and self._n_updates % self.log_every_n == 0:
-            self.log_dict({f"sac/{k}": out[k] for k in LOG_KEYS}, on_step=True, on_epoch=False)
+            if self.logger is not None:  # straight to the logger, at the step Lightning's on_step log would use
+                self.logger.log_metrics(dict(zip(LOG_NAMES, values.tolist())), step=self._n_updates - 1)
             self.log("updates", float(self._n_updates), prog_bar=True, logger=False)  # SAC updates so far
         return out
 
