@@ -83,11 +83,14 @@ def phases(args: argparse.Namespace) -> dict[str, Callable[[], object]]:
     train = GaussianEnsemble(data.obs_dim, data.act_dim)
     x, y = torch.randn(7, 256, train.in_dim), torch.randn(7, 256, train.out_dim)
     opt = torch.optim.Adam(train.parameters(), lr=1e-3, fused=True)
+    weights = list(train.weights)
 
-    def dynamics_step() -> None:
+    def dynamics_step() -> None:  # DynamicsModule.training_step's maths
         opt.zero_grad(set_to_none=True)
         nll, _ = train.nll_loss(x, y)
-        (nll + 0.01 * train.logvar_bound_loss() + train.weight_decay_loss()).backward()
+        (nll + 0.01 * train.logvar_bound_loss()).backward()
+        train.add_weight_decay_grad(weights)
+        train.weight_decay_value(weights)
         opt.step()
 
     batch = dm.sampler()

@@ -15,7 +15,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -81,12 +81,12 @@ class MOPOCLI(LightningCLI):
 
     # ------------------------------------------------------------------ config tree
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument("--ckpt_path", type=Optional[str], default=None,
+        parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="resume the SAC stage: `last` (this run's newest checkpoint) or a checkpoint file")
-        parser.add_argument("--run_name", type=Optional[str], default=None,
+        parser.add_argument("--run_name", type=str | None, default=None,
                             help="outputs go to <run_root>/<run_name>/ (default: <task>-<dataset>-s<seed>)")
         parser.add_argument("--run_root", type=str, default="checkpoints", help="parent of run directories")
-        parser.add_argument("--method", type=Optional[str], default=None,
+        parser.add_argument("--method", type=str | None, default=None,
                             help="the method this run belongs to in reports, e.g. MOPO or MBPO (a sweep's arm); "
                                  "a label: it changes no setting")
         parser.add_argument("--stage", type=Literal["all", "dynamics"], default="all",
@@ -103,9 +103,9 @@ class MOPOCLI(LightningCLI):
                             help="SAC checkpoint cadence; each holds the model buffer (~200 MB at h = 5)")
         parser.add_argument("--keep_checkpoints", type=int, default=2,
                             help="newest epoch checkpoints kept (a corrupt newest one falls back to the previous)")
-        parser.add_argument("--dynamics_checkpoint", type=Optional[str], default=None,
+        parser.add_argument("--dynamics_checkpoint", type=str | None, default=None,
                             help="load this dynamics.ckpt instead of <run_dir>/dynamics.ckpt")
-        parser.add_argument("--dynamics_cache", type=Optional[str], default=None,
+        parser.add_argument("--dynamics_cache", type=str | None, default=None,
                             help="cache of trained ensembles keyed by their fingerprint, shared by runs "
                                  "(default <run_root>/.dynamics_cache)")
         parser.add_class_arguments(MOPOSettings, "mopo")

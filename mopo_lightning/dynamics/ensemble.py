@@ -128,6 +128,15 @@ class GaussianEnsemble(nn.Module):
         return sum(wd * w.square().sum() / 2 for wd, w in zip(self.weight_decays, self.weights))
 
     @torch.no_grad()
+    def add_weight_decay_grad(self, weights: list[Tensor] | None = None) -> None:
+        """Add the gradient of ``weight_decay_loss``, wd * W per layer, to the weights' ``.grad`` in place (the
+        authors' L2 term, without autograd building it). One ``add_(W, alpha=wd)`` per layer: two
+        ``torch._foreach_*`` calls through a temporary took 0.35-0.54 ms against 0.11 ms, ~2% of a stage-1 step
+        (the fused multiply-add may round the last bit differently)."""
+        for w, wd in zip(list(self.weights) if weights is None else weights, self.weight_decays):  # layers
+            w.grad.add_(w, alpha=wd)
+
+    @torch.no_grad()
     def weight_decay_value(self, weights: list[Tensor] | None = None) -> Tensor:
         """The value of ``weight_decay_loss`` without autograd, in one fused norm over all layers
         (``weights``: ``list(self.weights)``, when the caller keeps it)."""

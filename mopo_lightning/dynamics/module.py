@@ -153,9 +153,9 @@ class DynamicsModule(LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         """One Adam step on the full loss (manual optimisation; see ``configure_optimizers``).
 
-        The weight decay's gradient, wd * W per layer, is added to the weights' gradients with two fused
-        ``torch._foreach_*`` calls instead of an autograd term per layer (the same numbers: autograd's
-        d/dW of wd * sum(W^2) / 2 is wd * W too). Nothing is read back to the host except the one finiteness
+        The weight decay's gradient, wd * W per layer, is added to the weights' gradients in place
+        (``GaussianEnsemble.add_weight_decay_grad``) instead of an autograd term per layer (autograd's d/dW of
+        wd * sum(W^2) / 2 is wd * W too). Nothing is read back to the host except the one finiteness
         check; epoch metrics are summed on the device and logged once per epoch, the step NLL every
         ``log_every_n_steps`` steps (``self.log`` costs ~0.5 ms of Python per call: ~7% of a step). Backward and
         step skip Lightning's wrappers where they would only dispatch hooks (``lightning_shortcuts``).
@@ -174,9 +174,8 @@ class DynamicsModule(LightningModule):
         if self._decayed is None:
             self._decayed = list(ens.weights)
         weights = self._decayed
-        with torch.no_grad():
-            torch._foreach_add_([w.grad for w in weights], torch._foreach_mul(weights, list(ens.weight_decays)))
-            decay = ens.weight_decay_value(weights)
+        ens.add_weight_decay_grad(weights)
+        decay = ens.weight_decay_value(weights)
         steps.step(opt)
 
         n = inputs.shape[1]
