@@ -188,7 +188,7 @@ def policy_trainer(trainer: dict[str, Any], run: RunSettings, logger: Any, callb
     # only some parameters: DDP's reducer needs find_unused_parameters.
     if config.get("strategy") in ("ddp", "ddp_spawn"):
         config["strategy"] = f"{config['strategy']}_find_unused_parameters_true"
-    config["plugins"] = config.get("plugins") or [AtomicCheckpointIO()]
+    config["plugins"] = config.get("plugins") or [AtomicCheckpointIO(background=True)]  # writes beside training
     checkpoint = EpochCheckpoint(run.run_dir / "sac", every_n_epochs=run.checkpoint_every_n_epochs,
                                  keep=run.keep_checkpoints)
     own = [*callbacks, RNGStates(), GracefulStop(run.run_dir / "sac"), checkpoint]

@@ -1,7 +1,8 @@
 """Crash-safe, exactly resumable checkpoints.
 
 - ``AtomicCheckpointIO`` writes every checkpoint to a temporary file in the same directory and renames
-  it into place, so a kill during a save leaves the previous file intact.
+  it into place, so a kill during a save leaves the previous file intact. With ``background=True`` (the SAC
+  stage's) the training thread only copies the tensors and goes on; one writer thread saves the copies in order.
 - ``EpochCheckpoint`` keeps ``last.ckpt`` as a symbolic link to the newest complete checkpoint, swapped
   atomically (a new link under a temporary name, then rename), so ``--ckpt_path last`` never finds a
   half-written or missing file.
@@ -17,6 +18,8 @@ import os
 import random
 import signal
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,27 +28,112 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning_utilities.core.apply_func import apply_to_collection
 
 from mopo_lightning.files import atomic_path
 
 
+def _private_copy(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().clone()  # a view's clone is compact: torch.save would write a view's whole storage
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """``torch.save`` through ``files.atomic_path`` (temporary file beside the target, fsync, rename)."""
+    """``torch.save`` through ``files.atomic_path`` (temporary file beside the target, fsync, rename).
+
+    ``background``: ``save_checkpoint`` copies every tensor on the caller's thread (a snapshot that training may
+    then overwrite) and returns; one writer thread writes the snapshots in order. Measured on one CPU thread
+    (HalfCheetah, 1000 updates per epoch): the epoch checkpoint took 0.11-0.39 s of the training thread as the
+    model buffer filled, ~0.6 s at 1.25M rows (docs/performance.md); in the background only the copy remains.
+    ``after_writes`` queues work behind the writes (``EpochCheckpoint`` moves ``last.ckpt`` so: never onto a file
+    still being written); ``wait`` blocks until all is written. A failed background write raises at the next
+    save, at ``wait`` and at ``teardown``, which Lightning calls when a fit ends, also after an exception.
+    """
+
+    def __init__(self, background: bool = False) -> None:
+        super().__init__()
+        self.background = background
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        if not self.background:
+            self._write(checkpoint, path)
+            return
+        self._raise_failed()
+        self._submit(self._write, apply_to_collection(checkpoint, torch.Tensor, _private_copy), path)
+
+    def after_writes(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` once every checkpoint saved so far is written: now, or queued on the writer thread."""
+        if self.background:
+            self._submit(fn)
+        else:
+            fn()
+
+    def wait(self) -> None:
+        """Block until every queued write is done; raise the first error of one."""
+        pending, self._pending = self._pending, []
+        errors = [future.exception() for future in pending]  # exception() waits for the future
+        for error in errors:
+            if error is not None:
+                raise error
+
+    def teardown(self) -> None:
+        try:
+            self.wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+
+    @staticmethod
+    def _write(checkpoint: dict[str, Any], path: str | Path) -> None:
         with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
 
+    def _submit(self, fn: Callable[..., object], *args: Any) -> None:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-writer")
+        self._pending.append(self._writer.submit(fn, *args))
+
+    def _raise_failed(self) -> None:
+        """Raise the error of a finished background write, if any (without waiting for running ones)."""
+        done = [future for future in self._pending if future.done()]
+        self._pending = [future for future in self._pending if not future.done()]
+        for future in done:
+            if future.exception() is not None:
+                raise future.exception()
+
+
+def after_checkpoint_writes(trainer: L.Trainer, fn: Callable[[], object]) -> None:
+    """Run ``fn`` once the checkpoints saved so far are on disk (at once unless they are written in the background)."""
+    io = trainer.strategy.checkpoint_io
+    if isinstance(io, AtomicCheckpointIO):
+        io.after_writes(fn)
+    else:
+        fn()
+
+
+def wait_for_checkpoints(trainer: L.Trainer) -> None:
+    """Block until the checkpoints saved so far are on disk."""
+    io = trainer.strategy.checkpoint_io
+    if isinstance(io, AtomicCheckpointIO):
+        io.wait()
+
+
+def point_link(link: str | Path, target: str | Path) -> None:
+    """Point the symbolic link ``link`` at ``target`` atomically (new link under a temporary name, rename)."""
+    link = Path(link)
+    tmp = link.with_name(f".{link.name}.tmp")
+    if os.path.lexists(tmp):
+        os.remove(tmp)
+    os.symlink(os.path.relpath(target, link.parent), tmp)
+    os.replace(tmp, link)
+
 
 def link_last(trainer: L.Trainer, target: str | Path, link: str | Path) -> None:
-    """Point the symbolic link ``link`` at ``target`` atomically (new link under a temporary name, rename)."""
+    """``point_link`` on rank 0, then every rank meets (``target`` must be written already)."""
     if trainer.is_global_zero:
-        link = Path(link)
-        tmp = link.with_name(f".{link.name}.tmp")
-        if os.path.lexists(tmp):
-            os.remove(tmp)
-        os.symlink(os.path.relpath(target, link.parent), tmp)
-        os.replace(tmp, link)
+        point_link(link, target)
     trainer.strategy.barrier("link_last")
 
 
@@ -72,11 +160,16 @@ class EpochCheckpoint(Checkpoint):
             return
         path = self.dirpath / f"epoch{trainer.current_epoch:04d}.ckpt"
         trainer.save_checkpoint(path, weights_only=False)  # everything a resume needs
-        link_last(trainer, path, self.last)
-        if trainer.is_global_zero:
-            epochs = sorted(self.dirpath.glob("epoch[0-9]*.ckpt"), key=lambda p: int(p.stem[5:]))
-            for old in epochs[: -self.keep]:
-                old.unlink(missing_ok=True)
+        if trainer.is_global_zero:  # once the file is written: behind a background write, on its thread
+            after_checkpoint_writes(trainer, lambda: self._publish(path))
+        trainer.strategy.barrier("epoch_checkpoint")
+
+    def _publish(self, path: Path) -> None:
+        """``last.ckpt`` -> ``path``, then drop epoch files beyond the newest ``keep``."""
+        point_link(self.last, path)
+        epochs = sorted(self.dirpath.glob("epoch[0-9]*.ckpt"), key=lambda p: int(p.stem[5:]))
+        for old in epochs[: -self.keep]:
+            old.unlink(missing_ok=True)
 
 
 def rng_state() -> dict[str, torch.Tensor]:
@@ -185,6 +278,7 @@ class GracefulStop(SignalStop):
             return
         path = self.dirpath / "interrupted.ckpt"
         trainer.save_checkpoint(path, weights_only=False)  # everything needed to resume
+        wait_for_checkpoints(trainer)  # on disk before last.ckpt points at it and the process says so
         link_last(trainer, path, self.dirpath / EpochCheckpoint.LAST)
         updates = int(getattr(pl_module, "sac_updates", trainer.global_step))
         self.exit(f"saved {path} after {updates} SAC updates; resume with --ckpt_path last")

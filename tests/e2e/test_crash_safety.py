@@ -50,12 +50,14 @@ class PoisonActor(L.Callback):
                 next(pl_module.actor.parameters()).view(-1)[0] = float("nan")
 
 
-def test_nan_in_sac_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("background", [False, True])
+def test_nan_in_sac_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, background):
     module = SACModule(OBS, ACT, hidden_dim=32)
     dm = _hopper_datamodule(module)
     checkpoint = EpochCheckpoint(tmp_path, every_n_epochs=1, keep=1)
     trainer = L.Trainer(max_epochs=4, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        callbacks=[PoisonActor(before_update=60), checkpoint], plugins=[AtomicCheckpointIO()])
+                        callbacks=[PoisonActor(before_update=60), checkpoint],
+                        plugins=[AtomicCheckpointIO(background=background)])
     with pytest.raises(NonFiniteError, match=r"non-finite sac/\w+ at SAC update 61"):
         trainer.fit(module, datamodule=dm)
     state = torch.load(tmp_path / "last.ckpt", weights_only=True)

@@ -97,3 +97,15 @@ def test_checkpoint_state_holds_only_the_filled_rows():
     a.buffer.extend(_rows(3, 7))
     torch.save(a.state_dict(), full)
     assert saved.tell() < full.tell()
+
+
+def test_a_full_ring_goes_to_the_checkpoint_without_a_copy():
+    """Once the ring is full its views are its whole storage: no clone (the background writer copies anyway)."""
+    a = _rollouts()
+    a.buffer.extend(_rows(0, 13))  # 10 of 10 rows, wrapped
+    rows = a.state_dict()["model_buffer"]["observation"]
+    assert rows.shape[0] == a.capacity == 10
+    assert rows.data_ptr() == a.buffer.leaves[0].data_ptr()  # the ring itself
+    b = _rollouts()
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(b.buffer[:]["observation"], a.buffer[:]["observation"]) and b.buffer.cursor == 3
