@@ -8,6 +8,7 @@ anything, and stage 1's holdout pass would draw a validation bar after every epo
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import lightning as L
@@ -26,6 +27,12 @@ class StageProgressBar(TQDMProgressBar):
     def train_description(self) -> str:
         return self.stage
 
+    def init_train_tqdm(self) -> Tqdm:
+        """Lightning's training bar, first drawn when the epoch starts (labelled), not when made (``0/?``)."""
+        return Tqdm(desc=self.train_description, position=2 * self.process_position, disable=self.is_disabled,
+                    leave=True, dynamic_ncols=True, file=sys.stdout, smoothing=0, bar_format=self.BAR_FORMAT,
+                    delay=1e-9)  # any delay > 0: tqdm skips the draw at construction
+
     def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
         """Lightning's own hook redraws the bar three times (old label, ``Epoch N``, then ours): a log file
         that is not a terminal keeps every redraw. One redraw here, already labelled."""
@@ -39,9 +46,29 @@ class StageProgressBar(TQDMProgressBar):
                            batch_idx: int) -> None:
         """One redraw per refresh (Lightning's hook draws the count, then again the metrics)."""
         n, bar = batch_idx + 1, self.train_progress_bar
-        if not bar.disable and self.refresh_rate and (n % self.refresh_rate == 0 or n == bar.total):
+        if bar.disable or not self.refresh_rate:
+            return
+        if n == bar.total:  # drawn once, by ``on_train_epoch_end``, with the epoch's final metrics
+            bar.n = n
+        elif n % self.refresh_rate == 0:
             bar.n = n
             bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Lightning's hook redraws the finished epoch's bar; here the holdout's metrics are only stored."""
+        self.val_progress_bar.close()
+        self.reset_dataloader_idx_tracker()
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and not self.train_progress_bar.disable:
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=False)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The epoch's one draw at its end, with its final metrics; the last epoch's is left to the bar's ``close``
+        at the end of training, which draws it anyway. (The bar is never built with ``leave``.)"""
+        bar = self.train_progress_bar
+        if bar.disable:
+            return
+        capped = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
+        bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=not (trainer.should_stop or capped))
 
     def init_validation_tqdm(self) -> Tqdm:
         """No bar for the holdout pass: one batch per epoch, its numbers are in the epoch bar and TensorBoard."""
