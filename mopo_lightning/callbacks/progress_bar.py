@@ -75,6 +75,7 @@ class StageProgressBar(TQDMProgressBar):
         return Tqdm(disable=True)
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        """Without ``v_num``; whole-number floats (the SAC update count) as ints: tqdm writes 2000.0 as ``2e+3``."""
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
-        return items
+        return {k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in items.items()}

@@ -67,3 +67,21 @@ def test_a_log_file_gets_one_labelled_redraw_per_refresh(tmp_path, capfd):
         counts = [line.split("|")[2].split("[")[0].strip() for line in lines if epoch in line]
         assert counts == ["0/2", "1/2", "2/2"], (epoch, counts)
     assert not [line for line in lines if "0/?" in line]  # no unlabelled draw when the bar is made
+
+
+class Counting(Tiny):
+    def training_step(self, batch, batch_idx):
+        self.log("updates", 2000.0, prog_bar=True, logger=False)  # as SACModule logs its update count
+        self.log("score", 2.5, prog_bar=True, logger=False)
+        return super().training_step(batch, batch_idx)
+
+
+def test_whole_number_metrics_show_as_integers(tmp_path, capfd):
+    """tqdm formats the float 2000.0 as ``2e+3``; the bar shows the SAC update count as ``2000``."""
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(8, 2)), batch_size=4)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_model_summary=False,
+                        callbacks=[StageProgressBar("stage 2 (SAC)")])
+    trainer.fit(Counting(), data)
+    captured = capfd.readouterr()
+    out = captured.out + captured.err
+    assert "updates=2000" in out and "2e+3" not in out and "score=2.5" in out
