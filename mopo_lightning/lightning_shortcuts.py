@@ -71,6 +71,11 @@ class ManualSteps:
     direct_backward: bool = True
     step_counter: _Progress | None = None  # set: step the wrapped optimizers directly, counting as Lightning does
 
+    def __getstate__(self) -> dict:
+        """A copy (pickle, deepcopy) is unresolved: the step counter belongs to one Trainer's loop, so the module
+        resolves its shortcuts again at its next fit."""
+        return vars(ManualSteps())
+
     @classmethod
     def resolve(cls, trainer: L.Trainer, module: L.LightningModule) -> ManualSteps:
         """The shortcuts that hold under ``trainer`` (call at fit start: callbacks and strategy are known)."""

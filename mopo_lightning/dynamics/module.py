@@ -169,14 +169,11 @@ class DynamicsModule(LightningModule):
         if not bool(torch.isfinite(loss)):
             assert_finite({"dynamics/train_loss": loss.detach()},
                           f"at dynamics epoch {self.current_epoch}, step {self.global_step}")
-        steps = self._manual_steps
-        steps.backward(self, loss)
-        if self._decayed is None:
-            self._decayed = list(ens.weights)
-        weights = self._decayed
+        self._manual_steps.backward(self, loss)
+        weights = self._decayed = self._decayed or list(ens.weights)
         ens.add_weight_decay_grad(weights)
         decay = ens.weight_decay_value(weights)
-        steps.step(opt)
+        self._manual_steps.step(opt)
 
         n = inputs.shape[1]
         epoch = self._epoch
@@ -185,9 +182,8 @@ class DynamicsModule(LightningModule):
             epoch["sums"] = values if epoch["sums"] is None else epoch["sums"] + values
         epoch["count"] += n
         every = self.trainer.log_every_n_steps if self._trainer is not None else 0
-        if every and self.global_step % every == 0 and self.logger is not None:
-            self.logger.log_metrics({"dynamics/train_nll": float(nll.detach()) / self.hparams.num_members},
-                                    step=self.global_step)
+        if every and self.global_step % every == 0:
+            self._to_logger({"dynamics/train_nll": float(nll.detach()) / self.hparams.num_members})
 
     def on_train_epoch_start(self) -> None:
         self._epoch.update(sums=None, count=0)
@@ -196,7 +192,7 @@ class DynamicsModule(LightningModule):
         if self._epoch["sums"] is None:
             return
         mse, loss = (self._epoch["sums"] / self._epoch["count"]).tolist()
-        self._log_epoch({"dynamics/train_mse": mse, "dynamics/train_loss": loss})
+        self._to_logger({"dynamics/train_mse": mse, "dynamics/train_loss": loss})
 
     # ------------------------------------------------------------------ holdout
     def on_validation_epoch_start(self) -> None:
@@ -254,7 +250,7 @@ class DynamicsModule(LightningModule):
     def _log_holdout(self, mse: Tensor) -> None:
         metrics = {f"dynamics/holdout_mse/member_{i}": float(v) for i, v in enumerate(mse)}
         metrics["dynamics/holdout_mse/mean"] = float(mse.mean())
-        self._log_epoch(metrics)
+        self._to_logger(metrics)
 
     def _log_stopping(self, mse: Tensor, improved: Tensor) -> None:
         es, ens = self.early_stopping, self.ensemble
@@ -267,14 +263,13 @@ class DynamicsModule(LightningModule):
             "dynamics/min_logvar": float(ens.min_logvar.mean()),
         }
         metrics.update({f"dynamics/elites/rank_{k}": float(i) for k, i in enumerate(ens.elites)})
-        self._log_epoch(metrics)
+        self._to_logger(metrics)
         # the headline also in ``trainer.callback_metrics``, where a callback may monitor it
         self.log("dynamics/holdout_mse/elites", metrics["dynamics/holdout_mse/elites"], logger=False)
 
-    def _log_epoch(self, metrics: dict[str, float]) -> None:
-        """Epoch scalars straight to the logger, at the step ``self.log`` would use: each ``self.log`` call walks
-        every value logged before it, so the ~30 scalars of a stage-1 epoch cost ~0.13 s that way, 1.2% of a
-        120,000-row epoch (one thread; ``docs/performance.md``)."""
+    def _to_logger(self, metrics: dict[str, float]) -> None:
+        """Scalars straight to the logger at ``global_step``: each ``self.log`` walks every value logged before it
+        (the ~30 of a stage-1 epoch cost ~0.13 s that way, 1.2% of a 120k-row epoch; ``docs/performance.md``)."""
         if self._trainer is not None and self.logger is not None:
             self.logger.log_metrics(metrics, step=self.global_step)
 
@@ -297,11 +292,6 @@ class DynamicsModule(LightningModule):
         self._seconds_before = float(checkpoint.get("dynamics_train_seconds", 0.0))
         self.fingerprint = checkpoint.get("dynamics_fingerprint")
         self.penalty_scales = checkpoint.get("dynamics_penalty_scales")
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = super().__getstate__()
-        state["_manual_steps"] = ManualSteps()  # holds the Trainer's counter: resolved again at the next fit
-        return state
 
 
 def load_dynamics(path: str | Path, map_location: str | torch.device = "cpu") -> DynamicsModule:

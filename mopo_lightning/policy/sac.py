@@ -296,5 +296,4 @@ class SACModule(L.LightningModule):
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_loss_fns"] = None  # compiled functions do not pickle; rebuilt on the next update
-        state["_manual_steps"] = ManualSteps()  # holds the Trainer's counter: resolved again at the next fit
         return state

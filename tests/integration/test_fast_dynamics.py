@@ -4,15 +4,18 @@ same batches) reaches the same holdout MSE per member, to float reordering (asse
 
 from __future__ import annotations
 
+import pickle
+
 import lightning as L
 import pytest
 import torch
-from conftest import collected_dataset
+from conftest import CountBackward, CountSteps, collected_dataset
 
 from mopo_lightning.data.d4rl import load_dataset
 from mopo_lightning.dynamics.batches import dynamics_dataloaders
 from mopo_lightning.dynamics.early_stopping import MemberwiseEarlyStopping
 from mopo_lightning.dynamics.module import DynamicsModule
+from mopo_lightning.lightning_shortcuts import ManualSteps
 
 EPOCHS = 3
 
@@ -59,23 +62,7 @@ def test_fast_step_trains_the_reference_model(tmp_path):
     torch.testing.assert_close(got, expected, rtol=0.01, atol=0.0)
 
 
-class _CountBackward(L.Callback):
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor) -> None:
-        self.calls += 1
-
-
-class _CountSteps(L.Callback):
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
-        self.calls += 1
-
-
-@pytest.mark.parametrize("hooked", [_CountBackward, _CountSteps])
+@pytest.mark.parametrize("hooked", [CountBackward, CountSteps])
 def test_stage1_backward_and_step_shortcuts_give_lightnings_weights_and_keep_hooks(tmp_path, hooked):
     """Stage 1 skips Lightning's backward and step wrappers as SAC does (``lightning_shortcuts``): a callback with
     a backward (or optimizer-step) hook puts Lightning's path back, and both paths train to the same bits and
@@ -94,7 +81,7 @@ def test_stage1_backward_and_step_shortcuts_give_lightnings_weights_and_keep_hoo
         fits[name] = (module, callbacks, len(data.train))
     (direct, _, steps), (lightning, hooks, _) = fits["direct"], fits["lightning"]
     assert direct._manual_steps.direct_backward and direct._manual_steps.step_counter is not None
-    if hooked is _CountBackward:
+    if hooked is CountBackward:
         assert not lightning._manual_steps.direct_backward
     else:
         assert lightning._manual_steps.step_counter is None
@@ -102,3 +89,4 @@ def test_stage1_backward_and_step_shortcuts_give_lightnings_weights_and_keep_hoo
     assert direct.trainer.global_step == lightning.trainer.global_step == 2 * steps
     for key, value in direct.state_dict().items():
         assert torch.equal(value, lightning.state_dict()[key]), key
+    assert pickle.loads(pickle.dumps(direct))._manual_steps == ManualSteps()  # a copy resolves again at its fit

@@ -7,7 +7,7 @@ import csv
 import lightning as L
 import pytest
 import torch
-from conftest import random_sac_batches
+from conftest import CountBackward, CountSteps, random_sac_batches
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
@@ -99,23 +99,7 @@ def test_rare_finite_checks_still_stop_before_a_poisoned_checkpoint(tmp_path):
     assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["epoch=0-step=30.ckpt"]
 
 
-class _CountBackward(L.Callback):
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.calls += 1
-
-
-class _CountSteps(L.Callback):
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
-        self.calls += 1
-
-
-@pytest.mark.parametrize("hooked", [_CountBackward, _CountSteps])
+@pytest.mark.parametrize("hooked", [CountBackward, CountSteps])
 def test_plain_backward_and_step_shortcuts_give_lightnings_weights_and_keep_hooks(tmp_path, hooked):
     """On one device in fp32 with no hook, the update calls ``loss.backward()`` and ``optimizer.step()`` itself;
     a callback with a backward (or optimizer-step) hook puts Lightning's path back, and both paths train to the
@@ -130,7 +114,7 @@ def test_plain_backward_and_step_shortcuts_give_lightnings_weights_and_keep_hook
         fits[name] = (sac, callbacks)
     direct, lightning = fits["direct"][0], fits["lightning"][0]
     assert direct._manual_steps.direct_backward and direct._manual_steps.step_counter is not None
-    if hooked is _CountBackward:
+    if hooked is CountBackward:
         assert not lightning._manual_steps.direct_backward
         assert fits["lightning"][1][0].calls == 2 * 8  # per update: the critics, then actor and alpha together
     else:
