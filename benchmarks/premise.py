@@ -90,7 +90,8 @@ def main() -> None:
     mean, std = ensemble.predict(rollout_obs, torch.rand(ROLLOUT_ROWS, task.act_dim, generator=gen) * 2 - 1)
     point = mean[0]
     for kind in PENALTY_KINDS:
-        parts[f"penalty_{kind}_rollout_step"] = median_seconds(lambda k=kind: uncertainty_penalty(mean, std, k, point))
+        parts[f"penalty_{kind}_rollout_step"] = median_seconds(
+            lambda k=kind: uncertainty_penalty(mean, std, k, point, ensemble.elites))
     extra = parts["premise_metrics"] - parts["premise_one_kind"]
     rows = {
         "evaluation_seconds": t_plain,

@@ -25,7 +25,8 @@ code  fault
 0     none
 1     non-finite training numbers (``guards.NonFiniteError``)
 2     bad usage or config: a parse error (unknown key, bad value or type, missing option,
-      missing config file) or ``guards.ConfigError``
+      missing config file) or ``guards.ConfigError``, among them a name no registry knows
+      (``guards.UnknownName``: a task, a penalty kind, a D4RL name, a Minari id), with the closest one
 3     bad data: ``data.errors.DatasetError``, or a missing input file (``FileNotFoundError``)
 4     bad checkpoint (``guards.CheckpointError``)
 5     file-system fault: any other ``OSError`` (permission denied, read-only directory, disk full)
@@ -34,8 +35,9 @@ code  fault
 
 A fault ends with one line on stderr, ``mopo-lightning: error: <message>`` (parse errors:
 ``mopo-lightning COMMAND: error: <key or value> ...; see mopo-lightning COMMAND --help``), and no
-traceback; ``MOPO_TRACEBACK=1`` re-raises the exception instead. Any other exception is a bug: Python
-prints its traceback and exits with 1.
+traceback; ``MOPO_TRACEBACK=1`` re-raises the exception instead. A fault that a library wrapped (jsonargparse
+raises a ``ValueError`` naming the link whose function failed) is reported as its cause (``fault``). Any other
+exception is a bug: Python prints its traceback and exits with 1.
 """
 
 from __future__ import annotations
@@ -161,6 +163,15 @@ def exit_code(error: BaseException) -> ExitCode | None:
     return None
 
 
+def fault(error: BaseException) -> BaseException:
+    """The fault to report: ``error``, or the first exception along its ``__cause__`` chain that has an exit
+    code, when ``error`` has none (a library's wrapper, e.g. jsonargparse's link error around a ``DatasetError``)."""
+    cause: BaseException | None = error
+    while cause is not None and exit_code(cause) is None:
+        cause = cause.__cause__
+    return error if cause is None else cause
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``mopo-lightning`` console script; ``argv`` defaults to ``sys.argv[1:]``.
 
@@ -172,7 +183,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         os.environ.setdefault("MUJOCO_GL", "egl")
     try:
         run(args, from_sys_argv=argv is None)
-    except Exception as error:
+    except Exception as raised:
+        error = fault(raised)
         code = exit_code(error)
         if code is None or os.environ.get("MOPO_TRACEBACK"):
             raise

@@ -23,6 +23,7 @@ from torch import Tensor
 from mopo_lightning.envs import termination
 from mopo_lightning.envs.rewards import REWARDS, RewardFn
 from mopo_lightning.envs.termination import TerminationFn
+from mopo_lightning.guards import UnknownName, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,9 @@ def get_task(name: str | Task) -> Task:
     """Look a task up by name, or by a D4RL dataset name such as ``walker2d-medium-replay-v2``.
 
     The longest registered name that the (``_`` -> ``-``) name equals or starts with, then ``-``, wins:
-    ``halfcheetah-jump`` is the variant, ``halfcheetah-medium-v2`` is ``halfcheetah``.
+    ``halfcheetah-jump`` is the variant, ``halfcheetah-medium-v2`` is ``halfcheetah``. An unknown name is one
+    ``guards.UnknownName`` line (exit 2; still a ``KeyError``) with the closest task, of the whole name or of its
+    first word (``hoper-medium-v2``: hopper).
     """
     if isinstance(name, Task):
         return name
@@ -96,7 +99,8 @@ def get_task(name: str | Task) -> Task:
     for known in sorted(TASKS, key=len, reverse=True):
         if key == known or key.startswith(known + "-"):
             return TASKS[known]
-    raise KeyError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+    hint = did_you_mean(key, TASKS) or did_you_mean(key.split("-")[0], TASKS)
+    raise UnknownName(f"unknown task {name!r}{hint}; known: {', '.join(sorted(TASKS))}")
 
 
 def task_from_env_spec(

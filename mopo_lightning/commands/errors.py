@@ -5,6 +5,8 @@ jsonargparse (4.x) words its errors as below; anything else keeps its first line
 - ``unrecognized arguments: --data.pathh x`` -> ``unknown option --data.pathh (did you mean --data.path?)``
 - ``Subcommand 'fit' does not accept option 'data.pathh'`` (a key in a YAML file) -> ``unknown key data.pathh``
 - ``Parser key "steps": Expected a <class 'int'>. Got value: x`` -> ``invalid value 'x' for --steps (expected int)``
+- a value outside a ``Literal`` -> ``invalid value 'llvv' for --mopo.penalty_kind (expected one of 'aleatoric', ...,
+  'loo_kl'; did you mean llv?)``
 - ``the following arguments are required: fit.data.task`` -> ``missing required option --data.task``
 - ``Parser key "config": File does not exist: 'a.yaml'`` -> ``config file a.yaml does not exist``
 """
@@ -82,7 +84,9 @@ def _bad_value(key: str, details: str) -> str:
         first = next((line.strip(" -") for line in details.splitlines() if line.strip(" -")), details)
         return f"invalid value for {option}: {first}"
     got = f" {value[-1].strip()!r}" if value else ""
-    return f"invalid value{got} for {option} (expected {wanted})"
+    choices = re.findall(r"'([^']*)'", expected.group(1)) if expected and "Literal[" in expected.group(1) else []
+    close = difflib.get_close_matches(value[-1].strip(), choices, n=1, cutoff=0.6) if value and choices else []
+    return f"invalid value{got} for {option} (expected {wanted}{f'; did you mean {close[0]}?' if close else ''})"
 
 
 def short_parse_error(message: str, options: Sequence[str]) -> str:

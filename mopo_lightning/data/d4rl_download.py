@@ -1,7 +1,8 @@
 """Where a D4RL dataset name lives: its public URL, its file in D4RL's cache, and the download.
 
 The URLs are D4RL's own (``d4rl/infos.py``): the locomotion v1/v2 files follow one pattern, the v0 files
-do not, so those are listed. Only the MuJoCo locomotion names are known, the ones a task can load.
+do not, so those are listed. Only the MuJoCo locomotion names are known, the ones a task can load; any other
+name is one ``UnknownDataset`` line (exit 2) with the closest known name (``hoppr-medium-v2``: hopper-medium-v2).
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import os
 import urllib.request
 from pathlib import Path
 
-from mopo_lightning.data.errors import DatasetDownloadError, DatasetError
+from mopo_lightning.data.errors import DatasetDownloadError, DatasetError, UnknownDataset
 from mopo_lightning.files import atomic_path
+from mopo_lightning.guards import did_you_mean
 from mopo_lightning.progress import progress
 
 D4RL_URL = "http://rail.eecs.berkeley.edu/datasets/offline_rl"
 LOCOMOTION_ENVS = ("hopper", "walker2d", "halfcheetah", "ant")
+KINDS = ("random", "medium", "expert", "medium-replay", "full-replay", "medium-expert")
+"""D4RL's locomotion v1/v2 datasets per env (``d4rl/infos.py``)."""
 
 V0_FILES = {
     "halfcheetah-random-v0": "halfcheetah_random",
@@ -42,6 +46,9 @@ V0_FILES = {
     "ant-random-expert-v0": "ant_random_expert",
 }
 """D4RL's v0 locomotion files (``gym_mujoco/<file>.hdf5``), whose names follow no pattern."""
+D4RL_NAMES = frozenset(V0_FILES) | {f"{env}-{kind}-{version}" for env in LOCOMOTION_ENVS for kind in KINDS
+                                    for version in ("v1", "v2")}
+"""Every D4RL MuJoCo locomotion name a task can load."""
 
 
 def default_data_dir() -> Path:
@@ -50,17 +57,18 @@ def default_data_dir() -> Path:
 
 
 def dataset_url(name: str) -> str:
-    """Public URL of a D4RL dataset name such as ``walker2d-medium-replay-v2``."""
+    """Public URL of a D4RL dataset name such as ``walker2d-medium-replay-v2`` (``D4RL_NAMES``)."""
     key = name.strip().lower()
     if key in V0_FILES:
         return f"{D4RL_URL}/gym_mujoco/{V0_FILES[key]}.hdf5"
-    # v1/v2: gym_mujoco_v2/walker2d_medium_replay-v2.hdf5
-    env, _, rest = key.partition("-")
-    kind, _, version = rest.rpartition("-")
-    if env in LOCOMOTION_ENVS and kind and version in ("v1", "v2"):
+    if key in D4RL_NAMES:  # v1/v2: gym_mujoco_v2/walker2d_medium_replay-v2.hdf5
+        env, _, rest = key.partition("-")
+        kind, _, version = rest.rpartition("-")
         return f"{D4RL_URL}/gym_mujoco_{version}/{env}_{kind.replace('-', '_')}-{version}.hdf5"
-    raise DatasetError(
-        f"{name}: not a known D4RL dataset name (e.g. hopper-medium-v2); or pass --data.path FILE"
+    raise UnknownDataset(
+        f"{name}: not a known D4RL dataset name{did_you_mean(key, D4RL_NAMES)}; known: ENV-KIND-v2 (or -v1, "
+        f"-v0) with ENV one of {', '.join(LOCOMOTION_ENVS)} and KIND one of {', '.join(KINDS)}; "
+        "or pass --data.path FILE"
     )
 
 

@@ -4,7 +4,8 @@ Which source a name means is decided by ``data.source.dataset_source`` (a Minari
 ``namespace/name/quality-vN``). A Minari id is read through the ``minari`` package:
 
 - from the local Minari store, ``$MINARI_DATASETS_PATH`` or Minari's default ``~/.minari/datasets``;
-- else downloaded through Minari's own API (``minari.download_dataset``, with its progress bars);
+- else downloaded through Minari's own API (``minari.download_dataset``, with its progress bars), once a
+  ``mujoco/<env>/<quality>-vN`` id names a known robot and quality (``check_farama_id``);
 - offline, one ``DatasetDownloadError`` line names the id, the store and the ``minari download <id>``
   command to run where there is internet.
 
@@ -31,14 +32,17 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from mopo_lightning.data.errors import DatasetDownloadError, DatasetError, one_line
+from mopo_lightning.data.errors import DatasetDownloadError, DatasetError, UnknownDataset, one_line
 from mopo_lightning.data.source import minari_data_dir
 from mopo_lightning.data.validation import validate
-from mopo_lightning.tasks import TASKS, Task, get_task, task_from_env_spec
+from mopo_lightning.guards import closest
+from mopo_lightning.tasks import ROBOTS, TASKS, Task, get_task, task_from_env_spec
 from mopo_lightning.transitions import transitions
 
 if TYPE_CHECKING:
     from minari import MinariDataset
+
+FARAMA_QUALITIES = ("expert", "medium", "simple")  # of Farama's mujoco/<env>/<quality>-v0 datasets
 
 
 def store_dir() -> Path:
@@ -62,6 +66,7 @@ def open_dataset(name_or_path: str | Path, download: bool = True) -> MinariDatas
         return _read(lambda: minari.MinariDataset(on_disk), str(on_disk))
     dataset_id = str(name_or_path).strip()
     if local_data_dir(dataset_id) is None:
+        check_farama_id(dataset_id)
         if not download:
             raise DatasetDownloadError(_offline(dataset_id, "downloads are off"))
         try:
@@ -69,6 +74,20 @@ def open_dataset(name_or_path: str | Path, download: bool = True) -> MinariDatas
         except Exception as err:  # noqa: BLE001 - offline, unknown id, server error: one line either way
             raise DatasetDownloadError(_offline(dataset_id, f"{type(err).__name__}: {one_line(err)[:300]}")) from None
     return _read(lambda: minari.load_dataset(dataset_id), dataset_id)
+
+
+def check_farama_id(dataset_id: str) -> None:
+    """A ``mujoco/<env>/<quality>-vN`` id of a robot not in ``tasks.ROBOTS`` or a quality not in ``FARAMA_QUALITIES``
+    is one ``UnknownDataset`` line (exit 2) with the closest id; other ids pass (``minari`` knows them)."""
+    parts = dataset_id.split("/")
+    if len(parts) != 3 or parts[0] != "mujoco" or "-" not in parts[2]:
+        return
+    (quality, version), robots = parts[2].rsplit("-", 1), sorted(ROBOTS.values())
+    if parts[1] not in robots or quality not in FARAMA_QUALITIES:
+        env, good = closest(parts[1], robots) or parts[1], closest(quality, FARAMA_QUALITIES) or quality
+        hint = f" (did you mean mujoco/{env}/{good}-{version}?)" if env in robots and good in FARAMA_QUALITIES else ""
+        raise UnknownDataset(f"unknown Minari dataset {dataset_id!r}{hint}; known: mujoco/ENV/QUALITY-{version}, ENV "
+                             f"one of {', '.join(robots)}, QUALITY one of {', '.join(FARAMA_QUALITIES)}")
 
 
 def _offline(dataset_id: str, why: str) -> str:
@@ -129,8 +148,8 @@ def dataset_task(dataset: MinariDataset, task: str | Task | None = None) -> Task
     else:
         env_id, kwargs = spec.id, dict(spec.kwargs)
     try:
-        own = task_from_env_spec(_task_name(env_id), env_id, kwargs, obs_space.shape[0], act_space.shape[0],
-                                 low, high)
+        own = task_from_env_spec(env_id.lower(), env_id, kwargs, obs_space.shape[0], act_space.shape[0],
+                                 low, high)  # the registry's name: Hopper-v5 -> hopper-v5
     except ValueError as err:
         raise DatasetError(f"{label}: {err}") from None
     if given is not None and _robot(given.env_id) != _robot(own.env_id):
@@ -140,11 +159,6 @@ def dataset_task(dataset: MinariDataset, task: str | Task | None = None) -> Task
 
 def _robot(env_id: str) -> str:
     return env_id.split("-")[0]
-
-
-def _task_name(env_id: str) -> str:
-    """``Hopper-v5`` -> ``hopper-v5`` (the registry's name for the same env)."""
-    return env_id.lower()
 
 
 def read_arrays(dataset: MinariDataset) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -119,7 +119,7 @@ def branched_returns(ensemble: EnsemblePredictor, start_obs: Tensor, rollout_len
                          generator=generator, penalty_kind=settings.penalty_kind, reward_mode=settings.reward_mode)
         reward = nxt["raw_reward"].reshape(-1).double()
         point = torch.cat([nxt["raw_reward"], nxt["observation"]], dim=-1)  # the transition model_step made
-        u = {kind: uncertainty_penalty(*recorder.last, kind, point).double() for kind in kinds}
+        u = {kind: uncertainty_penalty(*recorder.last, kind, point, recorder.elites).double() for kind in kinds}
         finite = reward.isfinite() & u[settings.penalty_kind].isfinite()
         diverged[rows] |= ~finite  # a blown-up model step ends the row and adds nothing
         raw[rows] += torch.where(finite, reward, 0.0)

@@ -38,13 +38,13 @@ row the target y = [r, s' - s] (the ensemble's output) and m, the elites' mean p
 - model_error_mean: mean of ||m - y||_2 over all 1 + O columns; model_error_mse: mean square;
   reward_error_mean: mean |m_r - r|.
 - nll: -log of the elites' equal-weight Gaussian mixture density of y (full constants), nats per transition.
-- <kind>/penalty_mean: u(s, a) as the model env computes it (all members, no lambda), for every kind of
-  model_env/penalties.py whichever trains; llv's point: the transition a model step would produce there
-  (fixed-seed draw, the run's reward mode).
+- <kind>/penalty_mean: u(s, a) as the model env computes it (no lambda), for every kind of
+  model_env/penalties.py whichever trains; llv's point: the next state a model step would produce there
+  (fixed-seed draw); loo_kl: the elites, each against the other members, averaged.
 - <kind>/violation_rate: fraction of rows with error > u (elite-mean error over the columns u reads: all
-  1 + O, or the O next-state ones for disagreement). The bound MOPO assumes; only in the error's units for
-  aleatoric, disagreement, max_pairwise_diff and ensemble_std (ensemble_var, llv, loo_kl: squared units or
-  nats, so only their spearman means something).
+  1 + O for aleatoric and loo_kl, the O next-state ones for the others). The bound MOPO assumes; only in
+  the error's units for aleatoric, disagreement, max_pairwise_diff and ensemble_std (ensemble_var, llv,
+  loo_kl: squared units or nats, so only their spearman means something).
 - <kind>/spearman: rank correlation of u and that error (average ranks for ties; units do not matter).
 H-step branched returns, H = rollout_length (the run's rollout length unless set), from start_states visited
 states s_t (at most max_start_states, evenly spaced) that have H real steps after them, or whose episode
@@ -159,7 +159,7 @@ def one_step(ensemble: EnsemblePredictor, obs: Tensor, action: Tensor, reward: T
     }
     point = produced_transition(mean, std, ensemble.elites, generator, reward_mode)
     for kind in kinds:
-        out[f"{kind}/penalty"] = uncertainty_penalty(mean, std, kind, point)
+        out[f"{kind}/penalty"] = uncertainty_penalty(mean, std, kind, point, elites)
         out[f"{kind}/error"] = out["model_error" if PENALTIES[kind].columns == "all" else "model_error_state"]
     return out
 

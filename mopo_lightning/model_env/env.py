@@ -75,7 +75,7 @@ def model_step(
     batch = obs.shape[0]
     point = produced_transition(mean, std, ensemble.elites, generator, reward_mode)  # [B, 1 + O]
     raw_reward, next_obs = point[:, :1], point[:, 1:]  # [B, 1], [B, O]
-    u = uncertainty_penalty(mean, std, penalty_kind, point).unsqueeze(-1)  # [B, 1]
+    u = uncertainty_penalty(mean, std, penalty_kind, point, ensemble.elites).unsqueeze(-1)  # [B, 1]
     terminated = termination_fn(obs, action, next_obs).reshape(batch, 1)
     return TensorDict(
         observation=next_obs,

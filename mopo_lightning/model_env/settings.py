@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import get_args
 
-from mopo_lightning.guards import ConfigError
+from mopo_lightning.guards import ConfigError, did_you_mean
 from mopo_lightning.model_env.env import RewardMode
 from mopo_lightning.model_env.penalties import PenaltyKind, PenaltyUnits
 
@@ -23,8 +23,8 @@ class MOPOSettings:
         rollout_length: h, model steps per branched rollout (per dataset, reference section 4).
         penalty_coef: lambda of r - lambda * u (per dataset); 0 gives MBPO.
         penalty_kind: u by name (``model_env/penalties.py``): ``aleatoric`` max_i ||sigma_i|| (MOPO), the authors'
-            ``disagreement``, or Lu et al.'s ``max_pairwise_diff``, ``ensemble_std``, ``ensemble_var``, ``llv``,
-            ``loo_kl``.
+            ``disagreement``, or Lu et al.'s ``max_pairwise_diff``, ``ensemble_std``, ``ensemble_var``, ``llv`` (these
+            four over the next state, as their reference code), ``loo_kl`` (M2AC's, averaged over the elites).
         penalty_units: ``raw`` (the paper's lambda), or lambda in units of the kind's ``mean`` or ``p95`` on the
             data, measured with the model: lambda / that scale then weighs the raw u.
         rollout_batch_size: start states per rollout over all ranks (MOPO: 50,000).
@@ -54,8 +54,10 @@ class MOPOSettings:
             raise ConfigError(f"mopo.real_ratio must be in [0, 1], got {self.real_ratio}")
         for name, kind in (("penalty_kind", PenaltyKind), ("penalty_units", PenaltyUnits),
                            ("reward_mode", RewardMode)):
-            if getattr(self, name) not in get_args(kind):
-                raise ConfigError(f"mopo.{name} must be one of {', '.join(get_args(kind))}, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if value not in get_args(kind):
+                raise ConfigError(f"mopo.{name} must be one of {', '.join(get_args(kind))}, got {value!r}"
+                                  f"{did_you_mean(str(value), get_args(kind))}")
 
     def real_rows(self, batch_size: int) -> int:
         """Real rows in a SAC batch of ``batch_size``: ``int(batch_size * real_ratio)`` (12 of 256, as the authors)."""

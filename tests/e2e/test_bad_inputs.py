@@ -90,6 +90,7 @@ CASES = {
     "negative max_epochs": (fit("--trainer.max_epochs", "-5", "--run_name", "neg"), 2, "max_epochs"),
     "renamed key": (fit("--data.penalty", "aleatoric"), 2, "`data.penalty` was renamed to `mopo.penalty_kind`"),
     "unknown penalty kind": (fit("--run_name", "pk", "--mopo.penalty_kind", "bogus"), 2, "mopo.penalty_kind"),
+    "unknown task": (fit("--run_name", "tk", "--data.task", "hoper"), 2, "unknown task 'hoper' (did you mean hopper?)"),
     "unknown penalty units": (fit("--run_name", "pu", "--mopo.penalty_units", "median"), 2, "mopo.penalty_units"),
     "same run twice": (fit(), 2, "already holds a run: resume it with --ckpt_path last"),
     "resume, other config": (fit("--ckpt_path", "last", "--mopo.penalty_coef", "3"), 2,

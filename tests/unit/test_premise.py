@@ -222,6 +222,29 @@ def test_the_monitor_measures_every_kind_whichever_trains():
     assert only.scalars["aleatoric/spearman"] == s["aleatoric/spearman"]
 
 
+@pytest.mark.parametrize("reward_mode", ["sample", "mean"])
+def test_one_step_measures_every_kind_as_the_model_env_and_over_its_columns(reward_mode):
+    """u per kind: the model env's (the produced point, the elites: loo_kl scores elites 0 and 1 of 3), beside the
+    elite-mean error over the kind's own columns (next state for all but aleatoric and loo_kl)."""
+    from mopo_lightning.model_env.env import produced_transition
+    from mopo_lightning.model_env.penalties import PENALTIES, PENALTY_KINDS, uncertainty_penalty
+
+    gen = torch.Generator().manual_seed(3)
+    obs, action = torch.randn(40, 2, generator=gen), torch.randn(40, 2, generator=gen)
+    reward, next_obs = torch.randn(40, generator=gen), torch.randn(40, 2, generator=gen)
+    model = Growing()
+    rows = one_step(model, obs, action, reward, next_obs, generator=torch.Generator().manual_seed(5),
+                    reward_mode=reward_mode)
+    mean, std = model.predict(obs, action)
+    point = produced_transition(mean, std, model.elites, torch.Generator().manual_seed(5), reward_mode)
+    diff = mean[model.elites].mean(0) - torch.cat([reward[:, None], next_obs], -1)
+    for kind in PENALTY_KINDS:
+        torch.testing.assert_close(rows[f"{kind}/penalty"], uncertainty_penalty(mean, std, kind, point, model.elites))
+        columns = diff if PENALTIES[kind].columns == "all" else diff[:, 1:]
+        torch.testing.assert_close(rows[f"{kind}/error"], columns.norm(dim=-1))
+    assert not torch.allclose(rows["loo_kl/penalty"], uncertainty_penalty(mean, std, "loo_kl"))  # not all 3
+
+
 def test_each_kind_is_weighed_in_the_runs_units():
     from mopo_lightning.callbacks.premise import penalty_settings
     from mopo_lightning.model_env.penalties import PENALTY_KINDS
