@@ -32,6 +32,7 @@ from mopo_lightning.guards import NonFiniteError
 from mopo_lightning.model_env.penalties import penalty_coef_in_raw_units
 from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.policy.sac import SACModule
+from mopo_lightning.provenance import provenance
 from mopo_lightning.training.datamodule import OfflineDataModule
 from mopo_lightning.training.mixed_batches import tensorboard_rollout_log, torch_threads
 from mopo_lightning.training.run_dir import RunDirectory
@@ -40,6 +41,7 @@ from mopo_lightning.training.run_record import (
     closing_summary,
     planned_budget,
     record_end,
+    record_stage1_end,
     recorded,
 )
 from mopo_lightning.training.stage1 import dynamics_stage
@@ -109,11 +111,9 @@ def train_mopo(data: OfflineDataModule, sac: SACModule, mopo: MOPOSettings, dyna
             trainer_kwargs=stage1_trainer_kwargs(trainer, run), logger=tensorboard(run.run_dir, "dynamics"))
         if run.config_yaml is not None and run.rank == 0:  # once the inputs held: a refused run changes nothing
             write_text_atomic(run.run_dir / "config.yaml", run.config_yaml)
-        results.data["dynamics"] = info
-        results.data["seconds"]["dynamics"] = info["seconds"]
-        results.save()
+        results.record_stage1(info)
         if run.stage == "dynamics":
-            results.set_status("finished")
+            record_stage1_end(results)
             print(f"dynamics saved to {run.run_dir / 'dynamics.ckpt'}")
             return results
 
@@ -146,8 +146,9 @@ def train_mopo(data: OfflineDataModule, sac: SACModule, mopo: MOPOSettings, dyna
         except NonFiniteError as error:
             raise NonFiniteError(f"{error}; the run stopped. {checkpoint_left(run.run_dir)}") from error
 
-        # 5. The results: finished, or stopped short with the reason; the score beside the data's own.
-        record_end(results, int(sac.sac_updates))
+        # 5. The results: finished, or stopped short with the reason (a resume past its budget changes nothing);
+        #    the score beside the data's own.
+        record_end(results, sac_trainer, int(sac.sac_updates))
         if sac_trainer.is_global_zero:
             print(closing_summary(results, run.run_dir, data.data.file(), data.task_spec, int(sac.sac_updates)))
     return results
@@ -155,12 +156,14 @@ def train_mopo(data: OfflineDataModule, sac: SACModule, mopo: MOPOSettings, dyna
 
 def run_results(data: OfflineDataModule, mopo: MOPOSettings, run: RunSettings, trainer: dict[str, Any],
                 evaluation: dict[str, Any]) -> RunResults:
-    """The run's ``results.json`` record: what it is (task, data, seed, method, h, lambda) and its planned budget."""
+    """The run's ``results.json`` record: what it is (task, data, seed, method, h, lambda), its planned budget and
+    its provenance (this code's version and commit, the libraries, the device: ``mopo_lightning.provenance``)."""
     hp = data.hparams
     results = RunResults(run.run_dir / "results.json", {
         "task": hp.task, "dataset": hp.path or hp.dataset, "seed": run.seed, "method": run.method,
         "penalty_coef": mopo.penalty_coef, "rollout_length": mopo.rollout_length, "threads": dict(run.threads),
-        "planned": planned_budget(run.stage, trainer, hp.updates_per_epoch, evaluation.get("every_n_epochs", 1))})
+        "planned": planned_budget(run.stage, trainer, hp.updates_per_epoch, evaluation.get("every_n_epochs", 1)),
+        "provenance": provenance(run.threads, trainer.get("accelerator", "auto"))})
     results.rank_zero = run.rank == 0
     return results
 

@@ -45,13 +45,19 @@ class RunResults(L.Callback):
     """Keeps ``<run_dir>/results.json`` up to date with every MuJoCo evaluation.
 
     Fields: ``task``, ``dataset``, ``seed``, ``method`` (``fit --method``, a sweep's arm), ``status`` and
-    ``status_detail`` (``STATUSES``), ``planned`` (the budget: epochs, SAC updates, evaluations), ``dynamics`` (holdout MSE of the elites, elites, epochs,
-    seconds), ``evaluations`` (list of {``sac_updates``, ``return_mean``, ``normalized_score``}),
-    ``final_normalized_score`` and ``final_return`` (the latest evaluation; the score is null for
+    ``status_detail`` (``STATUSES``), ``planned`` (the budget: ``training.run_record.planned_budget``),
+    ``dynamics`` (holdout MSE of the elites, elites, epochs, seconds), ``evaluations`` (list of
+    {``sac_updates``, ``return_mean``, ``normalized_score``}), ``final_normalized_score`` and ``final_return`` (the latest evaluation; the score is null for
     variants without D4RL reference scores) and ``seconds`` per stage. With ``callbacks.premise`` on, each
     evaluation also holds ``premise`` (its ``premise/`` figures without the prefix, and ``penalty_kind``)
     and ``final_premise`` repeats the latest one. ``penalty``: the penalty kind, lambda, its units and the
     lambda applied to the raw penalty (``dynamics.penalty_scales``: every kind's scale on the data).
+    ``provenance``: what made the numbers (``mopo_lightning.provenance``: package version and commit, libraries,
+    device); a resume with other code, libraries or device appends its own to ``provenance_resumes``.
+
+    The record only grows: a resume keeps every field (``restore``), replaces the budget only once training
+    resumes (``on_train_start``), and a resume at or past its budget, which trains nothing, leaves the record
+    as it was (``ended_before``, read by ``training.run_record.record_end``).
     """
 
     def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
@@ -72,14 +78,48 @@ class RunResults(L.Callback):
         """The evaluation whose history this records (handed in by the recipe)."""
         self.tensorboard_hparams: dict[str, Any] = {}
         """The run's defining knobs for TensorBoard's hparams view, scored by the final normalised score."""
+        self.trained = False
+        """Set when SAC training starts (Lightning skips ``on_train_start`` when the budget is already done)."""
+        self.ended_before: dict[str, Any] | None = None
+        """A resumed record's status and detail when it had ended (finished, stopped, failed), else None."""
+        self._budget: Any = None  # this start's ``planned``, recorded once training resumes
 
     def restore(self) -> None:
-        """A resumed run keeps what it recorded (evaluations past the restored checkpoint are dropped in
-        ``on_train_start``). A fresh start, ``--overwrite`` included, never reads the old file."""
-        if self.path.exists():
-            previous = json.loads(self.path.read_text())
-            self.data["evaluations"] = previous.get("evaluations", [])
-            self.data["seconds"]["policy"] = previous.get("seconds", {}).get("policy", 0.0)
+        """A resume continues the recorded run: every field is kept (evaluations, the final score and premise,
+        dynamics, penalty, seconds, status, planned budget, provenance). This start's threads are recorded;
+        its budget replaces the recorded one once training resumes (``on_train_start``), where evaluations
+        past the restored checkpoint are dropped (the resumed run redoes them, bit for bit). A fresh start,
+        ``--overwrite`` included, never reads the old file."""
+        if not self.path.exists():
+            return
+        previous = json.loads(self.path.read_text())
+        mine = self.data
+        self._budget = mine.get("planned")
+        self.data = {**mine, **previous, "seconds": {**mine["seconds"], **previous.get("seconds", {})}}
+        if "threads" in mine:
+            self.data["threads"] = mine["threads"]
+        if previous.get("status") in (FINISHED, STOPPED, FAILED):
+            self.ended_before = {"status": previous["status"], **previous.get("status_detail", {})}
+        first, now = previous.get("provenance"), mine.get("provenance")
+        if first is None:
+            self.data["provenance"] = now  # a record from before provenance was kept
+        elif now is not None and now != first and now not in previous.get("provenance_resumes", []):
+            self.data["provenance_resumes"] = [*previous.get("provenance_resumes", []), now]
+
+    def record_stage1(self, info: dict[str, Any]) -> None:
+        """Stage 1 has held: record it (``dynamics``, ``seconds.dynamics``) and save, ``running`` again unless the
+        run had finished (it says so once training resumes). A resume keeps the recorded stage 1: it says how
+        the run got its model (trained, or loaded from the cache), not that the resume loaded it."""
+        self.data.setdefault("dynamics", info)
+        self.data["seconds"].setdefault("dynamics", info["seconds"])
+        if self.finished_before():
+            self.save()
+        else:
+            self.set_status(RUNNING)
+
+    def finished_before(self) -> bool:
+        """A resumed record that had finished, and no training since: nothing may change its status."""
+        return not self.trained and (self.ended_before or {}).get("status") == FINISHED
 
     def set_status(self, status: str, **details: Any) -> None:
         """Record how the run stands (``STATUSES``) with its details (signal, error, reason) and save."""
@@ -93,6 +133,11 @@ class RunResults(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
         self.rank_zero = trainer.is_global_zero
+        self.trained = True
+        self.data["status"] = RUNNING
+        self.data.pop("status_detail", None)
+        if self._budget is not None:  # a resume that trains: its budget is the run's now
+            self.data["planned"] = self._budget
         # Evaluations past the restored checkpoint are dropped: the resumed run will redo them.
         done = int(getattr(pl_module, "sac_updates", 0))
         self.data["evaluations"] = [e for e in self.data["evaluations"] if e["sac_updates"] <= done]
@@ -106,6 +151,7 @@ class RunResults(L.Callback):
             score = self.data["final_normalized_score"]
             logger.log_hyperparams(self.tensorboard_hparams,
                                    metrics={HP_METRIC: float("nan") if score is None else score})
+        self.save()  # running, with the budget this start trains to
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         evaluation = self.evaluation

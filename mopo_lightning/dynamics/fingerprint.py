@@ -5,8 +5,12 @@ A trained ensemble is identified by everything that shapes its weights (the "Run
   the run read: a file replaced between reading and hashing is refused;
 - the loader and stage-1 data settings: ``data.task``, ``data.mode``, ``data.seed``, ``data.holdout_ratio``,
   ``data.max_holdout``, ``data.dynamics_batch_size``, ``data.max_rows``;
-- every ``DynamicsModule`` hyper-parameter (defaults filled in, so an omitted key equals its default).
-Stage-2 settings (h, lambda, SAC) are not in it, so runs that differ only there share one trained model.
+- every ``DynamicsModule`` hyper-parameter (defaults filled in, so an omitted key equals its default);
+- the code that trains it: ``torch`` (its version: kernels and RNG streams change numbers between releases) and
+  ``code_version`` (``DYNAMICS_CODE_VERSION``, bumped by hand whenever stage 1's numbers change).
+Stage-2 settings (h, lambda, SAC) are not in it, so runs that differ only there share one trained model. A model
+of another torch or code version has another key: the cache trains a new entry, and an explicit or the run's
+own ``dynamics.ckpt`` is refused naming the field (``training/stage1.load_matching``).
 
 The fingerprint is a flat dict of JSON values; its key is the first 16 hex digits of the SHA-256 of its
 canonical JSON. A cache of trained ensembles is a directory of entries ``<cache>/<key>/`` holding
@@ -25,12 +29,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mopo_lightning.dynamics.module import DynamicsModule
 from mopo_lightning.files import file_state, sha256_file, write_text_atomic
 
-FINGERPRINT_VERSION = 2
-"""Bumped when the fingerprint's fields, the checkpoint's layout or the training code's numbers change (2:
-``dynamics.max_seconds`` became ``max_time``, ``early_stopping.num_updates`` became ``epochs``)."""
+FINGERPRINT_VERSION = 3
+"""Bumped when the fingerprint's fields or the checkpoint's layout change (2: ``dynamics.max_seconds`` became
+``max_time``, ``early_stopping.num_updates`` became ``epochs``; 3: ``torch`` and ``code_version`` added)."""
+DYNAMICS_CODE_VERSION = 1
+"""Bump when a change to stage 1's code changes the trained weights for the same settings and torch (the ensemble,
+its loss or normaliser, bootstrap batches, early stopping, the holdout split, the data reader): cached models of
+the old code are then retrained, never served. A constant rather than a hash of the source: a hash would retrain
+every cache entry on a comment or refactor; the cost is that a numeric change must remember to bump it."""
 STAGE1_DATA_KEYS = ("task", "mode", "seed", "holdout_ratio", "max_holdout", "dynamics_batch_size", "max_rows")
 """DataModule hparams that shape stage 1."""
 _SKIPPED_DYNAMICS_KEYS = ("obs_dim", "act_dim")  # given by data.task
@@ -97,14 +108,16 @@ def _canonical(value: Any) -> Any:
 def dynamics_fingerprint(
     dataset_sha: str, data_hparams: Mapping[str, Any], dynamics_hparams: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """The flat fingerprint dict: ``version``, ``data.sha256``, ``data.<key>``, ``dynamics.<key>``."""
+    """The flat fingerprint dict: ``version``, ``torch``, ``code_version``, ``data.sha256``, ``data.<key>``,
+    ``dynamics.<key>``."""
     signature = inspect.signature(DynamicsModule.__init__).parameters
     defaults = {k: p.default for k, p in signature.items() if p.default is not inspect.Parameter.empty}
     unknown = set(dynamics_hparams) - set(signature)
     if unknown:
         raise TypeError(f"not DynamicsModule hyper-parameters: {sorted(unknown)}")
     dynamics = {**defaults, **dynamics_hparams}
-    fields: dict[str, Any] = {"version": FINGERPRINT_VERSION, "data.sha256": dataset_sha}
+    fields: dict[str, Any] = {"version": FINGERPRINT_VERSION, "torch": str(torch.__version__),
+                              "code_version": DYNAMICS_CODE_VERSION, "data.sha256": dataset_sha}
     for key in STAGE1_DATA_KEYS:
         fields[f"data.{key}"] = _canonical(data_hparams[key])
     for key in sorted(dynamics):

@@ -136,7 +136,7 @@ def summary(configs: list[dict[str, Any]], errors: dict[str, int], unfinished: s
         dyn = "" if "loaded" not in dynamics else ("dynamics loaded" if dynamics["loaded"] else "dynamics trained")
         lines.append(f"  {name:<24} {state:<18} {_value(results):<16} {dyn:<17} {log_path(trial)}")
     lines.append(f"stage 1: {len(fingerprints)} dynamics model(s) for {len(configs)} trials; trained by {trained} "
-                 f"trial run(s), loaded by {loaded} (results.json dynamics.loaded; a resumed trial loads its own)")
+                 f"trial run(s), loaded by {loaded} (results.json dynamics.loaded, as the trial's first start got it)")
     return "\n".join(lines)
 
 
@@ -185,7 +185,7 @@ def sweep(
         print(f"  {trial.name} [{note}]: {trial.command(resume=state == 'resume')}")
     if dry_run:
         return
-    _write_index(Path(sweep_dir), sweep_file, trials)
+    write_index(Path(sweep_dir), sweep_file, trials)
     errors, unfinished, interrupted = _tune(configs, sweep_dir, address, num_cpus, cpus_per_trial,
                                             gpus_per_trial, max_concurrent_trials)
     print(f"summary of {sweep_file} ({len(trials)} trials):")
@@ -208,14 +208,18 @@ def sweep(
         raise CommandExit(code if 1 <= code <= 5 else 1, message)
 
 
-def _write_index(sweep_dir: Path, sweep_file: str, trials: list[Trial]) -> None:
-    """``<sweep dir>/sweep.json``: the sweep file and every trial's overrides and fit command."""
+def write_index(sweep_dir: Path, sweep_file: str, trials: list[Trial]) -> None:
+    """``<sweep dir>/sweep.json``: the sweep file's path, its text and that text's SHA-256 (what ran, even after
+    the file changes), and every trial's overrides and fit command."""
+    import hashlib
     import json
 
     from mopo_lightning.files import write_text_atomic
 
-    index = {"sweep_file": sweep_file, "trials": [{"name": t.name, "overrides": t.overrides,
-                                                   "command": t.command()} for t in trials]}
+    raw = Path(sweep_file).read_bytes()
+    index = {"sweep_file": sweep_file, "sweep_sha256": hashlib.sha256(raw).hexdigest(),
+             "sweep_text": raw.decode("utf-8", errors="replace"),
+             "trials": [{"name": t.name, "overrides": t.overrides, "command": t.command()} for t in trials]}
     sweep_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(sweep_dir / "sweep.json", json.dumps(index, indent=1) + "\n")
 

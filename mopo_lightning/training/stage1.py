@@ -3,7 +3,7 @@
 Sources: MOPO reference section 3 (ensemble training, holdout, member-wise early stopping, elites).
 
 Every model carries its fingerprint (``dynamics/fingerprint.py``: dataset bytes, stage-1 data settings,
-dynamics hyper-parameters), and is reused only on an exact match:
+dynamics hyper-parameters, torch version, ``DYNAMICS_CODE_VERSION``), and is reused only on an exact match:
 1. ``--dynamics_checkpoint PATH``: loaded; a different fingerprint refuses (``ConfigError``, one line).
 2. ``<run_dir>/dynamics.ckpt``: the same.
 3. the cache entry ``<cache>/<key>/dynamics.ckpt`` (default cache ``<run_root>/.dynamics_cache``): loaded
@@ -105,15 +105,17 @@ class Stage1Checkpoint(SignalStop, Checkpoint):
 
 def _result(module: DynamicsModule, path: Path, key: str, loaded: bool) -> dict[str, Any]:
     return {**dynamics_summary(module), "seconds": module.train_seconds, "loaded": loaded,
+            "time_capped": bool(module.time_capped),  # a report never pools capped and uncapped stage 1s
             "fingerprint": key, "fingerprint_fields": module.fingerprint, "checkpoint": str(path)}
 
 
 def load_matching(path: Path, fingerprint: dict[str, Any], what: str) -> DynamicsModule:
     """Load ``path``; refuse (``ConfigError``, one line) unless it was made with ``fingerprint``.
 
-    The fingerprint is compared before the weights load, so a model of other settings (or of another
-    ``FINGERPRINT_VERSION``, whose buffers may be named otherwise) is named as such, not as a damaged file. A
-    file that does not load (truncated, random bytes) is a ``CheckpointError`` naming it.
+    The fingerprint is compared before the weights load, so a model of other settings, another torch or
+    ``DYNAMICS_CODE_VERSION`` (or of another ``FINGERPRINT_VERSION``, whose buffers may be named otherwise) is
+    named as such, in one line naming the differing fields, not as a damaged file. A file that does not load
+    (truncated, random bytes) is a ``CheckpointError`` naming it.
     """
     def corrupt(error: Exception) -> CheckpointError:
         return CheckpointError(f"{what} {path}: corrupt checkpoint ({type(error).__name__}); delete it to retrain")
@@ -124,7 +126,7 @@ def load_matching(path: Path, fingerprint: dict[str, Any], what: str) -> Dynamic
         raise corrupt(error) from None
     if stored is None:
         raise ConfigError(f"{what} {path} records no fingerprint (not a stage-1 model); delete it to retrain")
-    require_same(stored, fingerprint, ConfigError, f"{what} {path} was trained with other settings",
+    require_same(stored, fingerprint, ConfigError, f"{what} {path} was trained with other settings or code",
                  "delete it (or use another --run_name) to train a matching model")
     try:
         module = load_dynamics(path)

@@ -7,7 +7,9 @@ Stage 1 runs through ``training.stage1.dynamics_stage`` on cached random Hopper 
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -18,6 +20,7 @@ import torch
 from conftest import collected_dataset
 
 from mopo_lightning.dynamics.fingerprint import (
+    DYNAMICS_CODE_VERSION,
     FINGERPRINT_VERSION,
     dataset_sha256,
     dynamics_fingerprint,
@@ -108,7 +111,7 @@ def test_mismatched_model_refuses_naming_what_differs(tmp_path):
     old["dynamics_fingerprint"]["version"] = 1
     old["state_dict"]["early_stopping.num_updates"] = old["state_dict"].pop("early_stopping.epochs")
     torch.save(old, tmp_path / "old.ckpt")
-    with pytest.raises(ConfigError, match=rf"trained with other settings: version \(1 -> {FINGERPRINT_VERSION}\)"):
+    with pytest.raises(ConfigError, match=rf"trained with other settings or code: version \(1 -> {FINGERPRINT_VERSION}\)"):
         _stage1(data, tmp_path / "run3", cache, checkpoint=str(tmp_path / "old.ckpt"))
     del old["dynamics_fingerprint"]
     torch.save(old, tmp_path / "bare.ckpt")
@@ -118,6 +121,38 @@ def test_mismatched_model_refuses_naming_what_differs(tmp_path):
     module, again = _stage1(data, run_dir, cache, batch_size=128)
     assert again["loaded"] is True and again["seconds"] == info["seconds"] > 0
     assert again["fingerprint"] == info["fingerprint"] == fingerprint_key(module.fingerprint)
+
+
+def test_a_model_of_other_code_is_retrained_for_the_cache_and_refused_elsewhere(tmp_path, monkeypatch):
+    """A model trained under another torch (or ``DYNAMICS_CODE_VERSION``) is never served: the cache trains a new
+    entry, and the run's own ``dynamics.ckpt`` or an explicit ``--dynamics_checkpoint`` is refused in one line
+    naming the field."""
+    from mopo_lightning.dynamics import fingerprint
+
+    data = collected_dataset("hopper", 2_000, seed=0)
+    cache, current = tmp_path / "cache", str(torch.__version__)
+    monkeypatch.setattr(torch, "__version__", "1.0.0")  # as if trained before an upgrade
+    _, old = _stage1(data, tmp_path / "old", cache)
+    monkeypatch.undo()
+    assert old["fingerprint_fields"]["torch"] == "1.0.0"
+    _, new = _stage1(data, tmp_path / "new", cache)
+    assert new["loaded"] is False and new["fingerprint"] != old["fingerprint"]  # retrained, not served
+    assert new["fingerprint_fields"]["torch"] == current
+    with pytest.raises(ConfigError, match=rf'dynamics: .* torch \("1.0.0" -> "{re.escape(current)}"\); ') as error:
+        _stage1(data, tmp_path / "old", cache)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match=r'--dynamics_checkpoint .* torch \("1.0.0" -> '):
+        _stage1(data, tmp_path / "other", cache, checkpoint=str(tmp_path / "old" / "dynamics.ckpt"))
+    # a checkpoint whose stored fingerprint names another torch, or an older code version, written by hand
+    for field, value in (("torch", "2.0.0"), ("code_version", DYNAMICS_CODE_VERSION - 1)):
+        stored = torch.load(new["cache_entry"], weights_only=True)
+        stored["dynamics_fingerprint"][field] = value
+        torch.save(stored, tmp_path / "hand.ckpt")
+        with pytest.raises(ConfigError, match=rf"other settings or code: {field} \({json.dumps(value)} -> "):
+            _stage1(data, tmp_path / "other", cache, checkpoint=str(tmp_path / "hand.ckpt"))
+    monkeypatch.setattr(fingerprint, "DYNAMICS_CODE_VERSION", DYNAMICS_CODE_VERSION + 1)  # the code changed
+    _, bumped = _stage1(data, tmp_path / "bumped", cache)
+    assert bumped["loaded"] is False and bumped["fingerprint"] not in (old["fingerprint"], new["fingerprint"])
 
 
 def test_runs_differing_in_stage2_settings_share_one_trained_model(tmp_path, capsys):

@@ -15,7 +15,8 @@ PACKAGE = Path(__file__).resolve().parents[2] / "mopo_lightning"
 
 # Lowest first. A module may import from its own layer and the layers below it, never above.
 LAYERS: list[tuple[str, ...]] = [
-    ("guards", "files", "progress", "transitions", "console", "machine", "config_keys", "lightning_shortcuts"),  # foundations
+    ("guards", "files", "progress", "transitions", "console", "machine", "config_keys", "lightning_shortcuts",
+     "provenance"),  # foundations
     ("envs.termination", "envs.rewards"),  # pure functions of the real tasks
     ("tasks",),  # the registry
     ("envs.wrappers", "data"),  # the real envs; offline datasets (data/dataset.py: what a run names)

@@ -4,10 +4,10 @@ passed with, and the suite fails when the installed libraries drift from it."""
 from __future__ import annotations
 
 import re
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 

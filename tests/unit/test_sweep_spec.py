@@ -89,3 +89,21 @@ def test_trial_order_reads_the_fingerprints_own_keys():
         assert is_fingerprint_key(key), key
     for key in ("mopo.rollout_length", "mopo.penalty_coef", "model.actor_lr", "trainer.max_epochs"):
         assert not is_fingerprint_key(key), key
+
+
+def test_sweep_json_keeps_the_sweep_files_text_and_hash(tmp_path):
+    """``sweep.json`` holds what ran: the sweep file's text and SHA-256, unchanged when the file is edited later."""
+    import hashlib
+    import json
+
+    from mopo_lightning.sweep.command import write_index
+
+    sweep = tmp_path / "t.yaml"
+    text = f"config: {REPO}/conf/hopper_mixed.yaml\ngrid:\n  seed_everything: [0, 1]  # two seeds\n"
+    sweep.write_text(text)
+    write_index(tmp_path / "sw", str(sweep), load_sweep(sweep).trials(tmp_path / "sw", tmp_path / "c"))
+    sweep.write_text(text.replace("[0, 1]", "[0, 1, 2]"))  # the file changes after the sweep ran
+    index = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert index["sweep_file"] == str(sweep) and index["sweep_text"] == text
+    assert index["sweep_sha256"] == hashlib.sha256(text.encode()).hexdigest()
+    assert [t["name"] for t in index["trials"]] == ["s0", "s1"]
