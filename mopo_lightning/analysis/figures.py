@@ -4,7 +4,7 @@
   band, one line per configuration;
 - ``interval_plot``: each configuration's final IQM and mean with their 95% intervals (rliable's interval
   estimate plot, drawn here without pyplot);
-- ``heat_map``: final IQM over an h x lambda grid.
+- ``heat_map``: final IQM over an h x lambda grid, one per ``heat_map_grids`` key (all but h and lambda).
 """
 
 from __future__ import annotations
@@ -135,22 +135,34 @@ def study_figures(configs: Sequence[dict], out: Path, reps: int, seed: int) -> l
             what = "95% bootstrap CIs" if kinds == {"bootstrap"} else "95% bootstrap CIs, or the range below 5 runs"
             written.append(save(interval_plot(rows, f"final {measure}", f"{panel}: {what}"),
                                 out / f"{stem}_intervals.png"))
+    for index, (key, values, hs, lambdas) in enumerate(heat_map_grids(configs)):
+        written.append(save(heat_map(values, hs, lambdas, "final IQM", f"{key}: final IQM over seeds"),
+                            out / f"heatmap_{index:02d}_{_slug(key)}.png"))
+    return written
+
+
+def heat_map_grids(configs: Sequence[dict]) -> list[tuple[str, np.ndarray, list, list]]:
+    """(grid key, final IQM ``[h, lambda]``, hs, lambdas) per grid of at least 2 x 2. A grid is keyed by
+    everything of its configurations but h and lambda (``cells.grid_key``), so one cell holds one
+    configuration; two in one cell would be a keying fault: ``ValueError``, never an overwrite."""
     grids: dict[str, list[dict]] = {}
     for config in configs:
         if config["statistics"] and config["h"] is not None and config["lambda"] is not None:
             grids.setdefault(config["grid_key"], []).append(config)
-    maps = 0
+    out = []
     for key, members in sorted(grids.items()):
         hs, lambdas = sorted({c["h"] for c in members}), sorted({c["lambda"] for c in members})
         if len(hs) < 2 or len(lambdas) < 2:
             continue
-        values = np.full((len(hs), len(lambdas)), np.nan)
+        values, filled = np.full((len(hs), len(lambdas)), np.nan), set()
         for c in members:
-            values[hs.index(c["h"]), lambdas.index(c["lambda"])] = c["statistics"]["iqm"]["value"]
-        written.append(save(heat_map(values, hs, lambdas, "final IQM", f"{key}: final IQM over seeds"),
-                            out / f"heatmap_{maps:02d}_{_slug(key)}.png"))
-        maps += 1
-    return written
+            i, j = hs.index(c["h"]), lambdas.index(c["lambda"])
+            if (i, j) in filled:
+                raise ValueError(f"heat map {key}: two configurations at h {c['h']}, lambda {c['lambda']:g}")
+            values[i, j] = c["statistics"]["iqm"]["value"]
+            filled.add((i, j))
+        out.append((key, values, hs, lambdas))
+    return out
 
 
 def _slug(text: str) -> str:

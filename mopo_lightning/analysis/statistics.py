@@ -14,12 +14,19 @@ Score matrices are ``[runs, tasks]`` (rliable's layout); a learning curve adds a
 Tasks with unequal numbers of runs (a ragged list of per-task columns) are bootstrapped the same way,
 stratified by task, with rliable's own metrics: the mean of the per-task means, the IQM of all runs pooled,
 and the per-task probability of improvement averaged over tasks; each equals rliable's on equal columns.
+Weights on unequal tasks: the mean and P(X > Y) weigh every task equally; the IQM weighs every run equally,
+so a task with more runs weighs more in it. Kept so because the IQM is rliable's statistic of pooled runs
+(its trimming is over runs; a per-task weighting has no reference implementation to check it against); the
+report says so beside the table, with each task's runs.
 
-Small samples (``MIN_RUNS``): with fewer than 5 runs the percentile bootstrap's "95%" interval is nearly
-the range [min, max] of the runs, and it covers far less than 95% (with 3 runs, the median lies outside
-the range of the sample with probability 1/4). Such intervals are therefore shown as what they are: the
-``range`` of the runs (``Interval.kind``), never labelled 95%. A probability of improvement with fewer than
-5 runs on a side gets no interval (``kind`` ``none``). Agarwal et al. 2021 report 5 or more runs per task.
+Small samples (``MIN_RUNS``, counted PER TASK): the bootstrap is stratified by task, so each task's runs are
+resampled among themselves; with fewer than 5 runs in a task the percentile bootstrap's "95%" interval is
+nearly the range of what those runs allow, and it covers far less than 95% (with 3 runs, the median lies
+outside the range of the sample with probability 1/4). 6 tasks of 1 run each are 6 runs, but no task's
+spread is measured at all. Such intervals are therefore shown as what they are: the ``range`` of the runs
+(``Interval.kind``), never labelled 95%, whenever any task has fewer than 5 runs. A probability of
+improvement with fewer than 5 runs of X or of Y in any task gets no interval (``kind`` ``none``). Agarwal et
+al. 2021 report 5 or more runs per task.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ SEED = 0
 """Seed of the bootstrap's RandomState."""
 CONFIDENCE = 0.95
 MIN_RUNS = 5
-"""Fewest runs for which a bootstrap interval is shown as a 95% interval (see the module docstring)."""
+"""Fewest runs PER TASK for which a bootstrap interval is shown as a 95% interval (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +133,7 @@ def aggregate(columns: list[np.ndarray], reps: int = REPS, seed: int = SEED) -> 
     """Mean and IQM across tasks from each task's own runs (``columns``: one array of run scores per task).
 
     Equal columns go to rliable (``mean_and_iqm``); unequal ones to the stratified bootstrap above. With fewer
-    than ``MIN_RUNS`` runs in all, the intervals are the range of the runs' scores.
+    than ``MIN_RUNS`` runs in any task, the intervals are the range of the runs' scores.
     """
     from rliable import metrics
 
@@ -138,7 +145,7 @@ def aggregate(columns: list[np.ndarray], reps: int = REPS, seed: int = SEED) -> 
         stat = lambda cs: np.array([np.mean([c.mean() for c in cs]), metrics.aggregate_iqm(np.concatenate(cs))])
         point, low, high = _ragged(columns, stat, reps, seed)
         est = {name: Interval(float(point[i]), float(low[i]), float(high[i])) for i, name in enumerate(("mean", "iqm"))}
-    if pooled.size < MIN_RUNS:
+    if min(c.size for c in columns) < MIN_RUNS:  # per task: a stratified bootstrap resamples within each
         est = {k: Interval(v.value, float(pooled.min()), float(pooled.max()), "range") for k, v in est.items()}
     return est
 
@@ -147,8 +154,8 @@ def improvement(xs: list[np.ndarray], ys: list[np.ndarray], reps: int = REPS, se
     """P(X > Y) over tasks from each task's own runs of X and Y (lists of per-task arrays, same task order).
 
     Equal columns on each side go to rliable (``probability_of_improvement``); otherwise rliable's per-task
-    metric is averaged over tasks under a stratified bootstrap. Fewer than ``MIN_RUNS`` runs of X or of Y:
-    no interval (``kind`` ``none``).
+    metric is averaged over tasks under a stratified bootstrap. Fewer than ``MIN_RUNS`` runs of X or of Y in
+    any task: no interval (``kind`` ``none``).
     """
     from rliable import metrics
 
@@ -165,6 +172,6 @@ def improvement(xs: list[np.ndarray], ys: list[np.ndarray], reps: int = REPS, se
 
         point, low, high = _ragged([*xs, *ys], stat, reps, seed)
         est = Interval(float(point[0]), float(low[0]), float(high[0]))
-    if min(sum(c.size for c in xs), sum(c.size for c in ys)) < MIN_RUNS:
+    if min(c.size for c in (*xs, *ys)) < MIN_RUNS:  # per task, on each side
         return Interval(est.value, est.value, est.value, "none")
     return est

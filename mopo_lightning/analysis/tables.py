@@ -60,19 +60,34 @@ def _premise_kinds(report: dict[str, Any]) -> str:
             + table(["configuration", "trains", "best", "runs", *kinds], body))
 
 
+def _paper(row: dict[str, Any]) -> str:
+    """The paper's number, marked where the row's data is not the version it was measured on (D4RL v0)."""
+    if row["paper_mopo"] is None:
+        return "-"
+    on = row["paper_data"].split()[-1]
+    return _num(row["paper_mopo"]) + ("" if row["data_version"] == on else f" (paper on {on})")
+
+
 def _table1(report: dict[str, Any]) -> str:
     methods = sorted({m for row in report["table1"] for m in row["methods"]}, key=lambda m: (m != "MOPO", m == "MBPO", m))
-    body = [[row["dataset"], row["env"], *(cell(row["methods"].get(m)) for m in methods),
-             _num(row["paper_mopo"])] for row in report["table1"]]
+    body = [[row["dataset"], row["env"], *(cell(row["methods"].get(m)) for m in methods), _paper(row),
+             row["data"], ", ".join(row["reference"])] for row in report["table1"]]
     return ("### Table 1: normalised score per dataset, mean over seeds (the paper's layout; paper: D4RL v0, "
-            "6 seeds)\n\n" + table(["dataset", "environment", *methods, "paper MOPO"], body))
+            "6 seeds; one row per dataset's bytes; each row normalised by its own reference)\n\n"
+            + table(["dataset", "environment", *methods, "paper MOPO", "data", "reference"], body))
 
 
 def _aggregates(report: dict[str, Any]) -> str:
-    body = [[a["method"], str(len(a["tasks"])), str(a["n"]), interval(a["iqm"]), interval(a["mean"])]
-            for a in report["aggregates"]]
-    return ("### Across tasks (normalised score; every task of a method, on the runs each task has)\n\n"
+    body = [[a["method"], str(len(a["tasks"])), f"{a['n']} ({_per_task(a['runs'].values())} per task)",
+             interval(a["iqm"]), interval(a["mean"])] for a in report["aggregates"]]
+    return ("### Across tasks (normalised score; every task of a method, on the runs each task has; the mean weighs "
+            "tasks equally, the IQM pools runs)\n\n"
             + table(["method", "tasks", "runs (n)", "IQM", "mean"], body))
+
+
+def _per_task(counts: Any) -> str:
+    low, high = min(counts), max(counts)
+    return str(low) if low == high else f"{low}-{high}"
 
 
 def _improvement(report: dict[str, Any]) -> str:
@@ -83,14 +98,32 @@ def _improvement(report: dict[str, Any]) -> str:
 
 
 def _ood(report: dict[str, Any]) -> str:
-    body = [[r["task"], Path(r["dataset"]).name, str(r["rollout_length"] or "-"), f"{r['penalty_coef']:g}",
-             _num(r["batch_mean"]), _num(r["batch_max"]), cell(r["mopo"]), cell(r["mbpo"])] for r in report["ood"]]
+    body = [[r["task"], _dataset(r, report), str(r["rollout_length"] or "-"), f"{r['penalty_coef']:g}",
+             _num(r["batch_mean"]), _num(r["batch_max"]), cell(r["mopo"]), cell(r["mbpo"]), r["method"],
+             r["mbpo_method"] or "-"] for r in report["ood"]]
     return ("### Out-of-distribution tasks (average return, mean over seeds; paper Table 2)\n\n" + table(
-        ["environment", "dataset", "h", "lambda", "batch mean", "batch max", "MOPO", "MBPO (lambda 0)"], body))
+        ["environment", "dataset", "h", "lambda", "batch mean", "batch max", "MOPO", "MBPO (lambda 0)",
+         "MOPO method", "MBPO method (MOPO's settings but lambda)"], body))
+
+
+def _dataset(row: dict[str, Any], report: dict[str, Any]) -> str:
+    """The file's name, or the dataset's label where another dataset shares the name."""
+    label = next(d["label"] for d in report["datasets"] if d["key"] == row["data_key"])
+    return label if label != Path(row["dataset"]).stem else Path(row["dataset"]).name
+
+
+def _code_versions(report: dict[str, Any]) -> str:
+    from mopo_lightning.analysis.provenance import libraries
+
+    body = [[v["code"], libraries(v), str(v["runs"])] for v in report["code_versions"]]
+    return "### Code versions\n\n" + table(["code", "libraries", "runs"], body)
 
 
 def _notes(report: dict[str, Any]) -> list[str]:
     notes = [f"- left out: {r['run']}: {r['reason']}" for r in report["left_out"]]
+    notes += [f"- {line}" for line in report.get("dataset_notes", [])]
+    notes += [f"- OOD {r['configuration']}: no batch statistics: {r['batch_note']}" for r in report["ood"]
+              if r.get("batch_note")]
     for r in report["configurations"]:
         if r["evaluations_per_seed"]:
             notes.append(f"- {r['configuration']}: seeds have {' or '.join(map(str, r['evaluations_per_seed']))} "
@@ -120,6 +153,8 @@ def markdown(report: dict[str, Any]) -> str:
         parts.append(_aggregates(report))
     if report["probability_of_improvement"]:
         parts.append(_improvement(report))
+    if report.get("code_versions"):
+        parts.append(_code_versions(report))
     if notes := _notes(report):
         parts.append("### Notes\n\n" + "\n".join(notes))
     if report.get("figures"):

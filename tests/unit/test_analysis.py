@@ -63,13 +63,19 @@ def test_unequal_tasks_pool_every_run_and_equal_ones_are_rliables():
     est = st.aggregate(ragged, reps=300, seed=1)
     assert est["mean"].value == pytest.approx((3.5 + 15.0) / 2)  # the mean of the task means
     assert est["iqm"].value == pytest.approx(np.mean([3.0, 4.0, 5.0, 6.0]))  # middle half of all 8 runs
-    assert est["mean"].low < est["mean"].value < est["mean"].high and est["mean"].kind == "bootstrap"
+    assert est["mean"].kind == "range"  # the second task has 2 runs: per task below MIN_RUNS (issue 30)
+    wide = st.aggregate([ragged[0], np.array([10.0, 20.0, 30.0, 40.0, 50.0])], reps=300, seed=1)
+    assert wide["mean"].value == pytest.approx((3.5 + 30.0) / 2)
+    assert wide["iqm"].value == pytest.approx(np.mean([3.0, 4.0, 5.0, 6.0, 10.0, 20.0, 30.0]))  # trim 2 of 11 a side
+    assert wide["mean"].low < wide["mean"].value < wide["mean"].high and wide["mean"].kind == "bootstrap"
     # P(X > Y) on unequal tasks: per task by hand, averaged
     xs, ys = [np.array([5.0, 6.0, 7.0]), np.array([1.0, 2.0, 3.0, 4.0])], [np.array([1.0, 6.5]), np.array([0.0, 9.0, 0.5])]
     poi = st.improvement(xs, ys, reps=300)
     # task 1: 5, 6, 7 beat 1 and only 7 beats 6.5 -> 4 of 6 pairs; task 2: all four beat 0 and 0.5, none 9 -> 8/12
     assert poi.value == pytest.approx((4 / 6 + 8 / 12) / 2)
-    assert poi.kind == "bootstrap" and 0.0 <= poi.low <= poi.value <= poi.high <= 1.0
+    assert poi.kind == "none"  # fewer than MIN_RUNS runs per task (issue 30)
+    five = st.improvement([np.arange(5.0), np.arange(6.0)], [np.arange(5.0) - 1, np.arange(7.0)], reps=300)
+    assert five.kind == "bootstrap" and 0.0 <= five.low <= five.value <= five.high <= 1.0
 
 
 def test_small_samples_show_the_range_and_no_improvement_interval():
@@ -127,13 +133,13 @@ def test_methods_are_arms_or_algorithm_keys_never_sizes_or_paths(study):
     agg = {a["method"]: a for a in report["aggregates"]}
     assert agg["MOPO"]["tasks"] == ["hopper hopper-medium-replay", "walker2d walker2d-medium-replay"]
     assert agg["MOPO"]["runs"] == {"hopper hopper-medium-replay": 3, "walker2d walker2d-medium-replay": 5}
-    assert agg["MOPO"]["n"] == 8 and agg["MOPO"]["iqm"]["kind"] == "bootstrap"
+    assert agg["MOPO"]["n"] == 8 and agg["MOPO"]["iqm"]["kind"] == "range"  # hopper: 3 runs (issue 30: per task)
     pooled = st.aggregate([np.array([40.0, 41, 42]), np.array([20.0, 21, 22, 23, 24])], reps=300)
     assert agg["MOPO"]["iqm"] == pooled["iqm"].as_dict() and agg["MOPO"]["mean"] == pooled["mean"].as_dict()
     assert agg["h5 lam1 aleatoric"]["n"] == 4 and agg["h5 lam1 aleatoric"]["iqm"]["kind"] == "range"
     poi = {(p["x"], p["y"]): p for p in report["probability_of_improvement"]}
     assert poi[("MOPO", "MBPO")]["value"] == 1.0 and poi[("MOPO", "MBPO")]["tasks"] == agg["MOPO"]["tasks"]
-    assert poi[("MOPO", "MBPO")]["kind"] == "bootstrap" and poi[("MOPO", "h5 lam1 aleatoric")]["kind"] == "none"
+    assert poi[("MOPO", "MBPO")]["kind"] == "none" and poi[("MOPO", "h5 lam1 aleatoric")]["kind"] == "none"
     table = {(r["dataset"], r["env"]): r for r in report["table1"]}
     assert sorted(table) == [("mixed", "hopper"), ("mixed", "walker2d")]  # D4RL's medium-replay is the paper's mixed
     assert table[("mixed", "hopper")]["methods"]["MOPO"]["n"] == 3
