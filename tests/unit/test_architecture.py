@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     # the learned model as an MDP (penalties, env, rollouts); the premise diagnostics
     ("model_env", "diagnostics"),
     ("policy",),  # SAC
-    ("collection", "training", "callbacks", "report", "analysis"),  # collection; the training loop
+    ("collection", "training", "callbacks", "report", "analysis", "selection"),  # collection; the training loop
     ("recipe",),  # MOPO, the algorithm in the paper's order
     ("cli", "commands", "training_cli", "sweep"),  # commands
 ]
