@@ -24,14 +24,27 @@ Components, measured alone in the same process (same thread count):
   machine's speed drifts by 10-20% over minutes, so components measured once, after the run, skewed
   the ratio either way.
 
+``--ab NAME`` measures a shortcut past Lightning that the package used to take (rebuilt here: ``AB_PATHS``)
+against Lightning's public path, which the package takes, in place of the components: inside the one run,
+blocks of batches alternate between the two paths (``--blocks``: stage 1's and the SAC stage's block sizes; 0
+alternates whole epochs), and each batch is timed from its ``training_step``'s start to the next one's, so the
+loop's own work after a step counts; the interval that crosses an epoch's end (holdout, epoch logs, checkpoint,
+evaluation) is kept apart. The cost is the median difference of adjacent blocks, per batch, then as a share of
+that stage's median epoch; epoch-end costs likewise from the boundaries.
+
 Prints a table and writes ``benchmarks/results/fit_loop.json`` (or ``--out``).
 
     python benchmarks/fit_loop.py [--rows 20000] [--dynamics_epochs 6] [--sac_epochs 3] [--threads 1]
+    python benchmarks/fit_loop.py --ab step --blocks 1 1 --dynamics_epochs 10   # also backward, backward_and_step
+    python benchmarks/fit_loop.py --ab sac_log --blocks 25 50 --dynamics_epochs 3
+    python benchmarks/fit_loop.py --ab stage1_log --blocks 0 100 --dynamics_epochs 16 --sac_epochs 1
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import itertools
 import json
 import math
 import os
@@ -93,6 +106,150 @@ class Clock:
 
     def epochs(self, cpu: bool = False) -> list[float]:
         return [e[cpu] - s[cpu] for s, e in zip(self.starts, self.ends)]
+
+
+class Alternation:
+    """Alternates a shortcut with Lightning's public path inside a run of ``cls`` and times every batch.
+
+    ``use(module, public)`` switches ``module`` to one path before each batch; blocks of ``block`` batches alternate
+    (0: whole epochs). A batch's interval runs from its ``training_step``'s start to the next one's; the one that
+    crosses an epoch's end is a boundary (holdout, epoch-end logs, checkpoints, evaluation).
+    """
+
+    def __init__(self, cls: type, use: Callable[[Any, bool], None], block: int) -> None:
+        self.records: list[tuple[float, float, int, bool, int]] = []  # wall, CPU, epoch, public, batch
+        step = cls.training_step
+        records = self.records
+
+        def training_step(module, batch, batch_idx):
+            epoch = module.current_epoch
+            public = (epoch + (batch_idx // block if block else 0)) % 2 == 1
+            use(module, public)
+            records.append((*now(), epoch, public, batch_idx))
+            return step(module, batch, batch_idx)
+
+        cls.training_step = training_step
+
+    def summary(self, epoch_s: float, log_every: int) -> dict[str, Any]:
+        """Each path's median interval (wall and process CPU, ms) and the difference as a share of an ``epoch_s``
+        epoch, over: every batch inside an epoch (``batch``), the batches that log (every ``log_every``-th:
+        ``logging_batch``) and the epochs' boundaries (``boundary``); and the median difference of adjacent
+        blocks (``paired_block``: the block's mean per batch, so the machine's drift cancels)."""
+        groups: dict[str, dict[bool, list[tuple[float, float]]]] = {
+            name: {False: [], True: []} for name in ("batch", "logging_batch", "boundary")}
+        blocks: list[tuple[bool, list[tuple[float, float]]]] = []
+        new_block = True
+        for a, b in itertools.pairwise(self.records):
+            interval, public = (b[0] - a[0], b[1] - a[1]), a[3]
+            if b[2] != a[2]:  # crosses the epoch's end
+                groups["boundary"][public].append(interval)
+                new_block = True
+                continue
+            groups["batch"][public].append(interval)
+            if (a[4] + 1) % log_every == 0:
+                groups["logging_batch"][public].append(interval)
+            if new_block or blocks[-1][0] != public:
+                blocks.append((public, []))
+                new_block = False
+            blocks[-1][1].append(interval)
+        per_epoch = statistics.median(collections.Counter(r[2] for r in self.records).values())
+        counts = {"batch": per_epoch, "logging_batch": per_epoch // log_every, "boundary": 1}
+        out: dict[str, Any] = {"batches_per_epoch": per_epoch}
+        for name, group in groups.items():
+            if not (group[False] and group[True]):
+                continue
+            out[f"{name}_count"] = [len(group[False]), len(group[True])]
+            for kind, k in (("", 0), ("cpu_", 1)):
+                m0, m1 = (statistics.median(i[k] for i in group[p]) for p in (False, True))
+                out.update({f"{name}_shortcut_{kind}ms": 1e3 * m0, f"{name}_public_{kind}ms": 1e3 * m1,
+                            f"{name}_cost_{kind}share_of_epoch": (m1 - m0) * counts[name] / epoch_s})
+        diffs = [[statistics.mean(i[k] for i in public) - statistics.mean(i[k] for i in shortcut) for k in (0, 1)]
+                 for (p1, r1), (p2, r2) in itertools.pairwise(blocks) if p1 != p2
+                 for shortcut, public in [(r2, r1) if p1 else (r1, r2)]]
+        if diffs:
+            out["paired_blocks"] = len(diffs)
+            for kind, k in (("", 0), ("cpu_", 1)):
+                cost = statistics.median(d[k] for d in diffs)
+                out[f"paired_block_cost_{kind}ms"] = 1e3 * cost
+                out[f"paired_block_cost_{kind}share_of_epoch"] = cost * per_epoch / epoch_s
+        return out
+
+
+def _shortcut(module, name: str, function: Callable | None) -> None:
+    """Override ``module.<name>`` on this instance with ``function`` (None: back to the class's method)."""
+    if function is None:
+        vars(module).pop(name, None)
+    else:
+        vars(module)[name] = function
+
+
+def use_backward(module, public: bool) -> None:
+    """Lightning's ``manual_backward`` (public), or ``loss.backward()`` in its place (the removed shortcut)."""
+    _shortcut(module, "manual_backward", None if public else lambda loss, *args, **kwargs: loss.backward())
+
+
+def use_step(module, public: bool) -> None:
+    """``LightningOptimizer.step`` (public), or the removed shortcut: the wrapped optimizer's own ``step()`` with
+    Lightning's step counter advanced by hand (the counter is private: this benchmark reaches it, the package no
+    longer does)."""
+    counter = module.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    optimizers = module.optimizers()
+    for opt in optimizers if isinstance(optimizers, list) else [optimizers]:
+        if public:
+            vars(opt).pop("step", None)
+            continue
+
+        def step(closure=None, _opt=opt, **kwargs):
+            counter.increment_ready()
+            _opt.optimizer.step()
+            counter.increment_completed()
+
+        vars(opt)["step"] = step
+
+
+def use_backward_and_step(module, public: bool) -> None:
+    use_backward(module, public)
+    use_step(module, public)
+
+
+def use_sac_log(module, public: bool) -> None:
+    """``self.log_dict`` of the ``sac/*`` values (public), or the removed shortcut: the logger's ``log_metrics``
+    at the step Lightning's on-step log uses (the update's index)."""
+    def log_dict(metrics, *args, **kwargs):
+        if not all(key.startswith("sac/") for key in metrics):  # the evaluation's own logs stay Lightning's
+            return type(module).log_dict(module, metrics, *args, **kwargs)
+        if module.logger is not None:
+            module.logger.log_metrics(dict(metrics), step=module._n_updates - 1)
+
+    _shortcut(module, "log_dict", None if public else log_dict)
+
+
+def use_stage1_log(module, public: bool) -> None:
+    """``self.log``/``self.log_dict`` of stage 1's scalars (public), or the removed shortcut: the logger's
+    ``log_metrics`` at ``global_step``, the headline still ``self.log``ged for callbacks (the removed code passed
+    ``logger=False``; Lightning refuses a key logged with other arguments than before, so here it keeps the
+    package's, which adds one logger write per epoch to the shortcut's side)."""
+    cls = type(module)
+    headline = "dynamics/holdout_mse/elites"
+
+    def write(metrics: dict) -> None:
+        if module.logger is not None:
+            module.logger.log_metrics({k: v for k, v in metrics.items() if k != headline}, step=module.global_step)
+        if headline in metrics:
+            cls.log(module, headline, metrics[headline], sync_dist=True)  # as the package's log_dict does
+
+    _shortcut(module, "log_dict", None if public else lambda metrics, *args, **kwargs: write(metrics))
+    _shortcut(module, "log", None if public else lambda name, value, *args, **kwargs: write({name: value}))
+
+
+AB_PATHS: dict[str, dict[type, Callable[[Any, bool], None]]] = {
+    "backward": {DynamicsModule: use_backward, SACModule: use_backward},
+    "step": {DynamicsModule: use_step, SACModule: use_step},
+    "backward_and_step": {DynamicsModule: use_backward_and_step, SACModule: use_backward_and_step},
+    "sac_log": {SACModule: use_sac_log},
+    "stage1_log": {DynamicsModule: use_stage1_log},
+}
+"""Each removed shortcut, rebuilt here beside Lightning's public path, per module class: ``use(module, public)``."""
 
 
 def median_after_first(values: list[float]) -> float:
@@ -203,6 +360,12 @@ def main() -> dict:
     parser.add_argument("--threads", type=int, default=1, help="--num_threads of the run (and components)")
     parser.add_argument("--extra", nargs="*", default=[], help="more fit arguments, e.g. --threads.rollout 2")
     parser.add_argument("--premise", action="store_true", help="keep the premise monitor on")
+    parser.add_argument("--ab", choices=sorted(AB_PATHS), default=None,
+                        help="alternate this shortcut with Lightning's public path (no components)")
+    parser.add_argument("--blocks", type=int, nargs=2, default=(25, 100), metavar=("STAGE1", "SAC"),
+                        help="--ab: batches per alternating block in each stage (0: whole epochs)")
+    parser.add_argument("--log_every", type=int, default=50,
+                        help="--ab: the logging period in batches (--trainer.log_every_n_steps, linked to SAC's)")
     parser.add_argument("--label", default="")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "fit_loop.json"))
     args = parser.parse_args()
@@ -223,7 +386,13 @@ def main() -> dict:
         with torch.random.fork_rng():  # the run's own random stream is left as it was
             return sac_components(path, module.trainer.datamodule.ensemble, args)
 
-    stage1, stage2 = Clock(DynamicsModule, between=bare_now), Clock(SACModule, between=components_now)
+    alternations: dict[type, Alternation] = {}
+    if args.ab:
+        for cls, use in AB_PATHS[args.ab].items():
+            alternations[cls] = Alternation(cls, use, args.blocks[cls is SACModule])
+        stage1, stage2 = Clock(DynamicsModule), Clock(SACModule)
+    else:
+        stage1, stage2 = Clock(DynamicsModule, between=bare_now), Clock(SACModule, between=components_now)
     with tempfile.TemporaryDirectory() as tmp:
         run_args = [
             "fit", "--data.task", "halfcheetah", "--data.path", str(path), "--seed_everything", "0",
@@ -240,6 +409,8 @@ def main() -> dict:
         cli.main(run_args)
         fit_s = time.perf_counter() - start
         results = json.loads((Path(tmp) / "bench" / "results.json").read_text())
+    if args.ab:
+        return report_ab(args, stage1, stage2, alternations, load_before, fit_s, results)
 
     # each epoch against its components measured right after it, in the same process (this machine's
     # speed drifts by 10-20% over minutes, so components measured once would skew the ratio)
@@ -301,6 +472,33 @@ def main() -> dict:
           f"({figures['stage1_ratio']:.3f}x wall, {figures['stage1_ratio_cpu']:.3f}x CPU); stage 2: {s2:.2f} "
           f"s/epoch vs {comp['total_s']:.2f} s of components ({figures['stage2_ratio']:.3f}x wall, "
           f"{figures['stage2_ratio_cpu']:.3f}x CPU)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
+def report_ab(args: argparse.Namespace, stage1: Clock, stage2: Clock, alternations: dict[type, Alternation],
+              load_before: tuple[float, ...], fit_s: float, results: dict) -> dict:
+    """``--ab``: each stage's paired cost of Lightning's public path over the shortcut."""
+    figures: dict[str, Any] = {"ab": args.ab, "blocks": list(args.blocks), "threads": args.threads, "rows": args.rows,
+                               "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "fit_seconds": fit_s,
+                               "stage1_epochs_s": stage1.epochs(), "stage2_epochs_s": stage2.epochs(),
+                               "final_return": results.get("final_return")}
+    for name, clock, cls in (("stage1", stage1, DynamicsModule), ("stage2", stage2, SACModule)):
+        epoch_s = median_after_first(clock.epochs())
+        figures[f"{name}_epoch_s"] = epoch_s
+        if cls in alternations:
+            summary = alternations[cls].summary(epoch_s, args.log_every)
+            figures.update({f"{name}_{k}": v for k, v in summary.items()})
+    print(f"{'figure':<40}{'value':>14}")
+    for key, value in figures.items():
+        if isinstance(value, float):
+            print(f"{key:<40}{value:>14.4f}")
+        elif isinstance(value, (list, tuple)):
+            print(f"{key:<40}  {' '.join(f'{v:.3f}' if isinstance(v, float) else str(v) for v in value)}")
+        else:
+            print(f"{key:<40}{value!s:>14}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")

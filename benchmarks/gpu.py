@@ -33,6 +33,7 @@ from tensordict import TensorDict
 
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.model_env.env import model_step
+from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.tasks import get_task
 from mopo_lightning.transitions import transitions
@@ -97,11 +98,10 @@ def draw(data: TensorDict) -> TensorDict:
 def rollout(sac: SACModule, ensemble: GaussianEnsemble, start: torch.Tensor, rollout_length: int,
             generator: torch.Generator) -> TensorDict:
     """h penalised model steps from every start state, the actor sampling; returns all transitions."""
-    termination_fn, obs, steps = get_task("halfcheetah").termination_fn, start, []
+    mdp, obs, steps = ModelMDP(get_task("halfcheetah").termination_fn, 1.0, rollout_length=rollout_length), start, []
     for _ in range(rollout_length):
         action = sac.act(obs)
-        nxt = model_step(ensemble, obs, action, termination_fn=termination_fn, penalty_coef=1.0,
-                         generator=generator)
+        nxt = model_step(ensemble, obs, action, mdp, generator)
         steps.append(transitions(obs, action, nxt["observation"], nxt["reward"], nxt["terminated"]))
         obs = nxt["observation"]
     return torch.cat(steps)

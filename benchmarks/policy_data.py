@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mopo_lightning.model_env.env import EnsemblePredictor
+from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.training.datamodule import OfflineDataModule
 from mopo_lightning.training.mixed_batches import Learner
@@ -12,9 +13,11 @@ from mopo_lightning.training.mixed_data import MixedDataModule
 def policy_data(data: OfflineDataModule, ensemble: EnsemblePredictor, learner: Learner,
                 **mopo: object) -> MixedDataModule:
     """``data``'s rows mixed with ``learner``'s rollouts through ``ensemble``; ``mopo``: ``MOPOSettings``
-    fields (lambda taken as already in the raw penalty's units). ``.rollouts.rollout(policy)`` rolls out,
+    fields (``penalty_units`` raw: no penalty scales needed). ``.rollouts.rollout(policy)`` rolls out,
     ``.sampler()`` draws one SAC batch."""
-    settings = MOPOSettings(**mopo)
-    mixed = data.policy_stage(ensemble, settings, settings.penalty_coef, learner)
+    settings, hp = MOPOSettings(**mopo), data.hparams
+    mdp = ModelMDP.from_settings(settings, None, data.task_spec)
+    mixed = MixedDataModule(data.rows(), data.task_spec, ensemble, mdp, settings, learner, batch_size=hp.batch_size,
+                            updates_per_epoch=hp.updates_per_epoch, seed=hp.seed)
     mixed.setup("fit")
     return mixed

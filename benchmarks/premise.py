@@ -23,8 +23,9 @@ import torch
 
 from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.callbacks.premise import premise_figure
-from mopo_lightning.diagnostics.premise import DataReference, PenaltySettings, premise_metrics
+from mopo_lightning.diagnostics.premise import DataReference, premise_metrics
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.penalties import PENALTY_KINDS, uncertainty_penalty
 from mopo_lightning.policy.networks import TanhGaussianActor
 from mopo_lightning.tasks import get_task
@@ -62,9 +63,8 @@ def main() -> None:
     obs = result.transitions["observation"]
     ensemble.fit_normalizer(torch.cat([obs, result.transitions["action"]], -1))
     reference = DataReference.from_observations(torch.randn(50_000, task.obs_dim))
-    settings = PenaltySettings(1.0, "aleatoric", "sample")
-    measure = lambda **kw: premise_metrics(ensemble, result.transitions, termination_fn=task.termination_fn,
-                                           settings=settings, policy=act, rollout_length=HORIZON, **kw)
+    mdp = ModelMDP(task.termination_fn, 1.0, "aleatoric", "sample", rollout_length=HORIZON)
+    measure = lambda **kw: premise_metrics(ensemble, result.transitions, mdp=mdp, policy=act, **kw)
     parts = {}
     premise = measure(reference=reference)  # warm-up, and the figure's input
     # interleaved, so the machine's drift over the minutes falls on both alike
@@ -74,10 +74,10 @@ def main() -> None:
         one.append(median_seconds(lambda: measure(reference=reference, kinds=("aleatoric",)), 1))
     parts["premise_metrics"], parts["premise_one_kind"] = sorted(every)[REPEATS // 2], sorted(one)[REPEATS // 2]
     start = time.perf_counter()
-    premise_figure(premise, settings)
+    premise_figure(premise, mdp.penalty_kind)
     parts["figure_first"] = time.perf_counter() - start  # matplotlib's first render loads fonts
     start = time.perf_counter()
-    premise_figure(premise, settings)
+    premise_figure(premise, mdp.penalty_kind)
     parts["figure"] = time.perf_counter() - start  # every later evaluation's render
     start = time.perf_counter()
     measure(reference=None)

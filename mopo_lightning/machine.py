@@ -1,4 +1,5 @@
-"""What this process may use of the machine: the CPUs its affinity mask and its container quota allow.
+"""What this process may use of the machine: the CPUs its affinity mask and its container quota allow, and the torch
+threads each phase runs with (``torch_threads``).
 
 ``os.cpu_count()`` counts the host's cores: in a 2-CPU container on a 64-core host it says 64, and a
 sweep sized by it would start 64 trials. ``available_cpus`` takes the smallest of the affinity mask
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 CGROUP = Path("/sys/fs/cgroup")
@@ -64,3 +67,19 @@ def thread_cap(environ: dict[str, str] | None = None, root: Path = CGROUP) -> in
 def auto_threads(phase: str, cap: int) -> int:
     """``phase``'s thread count under ``auto`` on a machine whose processes may use ``cap`` threads."""
     return max(1, min(AUTO_THREADS[phase], cap))
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads (None: as set), then restore the previous count."""
+    import torch  # here, so that counting CPUs (``sweep``, ``provenance``) never loads torch
+
+    previous = torch.get_num_threads()
+    if n is None or n == previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -23,18 +23,21 @@ from mopo_lightning.callbacks.checkpointing import (
     RNGStates,
 )
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
-from mopo_lightning.callbacks.premise import PremiseMonitor, penalty_settings
+from mopo_lightning.callbacks.premise import PremiseMonitor
 from mopo_lightning.callbacks.progress_bar import StageProgressBar
 from mopo_lightning.callbacks.results import RunResults
+from mopo_lightning.callbacks.tensorboard_layout import TensorBoardLayout
 from mopo_lightning.collection.missing import CollectIfMissing, collect_if_missing
 from mopo_lightning.files import write_text_atomic
 from mopo_lightning.guards import NonFiniteError
-from mopo_lightning.model_env.penalties import penalty_coef_in_raw_units
+from mopo_lightning.machine import torch_threads
+from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.provenance import provenance
 from mopo_lightning.training.datamodule import OfflineDataModule
-from mopo_lightning.training.mixed_batches import tensorboard_rollout_log, torch_threads
+from mopo_lightning.training.mixed_batches import tensorboard_rollout_log
+from mopo_lightning.training.mixed_data import MixedDataModule
 from mopo_lightning.training.run_dir import RunDirectory
 from mopo_lightning.training.run_record import (
     checkpoint_left,
@@ -117,29 +120,26 @@ def train_mopo(data: OfflineDataModule, sac: SACModule, mopo: MOPOSettings, dyna
             print(f"dynamics saved to {run.run_dir / 'dynamics.ckpt'}")
             return results
 
-        # 3. The penalised model MDP: r - lambda * u, with lambda in the raw penalty's units, rolled out h steps
-        #    from real start states by SAC's current policy into the model buffer, mixed with real rows.
-        scales = info["penalty_scales"]["kinds"]
-        raw_coef = penalty_coef_in_raw_units(mopo.penalty_coef, mopo.penalty_kind, mopo.penalty_units, scales)
+        # 3. The penalised model MDP: r - lambda * u, with lambda in the raw penalty's units (built once, handed
+        #    to all that steps the model), rolled out h steps from real start states by SAC's current policy into
+        #    the model buffer, mixed with real rows.
+        mdp = ModelMDP.from_settings(mopo, info["penalty_scales"]["kinds"], data.task_spec)
         logger = tensorboard(run.run_dir, "sac") if trainer.get("logger") in (None, True) else trainer["logger"]
-        batches = data.policy_stage(model.ensemble, mopo, raw_coef, learner=sac, rollout_threads=run.threads["rollout"],
-                                    log=None if logger is False else tensorboard_rollout_log(logger))
+        batches = MixedDataModule(data.rows(), data.task_spec, model.ensemble, mdp, mopo, sac,
+                                  batch_size=hp.batch_size, updates_per_epoch=hp.updates_per_epoch, seed=hp.seed,
+                                  log=None if logger is False else tensorboard_rollout_log(logger),
+                                  rollout_threads=run.threads["rollout"])
         results.data["score_reference"] = data.score_reference
         results.data["penalty"] = {"penalty_kind": mopo.penalty_kind, "penalty_coef": mopo.penalty_coef,
-                                   "penalty_units": mopo.penalty_units, "penalty_coef_raw_units": raw_coef}
+                                   "penalty_units": mopo.penalty_units, "penalty_coef_raw_units": mdp.penalty_coef_raw}
 
-        # 4. SAC on the mixed batches, evaluated in the real env, the premise measured at each evaluation.
-        evaluator = MuJoCoEvaluation(**{**evaluation, "task": evaluation.get("task") or data.task_spec})
-        premise = {**(premise or {})}
-        premise["rollout_length"] = premise.get("rollout_length") or mopo.rollout_length  # None: the run's h
-        monitor = PremiseMonitor(**premise, evaluation=evaluator, ensemble=model.ensemble,
-                                 data_observations=data.rows()[OBSERVATION], task=data.task_spec,
-                                 settings=penalty_settings(mopo, scales))
-        results.evaluation = evaluator
-        results.tensorboard_hparams = {"task": hp.task, "dataset": str(hp.dataset or hp.path), "seed": hp.seed,
-                                       "rollout_length": mopo.rollout_length, "penalty_coef": mopo.penalty_coef,
-                                       "real_ratio": mopo.real_ratio, "penalty_kind": mopo.penalty_kind}
-        sac_trainer = policy_trainer(trainer, run, logger, [evaluator, monitor, results])
+        # 4. SAC on the mixed batches, evaluated in the real env, the premise measured at each evaluation (the
+        #    monitor adds its figures to the evaluation's entry, which the results then record).
+        monitor = PremiseMonitor(**(premise or {}), ensemble=model.ensemble, data_observations=data.rows()[OBSERVATION],
+                                 mdp=mdp)
+        evaluator = MuJoCoEvaluation(**{**evaluation, "task": evaluation.get("task") or data.task_spec},
+                                     listeners=[monitor] if monitor.every_n_evals else [], results=results)
+        sac_trainer = policy_trainer(trainer, run, logger, [evaluator, monitor, results, TensorBoardLayout(evaluator.task)])
         try:
             with torch_threads(run.threads["sac"]):  # the updates, and the evaluation between epochs
                 sac_trainer.fit(sac, datamodule=batches, ckpt_path=ckpt_path)
@@ -159,13 +159,15 @@ def run_results(data: OfflineDataModule, mopo: MOPOSettings, run: RunSettings, t
     """The run's ``results.json`` record: what it is (task, data, seed, method, h, lambda), its planned budget and
     its provenance (this code's version and commit, the libraries, the device: ``mopo_lightning.provenance``)."""
     hp = data.hparams
-    results = RunResults(run.run_dir / "results.json", {
+    header = {
         "task": hp.task, "dataset": hp.path or hp.dataset, "seed": run.seed, "method": run.method,
         "penalty_coef": mopo.penalty_coef, "rollout_length": mopo.rollout_length, "threads": dict(run.threads),
         "planned": planned_budget(run.stage, trainer, hp.updates_per_epoch, evaluation.get("every_n_epochs", 1)),
-        "provenance": provenance(run.threads, trainer.get("accelerator", "auto"))})
-    results.rank_zero = run.rank == 0
-    return results
+        "provenance": provenance(run.threads, trainer.get("accelerator", "auto"))}
+    tensorboard_hparams = {"task": hp.task, "dataset": str(hp.dataset or hp.path), "seed": hp.seed,
+                           "rollout_length": mopo.rollout_length, "penalty_coef": mopo.penalty_coef,
+                           "real_ratio": mopo.real_ratio, "penalty_kind": mopo.penalty_kind}
+    return RunResults(run.run_dir / "results.json", header, tensorboard_hparams, rank_zero=run.rank == 0)
 
 
 def tensorboard(run_dir: Path, stage: str) -> TensorBoardLogger:

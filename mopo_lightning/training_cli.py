@@ -34,7 +34,9 @@ from mopo_lightning.recipe import THREAD_PHASES, RunSettings, train_mopo
 from mopo_lightning.training.datamodule import OfflineDataModule
 from mopo_lightning.training.run_dir import check_checkpoint
 
-PREMISE_SKIP = {"evaluation", "ensemble", "data_observations", "task", "settings"}
+# constructor arguments the recipe hands in (collaborators, not config)
+PREMISE_SKIP = {"ensemble", "data_observations", "mdp"}
+EVALUATION_SKIP = {"listeners", "results"}
 
 
 def first_process() -> bool:
@@ -111,7 +113,7 @@ class MOPOCLI(LightningCLI):
         parser.add_class_arguments(MOPOSettings, "mopo")
         parser.add_class_arguments(CollectIfMissing, "collect")
         parser.add_class_arguments(DynamicsModule, "dynamics", skip={"obs_dim", "act_dim"}, instantiate=False)
-        parser.add_class_arguments(MuJoCoEvaluation, "evaluation", instantiate=False)
+        parser.add_class_arguments(MuJoCoEvaluation, "evaluation", skip=EVALUATION_SKIP, instantiate=False)
         parser.add_class_arguments(PremiseMonitor, "premise", skip=PREMISE_SKIP, instantiate=False)
         # the data's own sizes (a Minari dataset's recorded spaces), once the data module exists
         parser.link_arguments("data", "model.obs_dim", compute_fn=lambda data: data.obs_dim, apply_on="instantiate")

@@ -20,7 +20,6 @@ from pathlib import Path
 
 os.environ["OMP_NUM_THREADS"] = "1"
 
-import lightning as L
 import pytest
 import torch
 
@@ -219,23 +218,3 @@ def fit_run(root: Path, name: str, args: list[str], scores: list[float | None], 
         for i, (s, r) in enumerate(zip(scores, returns))]
     results.set_status(status, **detail)
     return cli.run_dir
-
-
-class CountBackward(L.Callback):
-    """Counts backward passes: overriding a backward hook puts Lightning's ``manual_backward`` path back."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.calls += 1
-
-
-class CountSteps(L.Callback):
-    """Counts optimizer steps: overriding this hook puts Lightning's ``LightningOptimizer.step`` path back."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
-        self.calls += 1

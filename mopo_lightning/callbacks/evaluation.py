@@ -7,8 +7,8 @@ always reset with seed ``seed + i``, so an evaluation is a pure function of the 
 of the same weights give the same numbers, and the episodes can be split across ranks and gathered
 without changing the result.
 
-With ``record=True`` the episodes' real transitions come back too (``EvalResult.transitions``), for
-``callbacks.premise`` and anything else that listens to the evaluation (``MuJoCoEvaluation.listeners``).
+With ``record=True`` the episodes' real transitions come back too (``EvalResult.transitions``), for the
+evaluation's ``listeners`` (``callbacks.premise``); each finished entry then goes to its ``results``.
 """
 
 from __future__ import annotations
@@ -58,6 +58,12 @@ class EvaluationListener(Protocol):
                       entry: dict[str, Any]) -> None:
         """``result``: this rank's episodes (transitions recorded); ``entry``: the history row to add to."""
         ...
+
+
+class EvaluationRecord(Protocol):
+    """Receives each finished evaluation entry (with what the listeners added), on every rank (``RunResults``)."""
+
+    def record_evaluation(self, trainer: L.Trainer, entry: dict[str, Any]) -> None: ...
 
 
 @contextmanager
@@ -163,6 +169,9 @@ class MuJoCoEvaluation(L.Callback):
         video_every_n_evals: int = 0,
         video_size: int = 128,
         video_frame_skip: int = 2,
+        *,
+        listeners: Sequence[EvaluationListener] = (),
+        results: EvaluationRecord | None = None,
     ) -> None:
         """
         Args:
@@ -178,6 +187,9 @@ class MuJoCoEvaluation(L.Callback):
                 when no renderer is available.
             video_size: video width and height in pixels.
             video_frame_skip: keep every n-th frame (smaller GIFs).
+            listeners: in order, measure on each evaluation's recorded transitions and add to its entry
+                (``callbacks.premise.PremiseMonitor``); none: nothing is recorded. Handed in by the recipe.
+            results: receives each finished entry, after the listeners (``callbacks.results.RunResults``).
         """
         super().__init__()
         self.num_episodes = num_episodes
@@ -189,7 +201,8 @@ class MuJoCoEvaluation(L.Callback):
         self.video_size = video_size
         self.video_frame_skip = video_frame_skip
         self.history: list[dict[str, Any]] = []
-        self.listeners: list[EvaluationListener] = []  # e.g. callbacks.premise.PremiseMonitor
+        self.listeners: tuple[EvaluationListener, ...] = tuple(listeners)
+        self.results = results
         self.last_result: EvalResult | None = None  # this rank's share of the latest evaluation
 
     def _task(self) -> Task:
@@ -261,6 +274,8 @@ class MuJoCoEvaluation(L.Callback):
         for listener in self.listeners:  # before the entry is published: listeners may add to it
             listener.on_evaluation(trainer, pl_module, self.last_result, entry)
         self.history.append(entry)
+        if self.results is not None:
+            self.results.record_evaluation(trainer, entry)
         if self.video_every_n_evals and len(self.history) % self.video_every_n_evals == 0:
             self.log_video(trainer, pl_module, updates)
 

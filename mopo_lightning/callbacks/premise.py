@@ -1,11 +1,12 @@
 """PremiseMonitor: MOPO's premise measured live at every evaluation (figures in ``diagnostics/premise.py``).
 
-It listens to ``MuJoCoEvaluation`` (which then records its episodes' real transitions) and, on those
+It listens to ``MuJoCoEvaluation`` (one of its ``listeners``, handed in by the recipe: the evaluation then records
+its episodes' real transitions) and, on those
 transitions, measures the elite ensemble's true one-step error, its NLL, every penalty kind's u(s, a)
 (``model_env/penalties.py``, whichever kind trains), how well each ranks the error (Spearman), how often the error
 exceeds it, the penalised and raw H-step model returns
-of the evaluation policy branched from the visited states against the real H-step returns (H: the run's
-rollout length, as MOPO's rollouts use it), and the visited states' distance to the data. Logged under
+of the evaluation policy branched from the visited states through the run's model MDP against the real H-step
+returns (H: the run's rollout length, as MOPO's rollouts use it), and the visited states' distance to the data. Logged under
 ``premise/`` (``premise/<kind>/...`` for each penalty kind; the trained kind's also unprefixed) through
 ``pl_module.log_dict`` at the moment and with the options ``eval/*`` uses, so both land at the same x in
 TensorBoard; one figure (calibration of u, u against the error, penalised against real H-step returns; for
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from mopo_lightning.callbacks.evaluation import EvalResult, MuJoCoEvaluation, eval_mode
+from mopo_lightning.callbacks.evaluation import EvalResult, eval_mode
 from mopo_lightning.diagnostics.premise import (
     DEFINITIONS,
     EPISODE,
@@ -36,15 +37,12 @@ from mopo_lightning.diagnostics.premise import (
     MAX_START_STATES,
     STEP,
     DataReference,
-    PenaltySettings,
     Premise,
     evenly_spaced,
     premise_metrics,
 )
 from mopo_lightning.model_env.env import EnsemblePredictor
-from mopo_lightning.model_env.penalties import PENALTIES, PenaltyScales, penalty_coef_in_raw_units
-from mopo_lightning.model_env.settings import MOPOSettings
-from mopo_lightning.tasks import Task
+from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD, TERMINATED, TRUNCATED
 
 log = logging.getLogger(__name__)
@@ -59,65 +57,61 @@ class PremiseMonitor(L.Callback):
 
     def __init__(self, every_n_evals: int = 1, rollout_length: int | None = None, max_rows: int = MAX_ROWS,
                  max_start_states: int = MAX_START_STATES, max_data_states: int = MAX_DATA_STATES,
-                 figures: bool = True, seed: int = 0, *, evaluation: MuJoCoEvaluation, ensemble: EnsemblePredictor,
-                 data_observations: torch.Tensor, task: Task, settings: PenaltySettings) -> None:
+                 figures: bool = True, seed: int = 0, *, ensemble: EnsemblePredictor, data_observations: torch.Tensor,
+                 mdp: ModelMDP) -> None:
         """
         Args:
             every_n_evals: measure at every n-th MuJoCo evaluation (0: off).
-            rollout_length: h of the branched model returns; None: the run's ``mopo.rollout_length`` (the
-                recipe fills it in).
+            rollout_length: H of the branched model returns; None: the run's h (``mopo.rollout_length``).
             max_rows: recorded transitions measured (evenly spaced above this).
             max_start_states: start states of the H-step model returns (evenly spaced above this).
             max_data_states: dataset observations searched for the nearest neighbour (a fixed subsample).
             figures: log the premise figure as a TensorBoard image (matplotlib, one render per evaluation).
             seed: seed of the model rollouts' generator and of the dataset subsample.
-            evaluation: the evaluation it listens to; ensemble: the trained model; data_observations: the
-                dataset's observations; task: its termination function; settings: the run's penalty
-                (``penalty_settings``). Handed in by the recipe.
+            ensemble: the trained model; data_observations: the dataset's observations; mdp: the run's model MDP
+                (``ModelMDP.from_settings``). Handed in by the recipe, which hands the monitor to the evaluation.
         """
         super().__init__()
         self.every_n_evals = every_n_evals
-        if rollout_length is None or rollout_length < 1:
-            raise ValueError(f"premise: rollout_length must be >= 1 (the recipe passes the run's h), got {rollout_length}")
+        rollout_length = mdp.rollout_length if rollout_length is None else rollout_length
+        if rollout_length < 1:
+            raise ValueError(f"premise: rollout_length must be >= 1 (None: the run's h), got {rollout_length}")
         self.rollout_length = int(rollout_length)
         self.max_rows, self.max_start_states, self.max_data_states = max_rows, max_start_states, max_data_states
         self.figures, self.seed = figures, seed
-        self.ensemble, self.task, self.settings = ensemble, task, settings
+        self.ensemble, self.mdp = ensemble, mdp
         self.data_observations = data_observations
         self.latest: Premise | None = None
         self._reference: DataReference | None = None
         self._evaluations = 0
         self._described = False
-        if every_n_evals:
-            evaluation.listeners.append(self)
 
     # ------------------------------------------------------------------ the listener hook
     def on_evaluation(self, trainer: L.Trainer, pl_module: L.LightningModule, result: EvalResult,
                       entry: dict[str, Any]) -> None:
         self._evaluations += 1
-        if self._evaluations % self.every_n_evals:
+        if not self.every_n_evals or self._evaluations % self.every_n_evals:
             return
         data = self._gather(trainer, pl_module, result.transitions)
         if not trainer.is_global_zero or data is None:
             return
-        ensemble, settings = self.ensemble, self.settings
+        ensemble, mdp = self.ensemble, self.mdp
         device = ensemble.elites.device
         if self._reference is None:
             self._reference = DataReference.from_observations(self.data_observations, self.max_data_states, self.seed)
         with eval_mode(pl_module):
             premise = premise_metrics(
-                ensemble, data.to(device), termination_fn=self.task.termination_fn,
-                settings=settings, policy=lambda obs: pl_module.act(obs.to(pl_module.device),
-                                                                    deterministic=True).to(device),
+                ensemble, data.to(device), mdp=mdp,
+                policy=lambda obs: pl_module.act(obs.to(pl_module.device), deterministic=True).to(device),
                 rollout_length=self.rollout_length, reference=self._reference, seed=self.seed,
                 max_rows=self.max_rows, max_start_states=self.max_start_states)
         self.latest = premise
-        entry["premise"] = {"penalty_kind": settings.penalty_kind, "penalty_coefs": dict(settings.penalty_coefs),
+        entry["premise"] = {"penalty_kind": mdp.penalty_kind, "penalty_coefs": dict(mdp.penalty_coefs_raw),
                             **premise.scalars}
         # the path eval/* takes (MuJoCoEvaluation.on_train_epoch_end): Lightning logs both at one step
         pl_module.log_dict({f"premise/{k}": v for k, v in premise.scalars.items()}, on_step=False, on_epoch=True,
                            rank_zero_only=True)
-        self._log_images(trainer, premise, settings, lightning_epoch_step(trainer, pl_module))
+        self._log_images(trainer, premise, lightning_epoch_step(trainer, pl_module))
 
     # ------------------------------------------------------------------ DDP: every rank's episodes
     def _gather(self, trainer: L.Trainer, pl_module: L.LightningModule,
@@ -149,25 +143,17 @@ class PremiseMonitor(L.Callback):
         return out
 
     # ------------------------------------------------------------------ TensorBoard images and text
-    def _log_images(self, trainer: L.Trainer, premise: Premise, settings: PenaltySettings, step: int) -> None:
+    def _log_images(self, trainer: L.Trainer, premise: Premise, step: int) -> None:
         writer = getattr(trainer.logger, "experiment", None)
         if not hasattr(writer, "add_image"):
             return
         if not self._described:
-            writer.add_text("premise/definitions", f"penalty_kind (trains): **{settings.penalty_kind}**\n\n"
+            writer.add_text("premise/definitions", f"penalty_kind (trains): **{self.mdp.penalty_kind}**\n\n"
                             + "\n".join(f"    {line}" for line in DEFINITIONS.splitlines()), step)
             self._described = True
         if self.figures:
-            png = premise_figure(premise, settings)
+            png = premise_figure(premise, self.mdp.penalty_kind)
             writer.add_image("premise/calibration", png_to_array(png), step, dataformats="HWC")
-
-
-def penalty_settings(mopo: MOPOSettings, scales: PenaltyScales | None) -> PenaltySettings:
-    """The run's penalty, and each measured kind's lambda: the configured lambda in the run's units, so with
-    ``mopo.penalty_units`` mean or p95 every kind is weighed in its own units (raw: one raw lambda for all)."""
-    penalty_coefs = {kind: penalty_coef_in_raw_units(mopo.penalty_coef, kind, mopo.penalty_units, scales)
-                     for kind in PENALTIES}
-    return PenaltySettings(penalty_coefs[mopo.penalty_kind], mopo.penalty_kind, mopo.reward_mode, penalty_coefs)
 
 
 def figure_kinds(trained: str) -> list[str]:
@@ -186,7 +172,7 @@ def lightning_epoch_step(trainer: L.Trainer, pl_module: L.LightningModule) -> in
     return max(int(updates if updates is not None else trainer.global_step) - 1, 0)
 
 
-def premise_figure(premise: Premise, settings: PenaltySettings, bins: int = 10) -> bytes:
+def premise_figure(premise: Premise, penalty_kind: str, bins: int = 10) -> bytes:
     """One PNG (Agg, in memory; one render of three panels, ``figure_kinds`` in each): the calibration of
     u (equal-count bins of u against the mean true error), u against the true error (at most
     ``SCATTER_POINTS`` rows per kind, log-log), and the penalised against the real H-step return per start
@@ -199,9 +185,9 @@ def premise_figure(premise: Premise, settings: PenaltySettings, bins: int = 10) 
     calibration, scatter, returns = fig.subplots(1, 3)
     real = premise.rows["return/real"].double()
     top, low, high, lo_r, hi_r = 0.0, np.inf, 0.0, np.inf, -np.inf
-    for kind, colour in zip(figure_kinds(settings.penalty_kind), ("tab:blue", "tab:orange", "tab:green")):
+    for kind, colour in zip(figure_kinds(penalty_kind), ("tab:blue", "tab:orange", "tab:green")):
         u, err = premise.rows[f"{kind}/penalty"].double(), premise.rows[f"{kind}/error"].double()
-        label = f"{kind}{' (trains)' if kind == settings.penalty_kind else ''}"
+        label = f"{kind}{' (trains)' if kind == penalty_kind else ''}"
         groups = [g for g in u.argsort().tensor_split(min(bins, max(u.numel(), 1))) if g.numel()]
         mu = np.array([float(u[g].mean()) for g in groups])
         me = np.array([float(err[g].mean()) for g in groups])

@@ -3,17 +3,18 @@
 Lightning's default bar shows ``Epoch 32/-2`` for a run without an epoch cap (stage 1 stops itself by
 early stopping) and ``v_num: mics`` (the tail of the TensorBoard version name); neither tells a user
 anything, and stage 1's holdout pass would draw a validation bar after every epoch. Built on the public
-``TQDMProgressBar`` hooks.
+``TQDMProgressBar`` hooks; the bars are plain ``tqdm`` bars (Lightning's own ``Tqdm`` only pads numbers).
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm, convert_inf
+from tqdm import tqdm
 
 
 class StageProgressBar(TQDMProgressBar):
@@ -27,9 +28,9 @@ class StageProgressBar(TQDMProgressBar):
     def train_description(self) -> str:
         return self.stage
 
-    def init_train_tqdm(self) -> Tqdm:
+    def init_train_tqdm(self) -> tqdm:
         """Lightning's training bar, first drawn when the epoch starts (labelled), not when made (``0/?``)."""
-        return Tqdm(desc=self.train_description, position=2 * self.process_position, disable=self.is_disabled,
+        return tqdm(desc=self.train_description, position=2 * self.process_position, disable=self.is_disabled,
                     leave=True, dynamic_ncols=True, file=sys.stdout, smoothing=0, bar_format=self.BAR_FORMAT,
                     delay=1e-9)  # any delay > 0: tqdm skips the draw at construction
 
@@ -40,7 +41,8 @@ class StageProgressBar(TQDMProgressBar):
         bar = self.train_progress_bar
         bar.set_description(f"{self.stage} epoch {trainer.current_epoch + 1}{total}", refresh=False)
         bar.initial = 0
-        bar.reset(total=convert_inf(self.total_train_batches))
+        total = self.total_train_batches  # inf for an iterable without a length: tqdm wants None
+        bar.reset(total=total if total is not None and math.isfinite(total) else None)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -70,9 +72,9 @@ class StageProgressBar(TQDMProgressBar):
         capped = trainer.max_epochs is not None and 0 < trainer.max_epochs <= trainer.current_epoch + 1
         bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=not (trainer.should_stop or capped))
 
-    def init_validation_tqdm(self) -> Tqdm:
+    def init_validation_tqdm(self) -> tqdm:
         """No bar for the holdout pass: one batch per epoch, its numbers are in the epoch bar and TensorBoard."""
-        return Tqdm(disable=True)
+        return tqdm(disable=True)
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         """Without ``v_num``; whole-number floats (the SAC update count) as ints: tqdm writes 2000.0 as ``2e+3``."""

@@ -15,7 +15,6 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation
 from mopo_lightning.files import write_text_atomic
 
 HP_METRIC = "hp/final_normalized_score"
@@ -42,7 +41,8 @@ def write_json_atomic(path: str | Path, data: dict[str, Any]) -> None:
 
 
 class RunResults(L.Callback):
-    """Keeps ``<run_dir>/results.json`` up to date with every MuJoCo evaluation.
+    """Keeps ``<run_dir>/results.json`` up to date with every MuJoCo evaluation (the evaluation hands it each finished
+    entry: ``record_evaluation``, a ``callbacks.evaluation.EvaluationRecord``).
 
     Fields: ``task``, ``dataset``, ``seed``, ``method`` (``fit --method``, a sweep's arm), ``status`` and
     ``status_detail`` (``STATUSES``), ``planned`` (the budget: ``training.run_record.planned_budget``),
@@ -60,7 +60,16 @@ class RunResults(L.Callback):
     as it was (``ended_before``, read by ``training.run_record.record_end``).
     """
 
-    def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
+    def __init__(self, path: str | Path, header: dict[str, Any], tensorboard_hparams: dict[str, Any] | None = None,
+                 rank_zero: bool = True) -> None:
+        """
+        Args:
+            path: the ``results.json`` file.
+            header: what the run is (task, data, seed, method, h, lambda, threads, planned budget, provenance).
+            tensorboard_hparams: the run's defining knobs for TensorBoard's hparams view, scored by the final
+                normalised score (None: none logged).
+            rank_zero: this process is the first (DDP runs every callback on every rank; only the first writes).
+        """
         super().__init__()
         self.path = Path(path)
         self.data: dict[str, Any] = {
@@ -72,12 +81,9 @@ class RunResults(L.Callback):
         }
         self._start: float | None = None
         self._offset = 0.0
-        self.rank_zero = True
-        """Only the first process writes the file (DDP runs every callback on every rank)."""
-        self.evaluation: MuJoCoEvaluation | None = None
-        """The evaluation whose history this records (handed in by the recipe)."""
-        self.tensorboard_hparams: dict[str, Any] = {}
-        """The run's defining knobs for TensorBoard's hparams view, scored by the final normalised score."""
+        self.rank_zero = rank_zero
+        """Only the first process writes the file (set again from the trainer when training starts)."""
+        self.tensorboard_hparams = dict(tensorboard_hparams or {})
         self.trained = False
         """Set when SAC training starts (Lightning skips ``on_train_start`` when the budget is already done)."""
         self.ended_before: dict[str, Any] | None = None
@@ -153,29 +159,24 @@ class RunResults(L.Callback):
                                    metrics={HP_METRIC: float("nan") if score is None else score})
         self.save()  # running, with the budget this start trains to
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        evaluation = self.evaluation
-        if evaluation is None or not evaluation.history:
-            return
-        latest = evaluation.history[-1]
-        if self.data["evaluations"] and self.data["evaluations"][-1]["sac_updates"] == latest["sac_updates"]:
-            return  # no new evaluation this epoch
-        score = latest["eval/normalized_score"]
+    def record_evaluation(self, trainer: L.Trainer, entry: dict[str, Any]) -> None:
+        """Record an evaluation's finished history entry (``MuJoCoEvaluation``'s ``results``) and save."""
+        score = entry["eval/normalized_score"]
         score = None if score is None or not math.isfinite(score) else score  # variants: no D4RL score
         self.data["evaluations"].append(
             {
-                "sac_updates": latest["sac_updates"],
-                "return_mean": latest["eval/return_mean"],
-                "return_std": latest["eval/return_std"],
+                "sac_updates": entry["sac_updates"],
+                "return_mean": entry["eval/return_mean"],
+                "return_std": entry["eval/return_std"],
                 "normalized_score": score,
-                **({"premise": latest["premise"]} if "premise" in latest else {}),
+                **({"premise": entry["premise"]} if "premise" in entry else {}),
             }
         )
-        self.data["final_premise"] = latest.get("premise")
+        self.data["final_premise"] = entry.get("premise")
         self.data["final_normalized_score"] = score
-        self.data["final_return"] = latest["eval/return_mean"]
+        self.data["final_return"] = entry["eval/return_mean"]
         if trainer.logger is not None and score is not None:
-            trainer.logger.log_metrics({HP_METRIC: score}, step=latest["sac_updates"])
+            trainer.logger.log_metrics({HP_METRIC: score}, step=entry["sac_updates"])
         self.save()
 
     def save(self) -> None:

@@ -14,11 +14,11 @@ What MOPO's rollouts of length h = H actually use:
   real termination inside the window.
 - model: from every start state at once, the same policy through ``model_step`` for H steps (H batched
   calls; the first step takes the recorded action a_t, which the same deterministic policy chose at s_t,
-  and reuses the one-step prediction). ``model_step`` as the policy stage runs it: the configured reward
-  mode, the sampled elite's next state, the task's termination function, a fixed-seed generator. A row
+  and reuses the one-step prediction). ``model_step`` of the run's ``ModelMDP``, as the policy stage runs it
+  (its reward mode, the sampled elite's next state, the task's termination function), a fixed-seed generator. A row
   stops at the model's termination (that step counted). raw = sum of the model's rewards;
   penalized_kind = sum of (reward - lambda_kind * u_kind) along the same trajectory, for every kind
-  (lambda_kind: ``PenaltySettings.penalty_coef_for``, the same lambda in the run's penalty units).
+  (lambda_kind: ``ModelMDP.penalty_coef_raw_for``, the same lambda in the run's penalty units).
 - return_gap = mean(penalized - real) (MOPO's bound wants <= 0); return_gap_raw = mean(raw - real);
   penalized_below_real = fraction of start states with penalized <= real (the lower bound holding).
 - A row whose model reward or trained penalty turns non-finite stops there, that step not counted
@@ -31,16 +31,15 @@ a deterministic policy on the running rows only, where the policy stage samples 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 
 import torch
 from tensordict import TensorDictBase
 from torch import Tensor
 
-from mopo_lightning.envs.termination import TerminationFn
-from mopo_lightning.model_env.env import EnsemblePredictor, RewardMode, model_step
-from mopo_lightning.model_env.penalties import PENALTY_KINDS, PenaltyKind, uncertainty_penalty
+from mopo_lightning.model_env.env import EnsemblePredictor, model_step
+from mopo_lightning.model_env.mdp import ModelMDP
+from mopo_lightning.model_env.penalties import PENALTY_KINDS, uncertainty_penalty
 from mopo_lightning.transitions import REWARD, TERMINATED
 
 EPISODE, STEP = "episode", "step"
@@ -48,27 +47,6 @@ EPISODE, STEP = "episode", "step"
 
 ActFn = Callable[[Tensor], Tensor]
 """Batched deterministic policy: observation [B, O] -> action [B, A]."""
-
-
-@dataclass(frozen=True)
-class PenaltySettings:
-    """The penalised model MDP as the policy stage configures it."""
-
-    penalty_coef: float
-    """lambda of r - lambda * u, applied to the raw penalty of ``penalty_kind``."""
-    penalty_kind: PenaltyKind = "aleatoric"
-    """The penalty that trains (every kind is measured)."""
-    reward_mode: RewardMode = "sample"
-    """The model reward: the chosen elite's sample (authors' code) or its mean (paper)."""
-    penalty_coefs: Mapping[str, float] = field(default_factory=dict)
-    """lambda per measured kind for its penalised returns (the run's lambda in each kind's units);
-    ``penalty_coef`` for a kind not listed."""
-
-    def penalty_coef_for(self, kind: str) -> float:
-        """lambda of ``kind``'s penalised returns."""
-        if kind == self.penalty_kind:
-            return self.penalty_coef
-        return float(self.penalty_coefs.get(kind, self.penalty_coef))
 
 
 class _Recorder:
@@ -87,11 +65,10 @@ class _Recorder:
 
 @torch.no_grad()
 def branched_returns(ensemble: EnsemblePredictor, start_obs: Tensor, rollout_length: int, policy: ActFn, *,
-                     termination_fn: TerminationFn, settings: PenaltySettings,
-                     generator: torch.Generator | None = None, first_action: Tensor | None = None,
+                     mdp: ModelMDP, generator: torch.Generator | None = None, first_action: Tensor | None = None,
                      first_prediction: tuple[Tensor, Tensor] | None = None,
                      kinds: Sequence[str] = PENALTY_KINDS) -> dict[str, Tensor]:
-    """Roll ``policy`` through the model from start_obs [B, O] for ``rollout_length`` steps, or to termination.
+    """Roll ``policy`` through ``mdp`` from start_obs [B, O] for ``rollout_length`` steps, or to termination.
 
     One batched ``model_step`` per step over the rows still running; never a loop over rows.
     ``first_action`` [B, A]: the first step's action instead of ``policy(start_obs)`` (the recorded one);
@@ -101,7 +78,7 @@ def branched_returns(ensemble: EnsemblePredictor, start_obs: Tensor, rollout_len
     terminating step counts) and ``diverged`` (a non-finite reward or trained penalty: the row stops there,
     that step not counted).
     """
-    kinds = list(dict.fromkeys([settings.penalty_kind, *kinds]))
+    kinds = list(dict.fromkeys([mdp.penalty_kind, *kinds]))
     recorder = _Recorder(ensemble, first_prediction)
     b, device = start_obs.shape[0], start_obs.device
     obs = start_obs.clone()
@@ -115,12 +92,11 @@ def branched_returns(ensemble: EnsemblePredictor, start_obs: Tensor, rollout_len
         if rows.numel() == 0:
             break
         action = first_action[rows] if step == 0 and first_action is not None else policy(obs[rows])
-        nxt = model_step(recorder, obs[rows], action, termination_fn=termination_fn, penalty_coef=settings.penalty_coef,
-                         generator=generator, penalty_kind=settings.penalty_kind, reward_mode=settings.reward_mode)
+        nxt = model_step(recorder, obs[rows], action, mdp, generator)
         reward = nxt["raw_reward"].reshape(-1).double()
         point = torch.cat([nxt["raw_reward"], nxt["observation"]], dim=-1)  # the transition model_step made
         u = {kind: uncertainty_penalty(*recorder.last, kind, point, recorder.elites).double() for kind in kinds}
-        finite = reward.isfinite() & u[settings.penalty_kind].isfinite()
+        finite = reward.isfinite() & u[mdp.penalty_kind].isfinite()
         diverged[rows] |= ~finite  # a blown-up model step ends the row and adds nothing
         raw[rows] += torch.where(finite, reward, 0.0)
         for kind in kinds:
@@ -129,7 +105,7 @@ def branched_returns(ensemble: EnsemblePredictor, start_obs: Tensor, rollout_len
         obs[rows] = nxt["observation"]
         alive[rows] = finite & ~nxt["terminated"].reshape(-1)
     out = {"raw": raw, "steps": taken, "diverged": diverged}
-    out.update({f"penalized/{kind}": raw - settings.penalty_coef_for(kind) * penalty[kind] for kind in kinds})
+    out.update({f"penalized/{kind}": raw - mdp.penalty_coef_raw_for(kind) * penalty[kind] for kind in kinds})
     return out
 
 

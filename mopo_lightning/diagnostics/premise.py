@@ -21,16 +21,16 @@ from mopo_lightning.diagnostics.branched_returns import (
     EPISODE,
     STEP,
     ActFn,
-    PenaltySettings,
     branched_returns,
     real_windows,
 )
-from mopo_lightning.envs.termination import TerminationFn
-from mopo_lightning.model_env.env import EnsemblePredictor, RewardMode, produced_transition
+from mopo_lightning.model_env.env import EnsemblePredictor, produced_transition
+from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.penalties import PENALTIES, PENALTY_KINDS, uncertainty_penalty
+from mopo_lightning.model_env.settings import RewardMode
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD
 
-__all__ = ["DEFINITIONS", "EPISODE", "PENALTY_KINDS", "STEP", "ActFn", "DataReference", "PenaltySettings", "Premise",
+__all__ = ["DEFINITIONS", "EPISODE", "PENALTY_KINDS", "STEP", "ActFn", "DataReference", "Premise",
            "branched_returns", "premise_metrics", "real_windows"]
 DEFINITIONS = """\
 Rows: at most max_rows of an evaluation's recorded real transitions, evenly spaced (rows_measured); per
@@ -179,19 +179,20 @@ def distance_to_data(states: Tensor, reference: DataReference, chunk: int = 256)
 
 
 @torch.no_grad()
-def premise_metrics(ensemble: EnsemblePredictor, transitions: TensorDictBase, *, termination_fn: TerminationFn,
-                    settings: PenaltySettings, policy: ActFn, rollout_length: int, reference: DataReference | None = None,
+def premise_metrics(ensemble: EnsemblePredictor, transitions: TensorDictBase, *, mdp: ModelMDP, policy: ActFn,
+                    rollout_length: int | None = None, reference: DataReference | None = None,
                     seed: int = 0, max_rows: int = MAX_ROWS, max_start_states: int = MAX_START_STATES,
                     kinds: Sequence[str] = PENALTY_KINDS) -> Premise:
     """The premise figures of one evaluation (module docstring).
 
     ``transitions`` [N]: real transitions with the transition keys plus ``episode`` and ``step`` (long),
-    ordered by episode then step, as ``evaluate_policy(record=True)`` returns them. ``rollout_length``: H of the
-    branched model returns (the run's rollout length). Scalars are means over the measured rows (one-step
+    ordered by episode then step, as ``evaluate_policy(record=True)`` returns them. ``mdp``: the run's model MDP.
+    ``rollout_length``: H of the branched model returns (None: ``mdp.rollout_length``, the run's h). Scalars are means over the measured rows (one-step
     figures) or over the start states (H-step returns); the configured kind's figures also appear without
     the kind prefix. ``kinds``: the penalties measured beside the configured one (default: every kind).
     """
-    kinds = list(dict.fromkeys([settings.penalty_kind, *kinds]))
+    kinds = list(dict.fromkeys([mdp.penalty_kind, *kinds]))
+    rollout_length = mdp.rollout_length if rollout_length is None else rollout_length
     if rollout_length < 1:
         raise ValueError(f"premise: rollout_length must be >= 1, got {rollout_length}")
     device = ensemble.elites.device
@@ -201,7 +202,7 @@ def premise_metrics(ensemble: EnsemblePredictor, transitions: TensorDictBase, *,
     obs, action = td[OBSERVATION][measured], td[ACTION][measured]
     prediction = ensemble.predict(obs, action)
     rows = one_step(ensemble, obs, action, td[REWARD][measured], td[NEXT_OBSERVATION][measured], prediction, kinds,
-                    torch.Generator(device=device).manual_seed(seed + 1), settings.reward_mode)
+                    torch.Generator(device=device).manual_seed(seed + 1), mdp.reward_mode)
     rows["row"] = measured
     scalars: dict[str, float] = {
         "transitions": float(td.shape[0]),
@@ -222,8 +223,7 @@ def premise_metrics(ensemble: EnsemblePredictor, transitions: TensorDictBase, *,
     candidates = windows["eligible"][measured].nonzero().squeeze(-1)
     start = candidates[evenly_spaced(candidates.numel(), max_start_states, device)]  # among measured rows
     gen = torch.Generator(device=device).manual_seed(seed)
-    model = branched_returns(ensemble, obs[start], rollout_length, policy, termination_fn=termination_fn, settings=settings,
-                             generator=gen, first_action=action[start],
+    model = branched_returns(ensemble, obs[start], rollout_length, policy, mdp=mdp, generator=gen, first_action=action[start],
                              first_prediction=(prediction[0][:, start], prediction[1][:, start]), kinds=kinds)
     real = windows["real"][measured[start]]
     rows.update({"return/start": start, "return/real": real, "return/raw": model["raw"],
@@ -246,7 +246,7 @@ def premise_metrics(ensemble: EnsemblePredictor, transitions: TensorDictBase, *,
         scalars[f"{kind}/penalized_below_real"] = float((penalized <= real).double().mean())
     for name in ("spearman", "violation_rate", "penalty_mean", "model_return_penalized", "return_gap",
                  "penalized_below_real"):
-        scalars[name] = scalars[f"{settings.penalty_kind}/{name}"]
+        scalars[name] = scalars[f"{mdp.penalty_kind}/{name}"]
 
     if reference is not None:
         query = evenly_spaced(obs.shape[0], MAX_QUERY_STATES, device)

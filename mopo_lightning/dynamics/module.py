@@ -28,7 +28,6 @@ from mopo_lightning.dynamics.batches import BootstrapBatches
 from mopo_lightning.dynamics.early_stopping import MemberSnapshot, MemberwiseEarlyStopping
 from mopo_lightning.dynamics.ensemble import DEFAULT_WEIGHT_DECAYS, GaussianEnsemble
 from mopo_lightning.guards import ConfigError, assert_finite
-from mopo_lightning.lightning_shortcuts import ManualSteps
 
 
 def time_limit(max_time: str | dict[str, int] | None) -> timedelta | None:
@@ -107,7 +106,6 @@ class DynamicsModule(LightningModule):
         # weight; a plain dict, so per-step updates skip nn.Module.__setattr__ (~1% of a step).
         self._epoch: dict[str, Any] = {"sums": None, "count": 0}
         self._decayed: list[Tensor] | None = None  # the ensemble's weights, listed once
-        self._manual_steps = ManualSteps()  # resolved at fit start: see ``lightning_shortcuts``
         self._holdout_sse: Tensor | None = None  # [E]
         self._holdout_count = 0
         self._train_start: float | None = None
@@ -141,7 +139,6 @@ class DynamicsModule(LightningModule):
                     "BootstrapBatches loader (dynamics.batches.dynamics_dataloaders), which fits it."
                 )
             self.fit_normalizer(dataset.inputs)
-        self._manual_steps = ManualSteps.resolve(self.trainer, self)
         self._train_start = time.perf_counter()
 
     @property
@@ -158,7 +155,7 @@ class DynamicsModule(LightningModule):
         wd * sum(W^2) / 2 is wd * W too). Nothing is read back to the host except the one finiteness
         check; epoch metrics are summed on the device and logged once per epoch, the step NLL every
         ``log_every_n_steps`` steps (``self.log`` costs ~0.5 ms of Python per call: ~7% of a step). Backward and
-        step skip Lightning's wrappers where they would only dispatch hooks (``lightning_shortcuts``).
+        step go through Lightning (``manual_backward``, the ``LightningOptimizer``).
         """
         inputs, targets = batch  # [E, B, in], [E, B, out]
         opt = self.optimizers()
@@ -169,11 +166,11 @@ class DynamicsModule(LightningModule):
         if not bool(torch.isfinite(loss)):
             assert_finite({"dynamics/train_loss": loss.detach()},
                           f"at dynamics epoch {self.current_epoch}, step {self.global_step}")
-        self._manual_steps.backward(self, loss)
+        self.manual_backward(loss)
         weights = self._decayed = self._decayed or list(ens.weights)
         ens.add_weight_decay_grad(weights)
         decay = ens.weight_decay_value(weights)
-        self._manual_steps.step(opt)
+        opt.step()
 
         n = inputs.shape[1]
         epoch = self._epoch
@@ -181,9 +178,9 @@ class DynamicsModule(LightningModule):
             values = torch.stack([mse.mean(), loss.detach() + decay]) * n  # train_mse, train_loss
             epoch["sums"] = values if epoch["sums"] is None else epoch["sums"] + values
         epoch["count"] += n
-        every = self.trainer.log_every_n_steps if self._trainer is not None else 0
-        if every and self.global_step % every == 0:
-            self._to_logger({"dynamics/train_nll": float(nll.detach()) / self.hparams.num_members})
+        every = self.trainer.log_every_n_steps  # 0: no step logs
+        if every and self.global_step % every == 0:  # the steps Lightning writes; a host sync each
+            self.log("dynamics/train_nll", float(nll.detach()) / self.hparams.num_members)
 
     def on_train_epoch_start(self) -> None:
         self._epoch.update(sums=None, count=0)
@@ -192,7 +189,7 @@ class DynamicsModule(LightningModule):
         if self._epoch["sums"] is None:
             return
         mse, loss = (self._epoch["sums"] / self._epoch["count"]).tolist()
-        self._to_logger({"dynamics/train_mse": mse, "dynamics/train_loss": loss})
+        self.log_dict({"dynamics/train_mse": mse, "dynamics/train_loss": loss}, sync_dist=True)  # ranks' mean
 
     # ------------------------------------------------------------------ holdout
     def on_validation_epoch_start(self) -> None:
@@ -233,7 +230,7 @@ class DynamicsModule(LightningModule):
         if self.hparams.max_time is not None and not self._stopped_itself:
             self.time_capped.fill_(True)
         self.finalize()  # also when the trainer's own caps ended training
-        if isinstance(self.logger, TensorBoardLogger):
+        if isinstance(self.logger, TensorBoardLogger):  # indices, not a curve: one line of text, not scalars
             self.logger.experiment.add_text(
                 "dynamics/elites", str(self.ensemble.elites.tolist()), self.global_step
             )
@@ -250,7 +247,7 @@ class DynamicsModule(LightningModule):
     def _log_holdout(self, mse: Tensor) -> None:
         metrics = {f"dynamics/holdout_mse/member_{i}": float(v) for i, v in enumerate(mse)}
         metrics["dynamics/holdout_mse/mean"] = float(mse.mean())
-        self._to_logger(metrics)
+        self.log_dict(metrics, sync_dist=True)  # every rank scores the whole holdout: the same numbers
 
     def _log_stopping(self, mse: Tensor, improved: Tensor) -> None:
         es, ens = self.early_stopping, self.ensemble
@@ -262,16 +259,7 @@ class DynamicsModule(LightningModule):
             "dynamics/max_logvar": float(ens.max_logvar.mean()),
             "dynamics/min_logvar": float(ens.min_logvar.mean()),
         }
-        metrics.update({f"dynamics/elites/rank_{k}": float(i) for k, i in enumerate(ens.elites)})
-        self._to_logger(metrics)
-        # the headline also in ``trainer.callback_metrics``, where a callback may monitor it
-        self.log("dynamics/holdout_mse/elites", metrics["dynamics/holdout_mse/elites"], logger=False)
-
-    def _to_logger(self, metrics: dict[str, float]) -> None:
-        """Scalars straight to the logger at ``global_step``: each ``self.log`` walks every value logged before it
-        (the ~30 of a stage-1 epoch cost ~0.13 s that way, 1.2% of a 120k-row epoch; ``docs/performance.md``)."""
-        if self._trainer is not None and self.logger is not None:
-            self.logger.log_metrics(metrics, step=self.global_step)
+        self.log_dict(metrics, sync_dist=True)  # also in ``trainer.callback_metrics`` (a callback may monitor them)
 
     # ------------------------------------------------------------------ optimiser
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -2,10 +2,10 @@
 
 Sources: MOPO (Yu et al. 2020, arXiv 2005.13239), section 4 and algorithm 2, and the authors' code
 (reference sections 2 and 3): every member is queried, one of the elites is drawn uniformly per row,
-its Gaussian sample gives both the reward and the next state, and the reward is penalised by
-lambda * u(s, a) with u = max_i ||sigma_i(s, a)||_2 over all members (the reward column included).
+its Gaussian sample gives the next state (and the reward: ``MOPOSettings.reward_mode``), and the reward is
+penalised by lambda * u(s, a) with u = max_i ||sigma_i(s, a)||_2 over all members (the reward column included).
 ``penalty_kind`` picks another u from ``model_env/penalties.py`` (the authors' disagreement and the heuristics
-Lu et al. 2022 compare); the paper uses the mean reward, offered as ``reward_mode="mean"``.
+Lu et al. 2022 compare). The MDP's settings are one ``model_env.mdp.ModelMDP``.
 
 The pure function ``model_step`` does the work, so rollout code can step any subset of rows
 without the env; ``PenalizedModelEnv._step`` calls it (on the ``_step``-masked rows only).
@@ -13,7 +13,7 @@ without the env; ``PenalizedModelEnv._step`` calls it (on the ``_step``-masked r
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Protocol
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -21,12 +21,11 @@ from torch import Tensor
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from mopo_lightning.envs.termination import TerminationFn
-from mopo_lightning.model_env.penalties import PenaltyKind, elite_sample, uncertainty_penalty
+from mopo_lightning.model_env.mdp import ModelMDP
+from mopo_lightning.model_env.penalties import elite_sample, uncertainty_penalty
+from mopo_lightning.model_env.settings import RewardMode
 
-__all__ = ["EnsemblePredictor", "PenalizedModelEnv", "PenaltyKind", "RewardMode", "model_step", "produced_transition",
-           "uncertainty_penalty"]
-RewardMode = Literal["sample", "mean"]
+__all__ = ["EnsemblePredictor", "PenalizedModelEnv", "model_step", "produced_transition"]
 
 
 class EnsemblePredictor(Protocol):
@@ -43,8 +42,8 @@ def produced_transition(mean: Tensor, std: Tensor, elites: Tensor, generator: to
                         reward_mode: RewardMode = "sample") -> Tensor:
     """The transition a model step produces from the members' (mean, std) [E, B, 1 + O]: [B, 1 + O].
 
-    An elite drawn uniformly per row; its Gaussian sample gives the next state and, in ``sample`` mode, the
-    reward (``mean`` mode: the elite's mean reward).
+    An elite drawn uniformly per row; its Gaussian sample gives the next state, and the reward as ``reward_mode``
+    says (``MOPOSettings.reward_mode``).
     """
     mu, sample = elite_sample(mean, std, elites, generator)
     reward = {"sample": sample, "mean": mu}[reward_mode][:, :1]  # KeyError for other modes
@@ -52,34 +51,25 @@ def produced_transition(mean: Tensor, std: Tensor, elites: Tensor, generator: to
 
 
 @torch.no_grad()
-def model_step(
-    ensemble: EnsemblePredictor,
-    obs: Tensor,
-    action: Tensor,
-    *,
-    termination_fn: TerminationFn,
-    penalty_coef: float,
-    generator: torch.Generator | None = None,
-    penalty_kind: PenaltyKind = "aleatoric",
-    reward_mode: RewardMode = "sample",
-) -> TensorDict:
-    """One penalised model step for a batch of rows: obs [B, O], action [B, A] -> "next" TensorDict [B].
+def model_step(ensemble: EnsemblePredictor, obs: Tensor, action: Tensor, mdp: ModelMDP,
+               generator: torch.Generator | None = None) -> TensorDict:
+    """One step of ``mdp`` for a batch of rows: obs [B, O], action [B, A] -> "next" TensorDict [B].
 
-    Keys: ``observation`` [B, O], ``reward`` (penalised) [B, 1], ``raw_reward`` [B, 1], ``penalty``
-    [B, 1] (u, before the coefficient), ``terminated``, ``truncated`` (always False), ``done`` [B, 1].
-    Only the chosen elite's Gaussian is sampled: the same distribution as sampling every member and
-    keeping the chosen one (the authors' code), with 1/E of the random numbers. ``penalty_kind``: a name of
-    ``model_env.penalties.PENALTIES``.
+    Keys: ``observation`` [B, O], ``reward`` (r - ``mdp.penalty_coef_raw`` * u) [B, 1], ``raw_reward`` [B, 1],
+    ``penalty`` [B, 1] (u of ``mdp.penalty_kind``, before the coefficient), ``terminated`` (``mdp.termination_fn``),
+    ``truncated`` (always False), ``done`` [B, 1]. Only the chosen elite's Gaussian is sampled: the same
+    distribution as sampling every member and keeping the chosen one (the authors' code), with 1/E of the
+    random numbers.
     """
     mean, std = ensemble.predict(obs, action)  # [E, B, 1 + O] each
     batch = obs.shape[0]
-    point = produced_transition(mean, std, ensemble.elites, generator, reward_mode)  # [B, 1 + O]
+    point = produced_transition(mean, std, ensemble.elites, generator, mdp.reward_mode)  # [B, 1 + O]
     raw_reward, next_obs = point[:, :1], point[:, 1:]  # [B, 1], [B, O]
-    u = uncertainty_penalty(mean, std, penalty_kind, point, ensemble.elites).unsqueeze(-1)  # [B, 1]
-    terminated = termination_fn(obs, action, next_obs).reshape(batch, 1)
+    u = uncertainty_penalty(mean, std, mdp.penalty_kind, point, ensemble.elites).unsqueeze(-1)  # [B, 1]
+    terminated = mdp.termination_fn(obs, action, next_obs).reshape(batch, 1)
     return TensorDict(
         observation=next_obs,
-        reward=raw_reward - penalty_coef * u,
+        reward=raw_reward - mdp.penalty_coef_raw * u,
         raw_reward=raw_reward,
         penalty=u,
         terminated=terminated,
@@ -90,13 +80,13 @@ def model_step(
 
 
 class PenalizedModelEnv(EnvBase):
-    """MOPO's penalised model MDP over ``batch_size`` independent rows.
+    """MOPO's penalised model MDP (``mdp``) over ``batch_size`` independent rows.
 
     Observations: ``observation`` [N, O] (the model's next state), plus ``raw_reward`` and ``penalty``
     [N, 1] for logging (zeros after reset).
     Action: [N, A] in [-1, 1].
-    Reward: [N, 1], r - penalty_coef * u(s, a) with r the chosen elite's sampled (or mean) reward.
-    Done: ``terminated`` from the task's termination function on (s, a, s'); ``done = terminated``;
+    Reward: [N, 1], r - ``mdp.penalty_coef_raw`` * u(s, a) (``model_step``).
+    Done: ``terminated`` from ``mdp.termination_fn`` on (s, a, s'); ``done = terminated``;
     ``truncated`` is always False (horizons are the caller's business).
 
     Reset needs start states, since a model has no initial-state distribution of its own: pass them as
@@ -108,26 +98,20 @@ class PenalizedModelEnv(EnvBase):
     def __init__(
         self,
         ensemble: EnsemblePredictor,
-        termination_fn: TerminationFn,
-        penalty_coef: float,
+        mdp: ModelMDP,
         batch_size: int,
         obs_dim: int,
         act_dim: int,
-        penalty_kind: PenaltyKind = "aleatoric",
-        reward_mode: RewardMode = "sample",
         device: torch.device | str | None = None,
         seed: int | None = None,
     ) -> None:
         """
         Args:
             ensemble: the trained dynamics ensemble (``predict`` and ``elites``).
-            termination_fn: the task's ``(obs, action, next_obs) -> terminated [B]``.
-            penalty_coef: lambda, the weight of the uncertainty penalty.
+            mdp: the penalised MDP: penalty, lambda, reward mode, termination (``model_env.mdp.ModelMDP``).
             batch_size: number of rows N stepped together.
             obs_dim: observation size O.
             act_dim: action size A.
-            penalty_kind: u, a name of ``model_env.penalties.PENALTIES`` ("aleatoric": MOPO's max std norm).
-            reward_mode: "sample" (authors' code) or "mean" (the paper) for the elite's reward.
             device: device of the env and its generator (default: the ensemble's).
             seed: seed of the env's generator (default: drawn from torch's global RNG).
         """
@@ -135,8 +119,7 @@ class PenalizedModelEnv(EnvBase):
             params = getattr(ensemble, "parameters", None)
             device = next(iter(params()), torch.empty(0)).device if callable(params) else "cpu"
         super().__init__(device=device, batch_size=torch.Size([batch_size]))
-        self.ensemble, self.termination_fn = ensemble, termination_fn
-        self.penalty_coef, self.penalty_kind, self.reward_mode = float(penalty_coef), penalty_kind, reward_mode
+        self.ensemble, self.mdp = ensemble, mdp
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.generator = torch.Generator(device=self.device)
         self._set_seed(seed)
@@ -183,19 +166,12 @@ class PenalizedModelEnv(EnvBase):
     def _step(self, tensordict: TensorDictBase) -> TensorDict:
         obs, action = tensordict["observation"], tensordict["action"]  # [N, O], [N, A]
         partial = tensordict.get("_step", None)
-        kw = {
-            "termination_fn": self.termination_fn,
-            "penalty_coef": self.penalty_coef,
-            "generator": self.generator,
-            "penalty_kind": self.penalty_kind,
-            "reward_mode": self.reward_mode,
-        }
         if partial is None or bool(partial.all()):
-            return model_step(self.ensemble, obs, action, **kw)
+            return model_step(self.ensemble, obs, action, self.mdp, self.generator)
         # partial step (rollouts with break_when_all_done): only live rows hit the ensemble;
         # skipped rows keep their observation and done flags with zero reward, as EnvBase's skip does.
         rows = partial.reshape(-1).nonzero().squeeze(-1)
-        stepped = model_step(self.ensemble, obs[rows], action[rows], **kw)
+        stepped = model_step(self.ensemble, obs[rows], action[rows], self.mdp, self.generator)
         n = obs.shape[0]
         zeros = obs.new_zeros(n, 1)
         out = TensorDict(

@@ -1,8 +1,9 @@
 """MBPO-style branched model rollouts and the FIFO model buffer they fill (MOPO reference, section 1 step 4).
 
-``ModelRollouts`` is the one owner of the rollout: the penalised env's settings (penalty, reward mode, h),
-this rank's share of the start states, the schedule (every ``rollout_freq`` SAC updates), the model buffer
-(FIFO, ``model_retain_epochs`` epochs of rollouts) and the statistics of each rollout. It knows nothing of
+``ModelRollouts`` is the one owner of the rollout: the run's model MDP (``model_env.mdp.ModelMDP``: penalty,
+lambda, reward mode, termination, h), this rank's share of the start states, the schedule (``RolloutSchedule``:
+every ``rollout_freq`` SAC updates), the model buffer (FIFO, ``model_retain_epochs`` epochs of rollouts) and the
+statistics of each rollout. It knows nothing of
 Lightning: the policy and the update count are handed to it by the caller.
 
 Every start row is stepped until it terminates or ``rollout_length`` steps pass; a row's terminal transition is
@@ -32,10 +33,11 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import Tensor
 
-from mopo_lightning.envs.termination import TerminationFn
 from mopo_lightning.guards import assert_finite
 from mopo_lightning.model_env.buffer import ModelBuffer
-from mopo_lightning.model_env.env import EnsemblePredictor, PenalizedModelEnv, PenaltyKind, RewardMode
+from mopo_lightning.model_env.env import EnsemblePredictor, PenalizedModelEnv
+from mopo_lightning.model_env.mdp import ModelMDP
+from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.transitions import NEXT_OBSERVATION, REWARD, TERMINATED, transitions
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,31 @@ def branched_rollout(
     return torch.cat(kept), {k: torch.cat(v) for k, v in diagnostics.items()}
 
 
+@dataclass(frozen=True)
+class RolloutSchedule:
+    """How many start states a rollout branches from, how often, and how many epochs of rollouts the buffer keeps:
+    ``MOPOSettings``' fields of the same names, and the SAC updates an epoch holds."""
+
+    rollout_batch_size: int
+    rollout_freq: int
+    model_retain_epochs: int
+    updates_per_epoch: int | None = None
+    """SAC updates per epoch (``data.updates_per_epoch``); None means ``rollout_freq``, one rollout per epoch."""
+
+    @classmethod
+    def from_settings(cls, mopo: MOPOSettings, updates_per_epoch: int | None) -> RolloutSchedule:
+        return cls(mopo.rollout_batch_size, mopo.rollout_freq, mopo.model_retain_epochs, updates_per_epoch)
+
+    @property
+    def rollouts_per_epoch(self) -> int:
+        """The rollouts one epoch can hold: ``ceil(updates_per_epoch / rollout_freq)`` (module docstring)."""
+        return math.ceil((self.updates_per_epoch or self.rollout_freq) / self.rollout_freq)
+
+    def share(self, rank: int, world_size: int) -> int:
+        """``rank``'s start states per rollout: the ranks' shares of ``rollout_batch_size`` add up exactly."""
+        return self.rollout_batch_size // world_size + int(rank < self.rollout_batch_size % world_size)
+
+
 @dataclass
 class RolloutStats:
     """What one rollout reports: scalars for ``rollout/*`` and per-transition tensors for histograms."""
@@ -90,57 +117,31 @@ class RolloutStats:
 class ModelRollouts:
     """Branched rollouts of the current policy into a FIFO model buffer; see the module docstring.
 
-    Under DDP each rank rolls out its own share of ``rollout_batch_size`` (the shares add up exactly) and
-    keeps its own buffer of ``model_retain_epochs * rollouts_per_epoch * h * share`` rows, where
-    ``rollouts_per_epoch = ceil(updates_per_epoch / rollout_freq)`` (module docstring). All randomness
+    Under DDP each rank rolls out its own share of ``rollout_batch_size`` (``RolloutSchedule.share``) and
+    keeps its own buffer of ``model_retain_epochs * rollouts_per_epoch * h * share`` rows
+    (``RolloutSchedule.rollouts_per_epoch``, module docstring). All randomness
     (start states, the env's seed, buffer sampling) comes from ``generator``, which the caller owns and checkpoints.
     """
 
-    def __init__(
-        self,
-        start_states: Tensor,
-        termination_fn: TerminationFn,
-        act_dim: int,
-        *,
-        rollout_length: int,
-        rollout_batch_size: int,
-        rollout_freq: int,
-        model_retain_epochs: int,
-        penalty_coef: float,
-        penalty_kind: PenaltyKind,
-        reward_mode: RewardMode,
-        sample_size: int,
-        generator: torch.Generator,
-        rank: int = 0,
-        world_size: int = 1,
-        updates_per_epoch: int | None = None,
-    ) -> None:
+    def __init__(self, start_states: Tensor, act_dim: int, mdp: ModelMDP, schedule: RolloutSchedule, *,
+                 sample_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1) -> None:
         """
         Args:
             start_states: [M, O] real observations that rollouts branch from (uniformly drawn).
-            termination_fn: the task's ``(obs, action, next_obs) -> terminated``.
             act_dim: action size of the policy.
-            rollout_length: h, steps per rollout.
-            rollout_batch_size: start states per rollout over all ranks (MOPO: 50,000).
-            rollout_freq: SAC updates between rollouts (MOPO: 1000).
-            model_retain_epochs: epochs of rollouts the FIFO buffer keeps (MOPO: 5).
-            penalty_coef: lambda of r - lambda * u.
-            penalty_kind: u, a name of ``model_env.penalties.PENALTIES`` (``aleatoric``: MOPO).
-            reward_mode: ``sample`` (authors' code) or ``mean`` (paper).
+            mdp: the penalised model MDP the rollouts step (h: ``mdp.rollout_length``).
+            schedule: start states per rollout, SAC updates between rollouts, epochs the buffer keeps.
             sample_size: model rows per ``sample()``.
             generator: the caller's generator (checkpointed by the caller).
             rank: this process's rank; world_size: the number of ranks.
-            updates_per_epoch: SAC updates per epoch (MOPO: 1000); ``None`` means ``rollout_freq``, i.e.
-                one rollout per epoch.
         """
-        self.start_states, self.termination_fn, self.act_dim = start_states, termination_fn, act_dim
-        self.rollout_length, self.rollout_freq = rollout_length, rollout_freq
-        self.penalty_coef, self.penalty_kind, self.reward_mode = penalty_coef, penalty_kind, reward_mode
+        self.start_states, self.act_dim, self.mdp, self.schedule = start_states, act_dim, mdp, schedule
         self.generator = generator
-        self.share = rollout_batch_size // world_size + int(rank < rollout_batch_size % world_size)
-        self.rollouts_per_epoch = math.ceil((updates_per_epoch or rollout_freq) / rollout_freq)
+        self.share = schedule.share(rank, world_size)
+        self.rollouts_per_epoch = schedule.rollouts_per_epoch
         self.sample_size = sample_size
-        self.buffer = ModelBuffer(model_retain_epochs * self.rollouts_per_epoch * rollout_length * self.share)
+        self.buffer = ModelBuffer(schedule.model_retain_epochs * self.rollouts_per_epoch * mdp.rollout_length
+                                  * self.share)
         self.ensemble: EnsemblePredictor | None = None
 
     def __len__(self) -> int:
@@ -157,7 +158,7 @@ class ModelRollouts:
 
     def due(self, updates: int) -> bool:
         """A rollout is due before update ``updates``: on the schedule, or whenever the buffer is empty."""
-        return updates % self.rollout_freq == 0 or len(self.buffer) == 0
+        return updates % self.schedule.rollout_freq == 0 or len(self.buffer) == 0
 
     @torch.no_grad()
     def rollout(self, policy: Policy, updates: int = 0, device: torch.device | str = "cpu") -> RolloutStats:
@@ -169,20 +170,11 @@ class ModelRollouts:
             raise RuntimeError("no dynamics attached: call attach(ensemble) before rolling out")
         n = self.share
         start_idx = torch.randint(self.start_states.shape[0], (n,), generator=self.generator)
-        env = PenalizedModelEnv(
-            self.ensemble.to(device),
-            self.termination_fn,
-            penalty_coef=self.penalty_coef,
-            batch_size=n,
-            obs_dim=self.start_states.shape[-1],
-            act_dim=self.act_dim,
-            penalty_kind=self.penalty_kind,
-            reward_mode=self.reward_mode,
-            device=device,
-            seed=int(torch.randint(2**31 - 1, (1,), generator=self.generator)),
-        )
+        env = PenalizedModelEnv(self.ensemble.to(device), self.mdp, batch_size=n, obs_dim=self.start_states.shape[-1],
+                                act_dim=self.act_dim, device=device,
+                                seed=int(torch.randint(2**31 - 1, (1,), generator=self.generator)))
         data, diagnostics = branched_rollout(env, policy, self.start_states[start_idx].to(device),
-                                             self.rollout_length)
+                                             self.mdp.rollout_length)
         data = data.cpu()
         assert_finite(
             {"model prediction (next observation)": data[NEXT_OBSERVATION],

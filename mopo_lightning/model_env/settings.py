@@ -2,17 +2,21 @@
 
 Sources: MOPO reference sections 2 (the penalised MDP, r - lambda * u) and 4 (h and lambda per dataset; 50,000
 start states every 1000 updates; 5 epochs of rollouts kept; 5% real rows per SAC batch). One name per
-concept across config, code, logs and ``results.json``: h is ``rollout_length``, lambda is ``penalty_coef``.
+concept across config, code, logs and ``results.json``: h is ``rollout_length``, lambda is ``penalty_coef`` (in the
+units ``penalty_units`` names; the policy stage's model MDP holds it in the raw penalty's units as
+``model_env.mdp.ModelMDP.penalty_coef_raw``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import get_args
+from typing import Literal, get_args
 
 from mopo_lightning.guards import ConfigError, did_you_mean
-from mopo_lightning.model_env.env import RewardMode
 from mopo_lightning.model_env.penalties import PenaltyKind, PenaltyUnits
+
+RewardMode = Literal["sample", "mean"]
+"""The model's reward: ``MOPOSettings.reward_mode``."""
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,8 @@ class MOPOSettings:
         rollout_freq: SAC updates between rollouts (MOPO: 1000).
         model_retain_epochs: epochs of rollouts the FIFO model buffer keeps (MOPO: 5).
         real_ratio: fraction of each SAC batch drawn from the real data (MOPO: 0.05; ``int`` of it, as the authors).
-        reward_mode: ``sample`` the chosen elite's reward (authors' code) or its ``mean`` (paper).
+        reward_mode: the model's reward, of the elite drawn per row (whose Gaussian sample is the next state either
+            way): ``sample``, that sample's reward (the authors' code), or ``mean``, the elite's mean reward (the paper).
     """
 
     rollout_length: int = 5

@@ -24,7 +24,7 @@ from tensordict.nn import TensorDictModule
 from torch import Tensor, nn
 
 from mopo_lightning.guards import assert_finite
-from mopo_lightning.lightning_shortcuts import ManualSteps
+from mopo_lightning.lightning_shortcuts import backward_and_step, trainer_of
 from mopo_lightning.policy.losses import actor_loss, alpha_loss, qvalue_loss, soft_bellman_target
 from mopo_lightning.policy.networks import EnsembleQ, TanhGaussianActor
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD, TERMINATED
@@ -32,11 +32,7 @@ from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, RE
 LOG_KEYS = ("loss_qvalue", "loss_actor", "loss_alpha", "alpha", "entropy", "q_mean", "q_max")
 """Names of ``update``'s diagnostics, logged as ``sac/<name>``; the loss terms keep TorchRL's names."""
 LOG_NAMES = tuple(f"sac/{name}" for name in LOG_KEYS)
-"""Their logged names. They go to the logger directly: ``self.log_dict`` took ~5 ms per call (0.1 s per epoch)."""
-
-
-_STANDALONE_STEPS = ManualSteps()
-"""Without a Trainer: plain ``loss.backward()`` and ``optimizer.step()`` on the module's own optimizers."""
+"""Their logged names."""
 
 
 class _SamplingPolicy(nn.Module):
@@ -92,7 +88,8 @@ class SACModule(L.LightningModule):
             init_log_alpha: initial log temperature (0: alpha starts at 1).
             log_std_min: lower clip of the actor's log-std.
             log_std_max: upper clip of the actor's log-std.
-            log_every_n: log ``sac/*`` diagnostics every this many updates (keeps host syncs rare).
+            log_every_n: log ``sac/*`` diagnostics every this many updates (keeps host syncs rare; 0: never);
+                Lightning writes those that fall on its ``trainer.log_every_n_steps`` (the CLI links the two).
             check_finite_every: read the device-side NaN/inf record every this many updates and stop the
                 run naming the first bad update; each read is one host sync. None: every update on
                 CPU (free there), every 1000 on an accelerator. Also read at epoch ends and checkpoints.
@@ -116,7 +113,6 @@ class SACModule(L.LightningModule):
         self._cudagraphs = False
         self._n_updates: int | None = None  # host mirror of sac_updates, refreshed after loading
         self._checked_through = 0  # host: updates already covered by a finite check
-        self._manual_steps = ManualSteps()  # resolved at fit start: see ``lightning_shortcuts``
         self.register_load_state_dict_post_hook(lambda module, _: module._forget_host_state())
 
     def forward(self, obs: Tensor) -> Tensor:
@@ -159,10 +155,10 @@ class SACModule(L.LightningModule):
         actor_opt, critic_opt, alpha_opt = self._optimizers()
         loss_qvalue, loss_actor, loss_alpha = self._terms()
         q_terms = loss_qvalue(batch)
-        self._step(q_terms["loss_qvalue"], critic_opt)
+        backward_and_step(self, q_terms["loss_qvalue"], critic_opt)
         pi_terms = loss_actor(batch)
         alpha_terms = loss_alpha(pi_terms["log_prob"])
-        self._step(pi_terms["loss_actor"] + alpha_terms["loss_alpha"], actor_opt, alpha_opt)
+        backward_and_step(self, pi_terms["loss_actor"] + alpha_terms["loss_alpha"], actor_opt, alpha_opt)
         self.soft_update_targets()
         return self._count_and_guard(q_terms, pi_terms, alpha_terms)
 
@@ -182,9 +178,8 @@ class SACModule(L.LightningModule):
         out = TensorDict(dict(zip(LOG_KEYS, values.unbind())), batch_size=[])
         if self._n_updates % self._check_every() == 0:
             self.check_finite()
-        if self._trainer is not None and self._n_updates % self.log_every_n == 0:
-            if self.logger is not None:  # straight to the logger, at the step Lightning's on_step log would use
-                self.logger.log_metrics(dict(zip(LOG_NAMES, values.tolist())), step=self._n_updates - 1)
+        if self.log_every_n and self._n_updates % self.log_every_n == 0 and trainer_of(self) is not None:
+            self.log_dict(dict(zip(LOG_NAMES, values.tolist())), on_step=True, on_epoch=False)
             self.log("updates", float(self._n_updates), prog_bar=True, logger=False)  # SAC updates so far
         return out
 
@@ -227,9 +222,6 @@ class SACModule(L.LightningModule):
             _SamplingPolicy(self.actor, deterministic), in_keys=["observation"], out_keys=["action"]
         )
 
-    def on_train_start(self) -> None:
-        self._manual_steps = ManualSteps.resolve(self.trainer, self)
-
     def on_train_epoch_end(self) -> None:
         """Check for non-finite values (before ``ModelCheckpoint``, which runs after this hook); under
         DDP, check that every rank holds the same weights (gradients are all-reduced)."""
@@ -268,7 +260,7 @@ class SACModule(L.LightningModule):
 
     def _optimizers(self) -> list:
         """The Trainer's optimizers when attached; otherwise the standalone ones."""
-        return self.optimizers() if self._trainer is not None else self.standalone_optimizers()
+        return self.optimizers() if trainer_of(self) is not None else self.standalone_optimizers()
 
     def _terms(self) -> tuple[Callable, Callable, Callable]:
         """The three loss terms, eager or compiled (made on the first update)."""
@@ -289,9 +281,6 @@ class SACModule(L.LightningModule):
     def _check_every(self) -> int:
         every = self.hparams.get("check_finite_every")
         return every if every else (1 if self.device.type == "cpu" else 1000)
-
-    def _step(self, loss: Tensor, *opts: torch.optim.Optimizer) -> None:
-        (self._manual_steps if self._trainer is not None else _STANDALONE_STEPS).run(self, loss, *opts)
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

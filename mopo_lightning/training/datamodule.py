@@ -1,8 +1,8 @@
 """OfflineDataModule: the run's real transitions, loaded and validated once, and stage 1's split of them.
 
 It loads, validates and hands out; it collects nothing (``collection/missing.py`` makes a missing
-quickstart file first) and it mixes nothing itself: after stage 1 the recipe asks it for the policy
-stage's ``MixedDataModule`` (``policy_stage``), handing in the model, the MOPO settings and the learner.
+quickstart file first) and it mixes nothing: after stage 1 the recipe builds the policy stage's
+``training.mixed_data.MixedDataModule`` from these rows, the model MDP and the learner.
 """
 
 from __future__ import annotations
@@ -17,11 +17,7 @@ from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.dynamics.batches import DynamicsData, dynamics_dataloaders
 from mopo_lightning.files import file_state
 from mopo_lightning.guards import ConfigError
-from mopo_lightning.model_env.env import EnsemblePredictor
-from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.tasks import Task
-from mopo_lightning.training.mixed_batches import Learner, RolloutLog
-from mopo_lightning.training.mixed_data import MixedDataModule
 
 
 class OfflineDataModule(L.LightningDataModule):
@@ -112,12 +108,3 @@ class OfflineDataModule(L.LightningDataModule):
         hp = self.hparams
         return dynamics_dataloaders(self.rows(), num_members=num_members, batch_size=hp.dynamics_batch_size,
                                     holdout_ratio=hp.holdout_ratio, max_holdout=hp.max_holdout, seed=hp.seed)
-
-    def policy_stage(self, ensemble: EnsemblePredictor, mopo: MOPOSettings, penalty_coef: float, learner: Learner,
-                     log: RolloutLog | None = None, rollout_threads: int | None = None) -> MixedDataModule:
-        """The policy stage's data: these rows mixed with rollouts of ``learner``'s policy through ``ensemble``
-        (``penalty_coef``: lambda in the raw penalty's units)."""
-        hp = self.hparams
-        return MixedDataModule(self.rows(), self.task_spec, ensemble, mopo, penalty_coef, learner,
-                               batch_size=hp.batch_size, updates_per_epoch=hp.updates_per_epoch, seed=hp.seed,
-                               log=log, rollout_threads=rollout_threads)

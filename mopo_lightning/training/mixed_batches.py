@@ -8,12 +8,12 @@ Trainer, so the data side never drives the learner.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any, Protocol
 
 import torch
 from tensordict import TensorDict
 
+from mopo_lightning.machine import torch_threads
 from mopo_lightning.model_env.rollouts import ModelRollouts, Policy, RolloutStats
 from mopo_lightning.transitions import TRANSITION_KEYS, transitions
 
@@ -47,20 +47,6 @@ def tensorboard_rollout_log(logger: Any) -> RolloutLog:
                 experiment.add_histogram(f"rollout/{name}", values, step)
 
     return log
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch CPU threads (None: as set), then restore the previous count."""
-    previous = torch.get_num_threads()
-    if n is None or n == previous:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class MixedBatches:

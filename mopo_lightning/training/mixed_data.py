@@ -2,12 +2,12 @@
 
 MOPO (Yu et al. 2020) follows MBPO (Janner et al. 2019) here: every ``mopo.rollout_freq`` SAC updates the
 current stochastic actor is branched from ``mopo.rollout_batch_size`` real start states for h steps through
-the uncertainty-penalised model (``model_env.rollouts.ModelRollouts``, which owns the rollouts and the model
-buffer). Each SAC batch takes ``int(batch_size * real_ratio)`` real rows (12 of 256, as the authors' ``int``)
+the uncertainty-penalised model MDP (``model_env.mdp.ModelMDP``; ``model_env.rollouts.ModelRollouts`` owns the
+rollouts and the model buffer). Each SAC batch takes ``int(batch_size * real_ratio)`` real rows (12 of 256, as the authors' ``int``)
 and the rest from the model buffer.
 
-Every collaborator is handed to the constructor (by ``OfflineDataModule.policy_stage``, called by the recipe
-once stage 1 is done), so nothing is attached later. The rollouts are built in ``setup``, once the rank is
+Every collaborator is handed to the constructor (by the recipe, once stage 1 is done), so nothing is attached
+later. The rollouts are built in ``setup``, once the rank is
 known: under DDP each rank samples and rolls out its own share with its own seed.
 """
 
@@ -18,7 +18,8 @@ import torch
 from tensordict import TensorDict
 
 from mopo_lightning.model_env.env import EnsemblePredictor
-from mopo_lightning.model_env.rollouts import ModelRollouts
+from mopo_lightning.model_env.mdp import ModelMDP
+from mopo_lightning.model_env.rollouts import ModelRollouts, RolloutSchedule
 from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.tasks import Task
 from mopo_lightning.training.mixed_batches import Learner, MixedBatches, MixedSampler, RolloutLog
@@ -30,25 +31,25 @@ RANK_SEED_STRIDE = 7919  # rank r samples with seed + 7919 r: distinct streams, 
 class MixedDataModule(L.LightningDataModule):
     """SAC batches of real and model rows, with rollouts of the learner's policy on MOPO's schedule."""
 
-    def __init__(self, real: TensorDict, task: Task, ensemble: EnsemblePredictor, mopo: MOPOSettings,
-                 penalty_coef: float, learner: Learner, *, batch_size: int, updates_per_epoch: int, seed: int,
+    def __init__(self, real: TensorDict, task: Task, ensemble: EnsemblePredictor, mdp: ModelMDP, mopo: MOPOSettings,
+                 learner: Learner, *, batch_size: int, updates_per_epoch: int, seed: int,
                  log: RolloutLog | None = None, rollout_threads: int | None = None) -> None:
         """
         Args:
             real: the real transitions (``OfflineDataModule.rows``).
-            task: the task whose termination function ends model rollouts.
+            task: the task (its action size).
             ensemble: stage 1's model (frozen here).
-            mopo: h, the penalty, the rollout schedule, the model buffer and the real ratio.
-            penalty_coef: lambda in the raw penalty's units (``model_env.penalties.penalty_coef_in_raw_units``).
+            mdp: the penalised model MDP the rollouts step (``ModelMDP.from_settings``).
+            mopo: the rollout schedule, the model buffer and the real ratio.
             learner: whose current policy is rolled out and whose update count drives the schedule.
             batch_size, updates_per_epoch, seed: the ``data`` group's settings.
             log: receives each rollout's statistics (e.g. ``tensorboard_rollout_log``).
             rollout_threads: torch CPU threads of the rollouts (None: the SAC update's).
         """
         super().__init__()
-        self.real, self.task, self.mopo, self.learner, self.log = real, task, mopo, learner, log
+        self.real, self.task, self.mdp, self.mopo, self.learner, self.log = real, task, mdp, mopo, learner, log
         self.ensemble = ensemble.eval().requires_grad_(False)
-        self.penalty_coef, self.rollout_threads = float(penalty_coef), rollout_threads
+        self.rollout_threads = rollout_threads
         self.batch_size, self.updates_per_epoch, self.seed = batch_size, updates_per_epoch, seed
         self.n_real = mopo.real_rows(batch_size)
         self.generator = torch.Generator()
@@ -67,15 +68,10 @@ class MixedDataModule(L.LightningDataModule):
             return
         self._rank = rank
         self.generator.manual_seed(self.seed + RANK_SEED_STRIDE * rank)
-        mopo = self.mopo
         self.rollouts = ModelRollouts(
-            self.real[OBSERVATION], self.task.termination_fn, self.task.act_dim,
-            rollout_length=mopo.rollout_length, rollout_batch_size=mopo.rollout_batch_size,
-            rollout_freq=mopo.rollout_freq, model_retain_epochs=mopo.model_retain_epochs,
-            penalty_coef=self.penalty_coef, penalty_kind=mopo.penalty_kind, reward_mode=mopo.reward_mode,
-            sample_size=self.batch_size - self.n_real, generator=self.generator, rank=rank, world_size=world,
-            updates_per_epoch=self.updates_per_epoch,
-        )
+            self.real[OBSERVATION], self.task.act_dim, self.mdp,
+            RolloutSchedule.from_settings(self.mopo, self.updates_per_epoch),
+            sample_size=self.batch_size - self.n_real, generator=self.generator, rank=rank, world_size=world)
         self.rollouts.attach(self.ensemble)
         self.sampler = MixedSampler(self.real, self.rollouts, self.n_real, self.generator)
 

@@ -41,9 +41,9 @@ from mopo_lightning.dynamics.fingerprint import (
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics, time_limit
 from mopo_lightning.files import atomic_path
 from mopo_lightning.guards import CheckpointError, ConfigError, require_same
+from mopo_lightning.machine import torch_threads
 from mopo_lightning.model_env.penalties import measure_scales, scales_current
 from mopo_lightning.training.datamodule import OfflineDataModule
-from mopo_lightning.training.mixed_batches import torch_threads
 from mopo_lightning.transitions import ACTION, OBSERVATION
 
 FINAL, PARTIAL, LOCK = "dynamics.ckpt", "partial.ckpt", "lock"

@@ -17,6 +17,7 @@ from test_resume import workdir  # noqa: F401  (shared fixture: a tiny trained d
 from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, EpochCheckpoint
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.guards import NonFiniteError
+from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.training.datamodule import OfflineDataModule
@@ -30,7 +31,8 @@ def _hopper_datamodule(learner=None) -> MixedDataModule:
     ensemble = GaussianEnsemble(data.obs_dim, data.act_dim, num_members=3, num_elites=2, hidden_dim=32)
     ensemble.fit_normalizer(torch.cat([data.real["observation"], data.real["action"]], -1))
     mopo = MOPOSettings(rollout_length=2, rollout_batch_size=300, rollout_freq=25)
-    dm = data.policy_stage(ensemble, mopo, mopo.penalty_coef, learner=learner)
+    dm = MixedDataModule(data.rows(), data.task_spec, ensemble, ModelMDP.from_settings(mopo, None, data.task_spec), mopo,
+                         learner, batch_size=data.hparams.batch_size, updates_per_epoch=25, seed=0)
     dm.setup()
     return dm
 

@@ -29,8 +29,10 @@ from mopo_lightning.data.d4rl import load_dataset
 from mopo_lightning.dynamics.batches import dynamics_dataloaders
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.dynamics.module import DynamicsModule
-from mopo_lightning.model_env.env import model_step, uncertainty_penalty
-from mopo_lightning.model_env.rollouts import ModelRollouts
+from mopo_lightning.model_env.env import model_step
+from mopo_lightning.model_env.mdp import ModelMDP
+from mopo_lightning.model_env.penalties import uncertainty_penalty
+from mopo_lightning.model_env.rollouts import ModelRollouts, RolloutSchedule
 from mopo_lightning.policy import networks
 from mopo_lightning.policy.sac import LOG_KEYS, SACModule
 from mopo_lightning.tasks import get_task
@@ -125,8 +127,7 @@ def test_model_step_and_50k_state_rollouts_on_cuda():
     gpu.elites.copy_(elites)
     gen = torch.Generator(device=CUDA).manual_seed(0)
     replay = torch.Generator(device=CUDA).set_state(gen.get_state())
-    step = model_step(gpu, obs.to(CUDA), action.to(CUDA), penalty_coef=1.0, generator=gen,
-                      termination_fn=get_task("halfcheetah").termination_fn)
+    step = model_step(gpu, obs.to(CUDA), action.to(CUDA), ModelMDP(get_task("halfcheetah").termination_fn, 1.0), gen)
     assert step["observation"].device.type == CUDA.type and step.shape == (n,)
     member = elites[torch.randint(5, (n,), generator=replay, device=CUDA).cpu()]
     eps = torch.randn((n, 1 + OBS), generator=replay, device=CUDA).cpu()
@@ -142,9 +143,8 @@ def test_model_step_and_50k_state_rollouts_on_cuda():
     for name, length in (("halfcheetah", 5), ("hopper", 5)):
         spec = get_task(name)
         rollouts = ModelRollouts(
-            torch.randn(20_000, spec.obs_dim), spec.termination_fn, spec.act_dim, rollout_length=length,
-            rollout_batch_size=n, rollout_freq=1000, model_retain_epochs=5, penalty_coef=1.0,
-            penalty_kind="aleatoric", reward_mode="sample", sample_size=244,
+            torch.randn(20_000, spec.obs_dim), spec.act_dim, ModelMDP(spec.termination_fn, 1.0, rollout_length=length),
+            RolloutSchedule(rollout_batch_size=n, rollout_freq=1000, model_retain_epochs=5), sample_size=244,
             generator=torch.Generator().manual_seed(0),
         )
         ens = _ensemble() if name == "halfcheetah" else GaussianEnsemble(spec.obs_dim, spec.act_dim)

@@ -17,6 +17,7 @@ from mopo_lightning.collection.missing import CollectIfMissing, collect_if_missi
 from mopo_lightning.data.d4rl import load_dataset
 from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.tasks import get_task
@@ -37,6 +38,14 @@ class _NoLearner:
     """Tests that roll out by hand need no learner; the schedule test hands a real SACModule."""
 
 
+def _mixed(data: OfflineDataModule, ensemble, mopo: MOPOSettings, learner) -> MixedDataModule:
+    """The policy stage's data as the recipe builds it (raw lambda: no penalty scales needed)."""
+    hp = data.hparams
+    return MixedDataModule(data.rows(), data.task_spec, ensemble, ModelMDP.from_settings(mopo, None, data.task_spec),
+                           mopo, learner, batch_size=hp.batch_size, updates_per_epoch=hp.updates_per_epoch,
+                           seed=hp.seed)
+
+
 def _datamodule(task: str, path, learner=None, max_rows=None, batch_size=256, updates_per_epoch=25,
                 **mopo) -> MixedDataModule:
     mopo = MOPOSettings(**{"real_ratio": 0.05, "rollout_length": 3, "rollout_batch_size": 100,
@@ -47,7 +56,7 @@ def _datamodule(task: str, path, learner=None, max_rows=None, batch_size=256, up
     ensemble = GaussianEnsemble(data.obs_dim, data.act_dim, num_members=3, num_elites=2, hidden_dim=32)
     inputs = torch.cat([data.real["observation"], data.real["action"]], -1)
     ensemble.fit_normalizer(inputs)
-    dm = data.policy_stage(ensemble, mopo, mopo.penalty_coef, learner=learner or _NoLearner())
+    dm = _mixed(data, ensemble, mopo, learner or _NoLearner())
     dm.setup()
     dm.offline = data
     return dm
@@ -169,7 +178,7 @@ def test_default_settings_keep_todays_capacity():
     """MOPO's schedule (rollout_freq 1000 = 1000 updates per epoch): 5 * h * 50,000 rows."""
     data = OfflineDataModule(task="halfcheetah", path=str(collected_dataset("halfcheetah", 1_000, seed=0)))
     ensemble = GaussianEnsemble(data.obs_dim, data.act_dim, num_members=3, num_elites=2, hidden_dim=32)
-    dm = data.policy_stage(ensemble, MOPOSettings(), 1.0, learner=_NoLearner())
+    dm = _mixed(data, ensemble, MOPOSettings(), _NoLearner())
     dm.setup()
     assert dm.rollouts.capacity == 5 * 5 * 50_000
 

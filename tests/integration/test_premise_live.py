@@ -16,12 +16,13 @@ from conftest import collected_dataset
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation, evaluate_policy
-from mopo_lightning.callbacks.premise import PremiseMonitor, penalty_settings
+from mopo_lightning.callbacks.premise import PremiseMonitor
 from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.data.d4rl import load_dataset
-from mopo_lightning.diagnostics.premise import DataReference, PenaltySettings, premise_metrics
+from mopo_lightning.diagnostics.premise import DataReference, premise_metrics
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.envs.wrappers import make_env
+from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.tasks import get_task
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD
@@ -29,8 +30,9 @@ from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, RE
 TASK = get_task("halfcheetah")
 EPISODES, STEPS = 4, 30
 ITERS = 800
-SETTINGS = PenaltySettings(penalty_coef=1.0, penalty_kind="aleatoric", reward_mode="mean")
 HORIZON = 5
+MDP = ModelMDP(TASK.termination_fn, penalty_coef_raw=1.0, penalty_kind="aleatoric", reward_mode="mean",
+               rollout_length=HORIZON)
 
 
 def bang_bang(obs: torch.Tensor) -> torch.Tensor:
@@ -99,8 +101,7 @@ def out_of_data():
 
 
 def measure(ensemble, result, policy, reference=None):
-    return premise_metrics(ensemble, result.transitions, termination_fn=TASK.termination_fn, settings=SETTINGS,
-                           policy=policy, rollout_length=HORIZON, reference=reference)
+    return premise_metrics(ensemble, result.transitions, mdp=MDP, policy=policy, reference=reference)
 
 
 def test_recorded_transitions_are_the_real_ones_episode_ends_included(in_data):
@@ -226,21 +227,25 @@ class TinyData(L.LightningDataModule):
 
 @pytest.mark.filterwarnings("ignore:`LightningModule.configure_optimizers` returned `None`")
 def test_the_monitor_in_a_real_fit_logs_at_the_eval_step_with_images_and_results_json(ensemble, data, tmp_path):
-    """Two epochs of 3 batches: premise/* scalars and the figure at the x of eval/*, results.json entries."""
-    evaluation = MuJoCoEvaluation(num_episodes=2, max_episode_steps=30, task="halfcheetah")
+    """Two epochs of 3 batches: premise/* scalars and the figure at the x of eval/*, results.json entries.
+
+    Collaborators go in through the constructors, so the Trainer's callback order does not matter: here the
+    results and the monitor come before the evaluation they depend on."""
     mopo = MOPOSettings(penalty_coef=1.0, penalty_kind="disagreement", reward_mode="sample", rollout_length=3)
-    collaborators = {"evaluation": evaluation, "ensemble": ensemble, "data_observations": data["observation"],
-                     "task": TASK, "settings": penalty_settings(mopo, None), "rollout_length": mopo.rollout_length}
+    collaborators = {"ensemble": ensemble, "data_observations": data["observation"],
+                     "mdp": ModelMDP.from_settings(mopo, None, TASK)}
     monitor = PremiseMonitor(max_data_states=2_000, **collaborators)
+    assert monitor.rollout_length == 3  # None: the run's h
     results = RunResults(tmp_path / "results.json", {"task": "halfcheetah"})
-    results.evaluation = evaluation
+    evaluation = MuJoCoEvaluation(num_episodes=2, max_episode_steps=30, task="halfcheetah", listeners=[monitor],
+                                  results=results)
     logger = TensorBoardLogger(tmp_path, name="tb", version="sac")
-    trainer = L.Trainer(max_epochs=2, limit_train_batches=3, logger=logger, callbacks=[evaluation, monitor, results],
+    trainer = L.Trainer(max_epochs=2, limit_train_batches=3, logger=logger, callbacks=[results, monitor, evaluation],
                         accelerator="cpu", devices=1, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=1)
     trainer.fit(TinyPolicy(), datamodule=TinyData())
-    assert evaluation.listeners == [monitor]
-    assert PremiseMonitor(**{**collaborators, "rollout_length": 2, "evaluation": MuJoCoEvaluation()}).rollout_length == 2
+    assert evaluation.listeners == (monitor,)
+    assert PremiseMonitor(**collaborators, rollout_length=2).rollout_length == 2
 
     saved = json.loads((tmp_path / "results.json").read_text())
     entry = saved["evaluations"][-1]

@@ -10,7 +10,9 @@ from tensordict import TensorDict
 from torchrl.envs.utils import check_env_specs
 
 from mopo_lightning.envs.termination import hopper as hopper_termination
-from mopo_lightning.model_env.env import PenalizedModelEnv, model_step, uncertainty_penalty
+from mopo_lightning.model_env.env import PenalizedModelEnv, model_step
+from mopo_lightning.model_env.mdp import ModelMDP
+from mopo_lightning.model_env.penalties import uncertainty_penalty
 
 O, A = 2, 1
 
@@ -41,16 +43,19 @@ def tagged(num_members: int = 7, elites=(1, 2, 4, 5, 6), std: float = 0.0) -> St
     return StandIn(base, torch.full_like(base, std), list(elites))
 
 
+def mdp(termination_fn=never, penalty_coef_raw=0.0, **kw) -> ModelMDP:
+    return ModelMDP(termination_fn, penalty_coef_raw, **kw)
+
+
 def step(ens, obs, **kw):
-    kw = {"termination_fn": never, "penalty_coef": 0.0, "generator": torch.Generator().manual_seed(0), **kw}
-    return model_step(ens, obs, torch.zeros(obs.shape[0], A), **kw)
+    return model_step(ens, obs, torch.zeros(obs.shape[0], A), mdp(**kw), torch.Generator().manual_seed(0))
 
 
 def test_aleatoric_penalty_is_max_std_norm_over_all_members_and_outputs():
     # std norms 3, 5, 6: the largest is the reward column's (6), so leaving reward out would give 5
     std = torch.tensor([[1.0, 2.0, 2.0], [0.0, 3.0, 4.0], [6.0, 0.0, 0.0]])
     ens = StandIn(torch.zeros(3, 3), std, elites=[0, 1])  # the max member is not an elite
-    out = step(ens, torch.zeros(4, O), penalty_coef=0.5, reward_mode="mean")
+    out = step(ens, torch.zeros(4, O), penalty_coef_raw=0.5, reward_mode="mean")
     assert torch.allclose(out["penalty"], torch.full((4, 1), 6.0))
     assert torch.allclose(out["reward"], out["raw_reward"] - 0.5 * 6.0)
     assert torch.allclose(out["raw_reward"], torch.zeros(4, 1))
@@ -60,7 +65,7 @@ def test_disagreement_penalty_uses_next_state_means_only():
     # next-state means (0,0), (2,0), (4,3) -> centre (2,1); distances sqrt(5), 1, sqrt(8); rewards differ wildly
     base = torch.tensor([[100.0, 0.0, 0.0], [-100.0, 2.0, 0.0], [0.0, 4.0, 3.0]])
     ens = StandIn(base, torch.full((3, 3), 0.1), elites=[0])
-    out = step(ens, torch.randn(5, O), penalty_kind="disagreement", penalty_coef=2.0, reward_mode="mean")
+    out = step(ens, torch.randn(5, O), penalty_kind="disagreement", penalty_coef_raw=2.0, reward_mode="mean")
     assert torch.allclose(out["penalty"], torch.full((5, 1), math.sqrt(8.0)))
     assert torch.allclose(out["reward"], 100.0 - 2.0 * math.sqrt(8.0) * torch.ones(5, 1))
     with pytest.raises(ValueError):
@@ -110,7 +115,7 @@ def test_hopper_termination_flags_rows_and_done_equals_terminated():
 
 def make_env(ens=None, n=6, **kw) -> PenalizedModelEnv:
     ens = ens if ens is not None else tagged(std=0.1)
-    return PenalizedModelEnv(ens, kw.pop("termination_fn", never), kw.pop("penalty_coef", 1.0), n, O, A, **kw)
+    return PenalizedModelEnv(ens, mdp(**{"penalty_coef_raw": 1.0, **kw}), n, O, A)
 
 
 def test_specs_pass_with_given_states():
@@ -163,7 +168,7 @@ def test_rollout_stops_terminated_rows_with_break_when_all_done():
     base = torch.zeros(1, 12)
     base[0, 1] = -0.3
     ens = StandIn(base, torch.zeros(1, 12), elites=[0])
-    env = PenalizedModelEnv(ens, hopper_termination, 0.0, 2, 11, 3)
+    env = PenalizedModelEnv(ens, mdp(hopper_termination), 2, 11, 3)
     starts = torch.zeros(2, 11)
     starts[:, 0] = torch.tensor([1.25, 3.0])
     ens.batch_sizes.clear()
@@ -182,7 +187,7 @@ def test_rollout_stops_terminated_rows_with_break_when_all_done():
 def test_same_seed_same_rollout_and_penalised_reward():
     def rollout(seed):
         starts = torch.linspace(-1, 1, 6 * O).reshape(6, O)
-        env = make_env(tagged(std=0.3), penalty_coef=0.7)
+        env = make_env(tagged(std=0.3), penalty_coef_raw=0.7)
         env.set_seed(seed)
         actions = torch.linspace(-1, 1, 6 * 3).reshape(3, 6, A)
         td = env.reset(TensorDict({"observation": starts}, batch_size=[6]))

@@ -16,6 +16,7 @@ from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics
 from mopo_lightning.envs.termination import never
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.model_env.env import model_step, produced_transition
+from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.penalties import (
     PENALTIES,
     PENALTY_KINDS,
@@ -180,8 +181,8 @@ class StandIn:
 def test_model_step_penalises_with_the_transition_it_produced_and_its_elites(kind):
     """``llv`` reads the point model_step made (its next state); ``loo_kl`` scores the elites a step draws from."""
     obs = torch.tensor([[0.1, 0.2], [0.3, 0.4]])
-    out = model_step(StandIn(), obs, torch.zeros(B, 1), termination_fn=never, penalty_coef=0.5,
-                     generator=torch.Generator().manual_seed(0), penalty_kind=kind)
+    out = model_step(StandIn(), obs, torch.zeros(B, 1), ModelMDP(never, 0.5, kind),
+                     torch.Generator().manual_seed(0))
     mean, std = StandIn().predict(obs, None)
     point = torch.cat([out["raw_reward"], out["observation"]], -1)
     expected = uncertainty_penalty(mean, std, kind, point, StandIn.elites)

@@ -11,7 +11,6 @@ from scipy.stats import spearmanr
 from mopo_lightning.callbacks.premise import lightning_epoch_step, png_to_array, premise_figure
 from mopo_lightning.diagnostics.premise import (
     DataReference,
-    PenaltySettings,
     branched_returns,
     distance_to_data,
     evenly_spaced,
@@ -21,7 +20,13 @@ from mopo_lightning.diagnostics.premise import (
     spearman,
 )
 from mopo_lightning.envs.termination import never
+from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.transitions import transitions
+
+
+def mdp(penalty_coef_raw: float = 1.0, penalty_kind: str = "aleatoric", reward_mode: str = "sample",
+        termination_fn=never, **kw) -> ModelMDP:
+    return ModelMDP(termination_fn, penalty_coef_raw, penalty_kind, reward_mode, **kw)
 
 
 class Fixed:
@@ -105,22 +110,22 @@ def test_real_windows_match_a_loop_over_rows():
 
 def test_branched_returns_follow_the_policy_for_h_steps_stop_at_termination_and_reuse_the_first_call():
     model = Fixed(shifts=(1.0, 1.0, 1.0), stds=(0.0, 0.0, 0.0))  # s' = s + 1 exactly, r = sum(a)
-    settings = PenaltySettings(0.5, "aleatoric", "mean")
+    settings = mdp(0.5, "aleatoric", "mean")
     start = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
     policy = lambda obs: obs[:, :1].expand(-1, 2).clone()  # a_t = s_t[0] on both joints
-    out = branched_returns(model, start, 4, policy, termination_fn=never, settings=settings)
+    out = branched_returns(model, start, 4, policy, mdp=settings)
     # row 0: s_0 = 0..3 -> r = 0 + 2 + 4 + 6 = 12; row 1: s_0 = 10..13 -> r = 2 (10 + 11 + 12 + 13) = 92
     assert out["raw"].tolist() == [12.0, 92.0] and out["steps"].tolist() == [4, 4] and model.calls == 4
     assert out["penalized/aleatoric"].tolist() == [12.0, 92.0]  # std 0: no penalty
     stop_at_12 = lambda obs, action, next_obs: next_obs[:, 0] >= 12
-    out = branched_returns(model, start, 4, policy, termination_fn=stop_at_12, settings=settings)
+    out = branched_returns(model, start, 4, policy, mdp=mdp(0.5, "aleatoric", "mean", stop_at_12))
     assert out["steps"].tolist() == [4, 2] and out["raw"].tolist() == [12.0, 42.0]  # the terminating step counts
     # the first action given (the recorded one), then the policy; its prediction reused: H - 1 ensemble calls
     first = torch.full((2, 2), 5.0)
-    out = branched_returns(model, start, 3, policy, termination_fn=never, settings=settings, first_action=first)
+    out = branched_returns(model, start, 3, policy, mdp=settings, first_action=first)
     assert out["raw"].tolist() == [10.0 + 2 + 4, 10.0 + 22 + 24]
     model.calls = 0
-    out = branched_returns(model, start, 3, policy, termination_fn=never, settings=settings, first_action=first,
+    out = branched_returns(model, start, 3, policy, mdp=settings, first_action=first,
                            first_prediction=model.predict(start, first))
     assert model.calls == 1 + 2 and out["raw"].tolist() == [10.0 + 2 + 4, 10.0 + 22 + 24]
 
@@ -132,7 +137,7 @@ def test_premise_metrics_by_hand_and_distance_to_data():
     td = transitions(obs, action, obs + 1, torch.tensor([1.0, 2.0, 3.0]), torch.zeros(3, dtype=torch.bool))
     td["episode"], td["step"] = torch.zeros(3, dtype=torch.long), torch.arange(3)
     reference = DataReference.from_observations(torch.tensor([[0.0, 0.0], [4.0, 2.0]]))
-    premise = premise_metrics(model, td, termination_fn=never, settings=PenaltySettings(2.0, "disagreement", "mean"),
+    premise = premise_metrics(model, td, mdp=mdp(2.0, "disagreement", "mean"),
                               policy=lambda o: torch.zeros(o.shape[0], 2), rollout_length=2, reference=reference)
     s = premise.scalars
     assert s["model_error_mean"] == pytest.approx(float(torch.tensor([1.0, 2.0, 3.0]).mean()))  # reward 0 vs 1, 2, 3
@@ -155,12 +160,12 @@ def test_caps_evenly_spaced_rows_and_start_states():
     assert evenly_spaced(10, 4).tolist() == [0, 3, 6, 9] and evenly_spaced(3, 10).tolist() == [0, 1, 2]
     td = episodes([50, 30], [False, True])
     model = Fixed()
-    premise = premise_metrics(model, td, termination_fn=never, settings=PenaltySettings(1.0),
+    premise = premise_metrics(model, td, mdp=mdp(),
                               policy=lambda o: torch.zeros(o.shape[0], 2), rollout_length=5, max_rows=20,
                               max_start_states=7)
     assert premise.scalars["rows_measured"] == 20 and premise.scalars["start_states"] == 7
     assert premise.rows["row"].tolist() == evenly_spaced(80, 20).tolist()
-    full = premise_metrics(model, td, termination_fn=never, settings=PenaltySettings(1.0),
+    full = premise_metrics(model, td, mdp=mdp(),
                            policy=lambda o: torch.zeros(o.shape[0], 2), rollout_length=5)
     assert full.scalars["start_states"] == 80 - 4  # the truncated episode's last 4 rows have no window
 
@@ -169,9 +174,9 @@ def test_the_figure_is_a_non_empty_png_and_the_epoch_step_follows_lightning():
     gen = torch.Generator().manual_seed(0)
     td = episodes([60, 40], [False, True], seed=1)
     td["next", "observation"] = td["observation"] + torch.randn(100, 2, generator=gen)
-    premise = premise_metrics(Fixed(), td, termination_fn=never, settings=PenaltySettings(1.0),
+    premise = premise_metrics(Fixed(), td, mdp=mdp(),
                               policy=lambda o: torch.zeros(o.shape[0], 2), rollout_length=3)
-    png = premise_figure(premise, PenaltySettings(1.0))
+    png = premise_figure(premise, "aleatoric")
     assert png.startswith(b"\x89PNG") and 5_000 < len(png) < 100_000
     image = png_to_array(png)
     assert image.ndim == 3 and image.shape[-1] == 3 and image.std() > 0
@@ -198,8 +203,8 @@ def test_the_monitor_measures_every_kind_whichever_trains():
 
     td = episodes([40, 30], [False, True], seed=2)
     td["action"], td["next", "reward"] = td["action"] * 0, td["next", "reward"] * 0  # the error grows with |s|
-    settings = PenaltySettings(1.0, "llv", "sample", penalty_coefs={"ensemble_var": 0.0})
-    premise = premise_metrics(Growing(), td, termination_fn=never, settings=settings,
+    settings = mdp(1.0, "llv", "sample", penalty_coefs_raw={"ensemble_var": 0.0})
+    premise = premise_metrics(Growing(), td, mdp=settings,
                               policy=lambda o: torch.zeros(o.shape[0], 2), rollout_length=3)
     s = premise.scalars
     for kind in PENALTY_KINDS:
@@ -216,7 +221,7 @@ def test_the_monitor_measures_every_kind_whichever_trains():
         assert s[name] == s[f"llv/{name}"]
     assert s["ensemble_var/model_return_penalized"] == pytest.approx(s["model_return_raw"])  # its lambda: 0
     assert s["aleatoric/model_return_penalized"] < s["model_return_raw"]  # the others: lambda 1
-    only = premise_metrics(Growing(), td, termination_fn=never, settings=settings,
+    only = premise_metrics(Growing(), td, mdp=settings,
                            policy=lambda o: torch.zeros(o.shape[0], 2), rollout_length=3, kinds=("aleatoric",))
     assert {k.split("/")[0] for k in only.scalars if "/" in k} == {"llv", "aleatoric"}
     assert only.scalars["aleatoric/spearman"] == s["aleatoric/spearman"]
@@ -243,17 +248,3 @@ def test_one_step_measures_every_kind_as_the_model_env_and_over_its_columns(rewa
         columns = diff if PENALTIES[kind].columns == "all" else diff[:, 1:]
         torch.testing.assert_close(rows[f"{kind}/error"], columns.norm(dim=-1))
     assert not torch.allclose(rows["loo_kl/penalty"], uncertainty_penalty(mean, std, "loo_kl"))  # not all 3
-
-
-def test_each_kind_is_weighed_in_the_runs_units():
-    from mopo_lightning.callbacks.premise import penalty_settings
-    from mopo_lightning.model_env.penalties import PENALTY_KINDS
-    from mopo_lightning.model_env.settings import MOPOSettings
-
-    scales = {kind: {"mean": 1.0, "p95": float(i + 1)} for i, kind in enumerate(PENALTY_KINDS)}
-    mopo = MOPOSettings(penalty_coef=2.0, penalty_kind="loo_kl", reward_mode="mean", penalty_units="p95")
-    settings = penalty_settings(mopo, scales)
-    assert settings.penalty_kind == "loo_kl" and settings.penalty_coef == 2.0 / scales["loo_kl"]["p95"]
-    assert settings.penalty_coefs == {kind: 2.0 / (i + 1) for i, kind in enumerate(PENALTY_KINDS)}
-    raw = MOPOSettings(penalty_coef=2.0, penalty_kind="loo_kl", reward_mode="mean", penalty_units="raw")
-    assert set(penalty_settings(raw, scales).penalty_coefs.values()) == {2.0}  # the paper's lambda: one for every kind

@@ -10,14 +10,17 @@ from __future__ import annotations
 import torch
 
 from mopo_lightning.envs import termination
-from mopo_lightning.model_env.rollouts import ModelRollouts
+from mopo_lightning.model_env.mdp import ModelMDP
+from mopo_lightning.model_env.rollouts import ModelRollouts, RolloutSchedule
 from mopo_lightning.transitions import transitions
+
+MDP = ModelMDP(termination.never, 1.0, rollout_length=1)
+SCHEDULE = RolloutSchedule(rollout_batch_size=5, rollout_freq=10, model_retain_epochs=2)
 
 
 def _rollouts(seed: int = 0) -> ModelRollouts:
-    return ModelRollouts(torch.zeros(4, 3), termination.never, 2, rollout_length=1, rollout_batch_size=5,
-                         rollout_freq=10, model_retain_epochs=2, penalty_coef=1.0, penalty_kind="aleatoric",
-                         reward_mode="sample", sample_size=4, generator=torch.Generator().manual_seed(seed))
+    return ModelRollouts(torch.zeros(4, 3), 2, MDP, SCHEDULE, sample_size=4,
+                         generator=torch.Generator().manual_seed(seed))
 
 
 def _rows(start: int, n: int):
@@ -48,9 +51,7 @@ def test_state_after_wraparound_restores_order_and_sampling():
 def test_smaller_capacity_keeps_the_newest_rows():
     a = _rollouts()
     a.buffer.extend(_rows(0, 13))
-    small = ModelRollouts(torch.zeros(4, 3), termination.never, 2, rollout_length=1, rollout_batch_size=5,
-                          rollout_freq=10, model_retain_epochs=2, penalty_coef=1.0, penalty_kind="aleatoric",
-                          reward_mode="sample", sample_size=4, generator=torch.Generator(), rank=1,
+    small = ModelRollouts(torch.zeros(4, 3), 2, MDP, SCHEDULE, sample_size=4, generator=torch.Generator(), rank=1,
                           world_size=2)
     assert small.capacity == 4
     small.load_state_dict(a.state_dict())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from mopo_lightning.machine import torch_threads
 from mopo_lightning.model_env.rollouts import RolloutStats
-from mopo_lightning.training.mixed_batches import MixedBatches, torch_threads
+from mopo_lightning.training.mixed_batches import MixedBatches
 
 
 def test_torch_threads_sets_and_restores():
