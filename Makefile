@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 # The lock: every package's version as the tests last passed with it (torch aside: TORCH pins it).
 LOCK := constraints.txt
 
-.PHONY: install demo test test-fast bench lock clean
+.PHONY: install demo test test-fast lint bench lock clean
 
 $(STAMP): pyproject.toml Makefile $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: install
 # the suite without the tests marked slow (end-to-end fits, the fault campaign, sweeps): for quick iterations
 test-fast: install
 	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow" tests
+
+# ruff with pyproject's [tool.ruff]: pycodestyle, pyflakes, bugbear, simplify, import order, the line length and
+# no dead `noqa` (.ci/run runs it before the tests)
+lint: install
+	$(VENV)/bin/ruff check .
 
 bench: install
 	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done

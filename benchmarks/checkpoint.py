@@ -20,9 +20,7 @@ from pathlib import Path
 
 import torch
 
-torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # conftest, policy_data
 
 from conftest import collected_dataset
 from policy_data import policy_data
@@ -31,6 +29,9 @@ from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.training.datamodule import OfflineDataModule
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

@@ -73,7 +73,8 @@ class LoopEnsemble(nn.Module):
             mean, logvar = self.member(e, inputs[e])
             total = total + ((mean - targets[e]) ** 2 * torch.exp(-logvar)).mean() + logvar.mean()
             linears = [m for m in net if isinstance(m, nn.Linear)]
-            total = total + sum(wd * m.weight.square().sum() / 2 for wd, m in zip(DEFAULT_WEIGHT_DECAYS, linears))
+            decays = zip(DEFAULT_WEIGHT_DECAYS, linears, strict=True)
+            total = total + sum(wd * m.weight.square().sum() / 2 for wd, m in decays)
         return total
 
     @torch.no_grad()
@@ -172,7 +173,8 @@ def step_profile(step, n: int = 50) -> dict[str, float]:
 
 
 def module_step(module: DynamicsModule, inputs, targets):
-    """``DynamicsModule.training_step``'s maths without a Trainer: in-place weight-decay gradient, one fused Adam step."""
+    """``DynamicsModule.training_step``'s maths without a Trainer: in-place weight-decay gradient, one fused Adam
+    step."""
     ens = module.ensemble
     opt = torch.optim.Adam(ens.parameters(), lr=1e-3, fused=True)
     weights = list(ens.weights)

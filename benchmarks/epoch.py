@@ -17,9 +17,7 @@ from pathlib import Path
 
 import torch
 
-torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # conftest, policy_data
 
 from conftest import collected_dataset
 from policy_data import policy_data
@@ -28,6 +26,9 @@ from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.training.datamodule import OfflineDataModule
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:

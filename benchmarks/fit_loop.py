@@ -1,6 +1,6 @@
 """The real ``mopo-lightning fit`` (both stages, through Lightning) beside its components measured alone.
 
-Runs ``mopo_lightning.cli.main(["fit", ...])`` in this process on a generated HalfCheetah file (the
+Runs ``mopo_lightning.commands.cli.main(["fit", ...])`` in this process on a generated HalfCheetah file (the
 tests' ``collected_dataset``; HalfCheetah never terminates, so every rollout row runs all h steps), in a
 fresh temporary run root with its own dynamics cache, so stage 1 really trains: ``--dynamics_epochs``
 epochs (``--dynamics.max_epochs N --dynamics.max_time null``), then ``--sac_epochs`` SAC epochs of
@@ -58,18 +58,19 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # conftest, policy_data
 
 from conftest import collected_dataset
 from policy_data import policy_data
 
-from mopo_lightning import cli
 from mopo_lightning.callbacks.evaluation import evaluate_policy
+from mopo_lightning.commands import cli
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.dynamics.module import DynamicsModule
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.training.datamodule import OfflineDataModule
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Clock:
@@ -105,7 +106,8 @@ class Clock:
         cls.on_train_epoch_start, cls.on_train_end = on_train_epoch_start, on_train_end
 
     def epochs(self, cpu: bool = False) -> list[float]:
-        return [e[cpu] - s[cpu] for s, e in zip(self.starts, self.ends)]
+        # strict=False: an epoch still running has no end yet
+        return [e[cpu] - s[cpu] for s, e in zip(self.starts, self.ends, strict=False)]
 
 
 class Alternation:
@@ -416,7 +418,7 @@ def main() -> dict:
     # speed drifts by 10-20% over minutes, so components measured once would skew the ratio)
     def ratios(clock: Clock, cpu: bool) -> list[float]:
         key = "total_cpu_s" if cpu else "total_s"
-        return [e / c[key] for e, c in zip(clock.epochs(cpu=cpu), clock.between_results)]
+        return [e / c[key] for e, c in zip(clock.epochs(cpu=cpu), clock.between_results, strict=True)]
 
     def medians(clock: Clock) -> dict[str, float]:
         return {k: median_after_first([c[k] for c in clock.between_results]) for k in clock.between_results[0]}

@@ -32,10 +32,10 @@ import torch
 from tensordict import TensorDict
 
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.model_env.env import model_step
 from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.policy.sac import SACModule
-from mopo_lightning.tasks import get_task
 from mopo_lightning.transitions import transitions
 
 OBS, ACT, BATCH = 17, 6, 256
@@ -147,7 +147,7 @@ def main() -> None:
             row = time_updates(sac, lambda i: batches[i % len(batches)], args.updates, args.warmup, device)
             if variant == "eager" and device.type == "cuda":
                 row["host_syncs_per_1000"] = count_syncs(sac, batches, 1000)
-        except Exception as error:  # noqa: BLE001 -- one failing (no compiler, ...) leaves the others
+        except Exception as error:  # one failing (no compiler, ...) leaves the others
             result["errors"][f"sac/{variant}"] = f"{type(error).__name__}: {error}"[:2000]
             print(f"{variant:<22}failed: {type(error).__name__}: {str(error)[:300]}")
             continue
@@ -182,7 +182,7 @@ def main() -> None:
                 for _ in range(1000):
                     sac.update(draw(epoch_data))
                 sync(device)
-            except Exception as error:  # noqa: BLE001 -- recorded; the other variants still run
+            except Exception as error:  # recorded; the other variants still run
                 result["errors"][f"epoch_like/{variant}"] = f"{type(error).__name__}: {error}"[:2000]
                 print(f"epoch-like, {variant}: failed: {type(error).__name__}: {str(error)[:300]}")
                 continue

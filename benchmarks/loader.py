@@ -18,14 +18,13 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
-torch.set_num_threads(1)
-
 import h5py
+import torch
 
 from mopo_lightning.collection.collect import collect
 from mopo_lightning.data.d4rl import infer_timeouts, load_dataset
+
+torch.set_num_threads(1)
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_S = 5.0

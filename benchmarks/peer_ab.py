@@ -50,7 +50,7 @@ def run_ours(stage: str, path: Path, args: argparse.Namespace) -> list[float]:
     """Epoch seconds of one ``mopo-lightning fit`` in this process (Lightning hooks as in fit_loop.py)."""
     from fit_loop import Clock
 
-    from mopo_lightning import cli
+    from mopo_lightning.commands import cli
     from mopo_lightning.dynamics.module import DynamicsModule
     from mopo_lightning.policy.sac import SACModule
 
@@ -242,7 +242,8 @@ def main() -> None:
                       f"-> {runs[stage][side][-1]:.2f} s", flush=True)
     load_after = os.getloadavg()
     print(f"\nmedian epoch seconds, {args.threads} thread(s), {args.rounds} rounds alternated, "
-          f"load {load_before[0]:.2f} before / {load_after[0]:.2f} after, {os.cpu_count()} cpus, torch {torch.__version__}")
+          f"load {load_before[0]:.2f} before / {load_after[0]:.2f} after, {os.cpu_count()} cpus, "
+          f"torch {torch.__version__}")
     summary = {}
     for stage in args.stages:
         ours, peer = (statistics.median(runs[stage][s]) for s in ("ours", "peer"))

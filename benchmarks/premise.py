@@ -5,8 +5,9 @@ transitions recorded), then ``premise_metrics`` on its 10,000 transitions with a
 (5 elites, 4 x 200) at the monitor's defaults: the one-step figures on 2,000 evenly spaced transitions,
 H = 5 branched model returns from 1,000 of them (H batched calls, the first one reused), and the
 nearest-neighbour distance of 500 of them against 50,000 dataset-sized states (random normal stand-ins:
-the search costs the same). The figure (matplotlib, one render) is timed apart, first and steady-state render; so is the premise on every
-transition (no caps) for comparison. Every penalty kind is measured by default (``model_env/penalties.py``, 7 kinds);
+the search costs the same). The figure (matplotlib, one render) is timed apart, first and steady-state render; so
+is the premise on every transition (no caps) for comparison. Every penalty kind is measured by default
+(``model_env/penalties.py``, 7 kinds);
 the same call restricted to the trained kind (``kinds=("aleatoric",)``) gives the extra cost of measuring them
 all; both are the median of ``REPEATS`` interleaved calls. Each kind's penalty alone on one rollout step's batch (50,000
 rows, 7 members, the same sizes) is timed too: what training with it adds per model step. CPU, one torch
@@ -25,10 +26,10 @@ from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.callbacks.premise import premise_figure
 from mopo_lightning.diagnostics.premise import DataReference, premise_metrics
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.penalties import PENALTY_KINDS, uncertainty_penalty
 from mopo_lightning.policy.networks import TanhGaussianActor
-from mopo_lightning.tasks import get_task
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,7 +51,9 @@ def main() -> None:
     torch.manual_seed(0)
     task = get_task("halfcheetah")
     actor = TanhGaussianActor(task.obs_dim, task.act_dim).eval()
-    act = lambda obs: actor.sample(obs, deterministic=True)[0]
+    def act(obs):
+        return actor.sample(obs, deterministic=True)[0]
+
     with torch.no_grad():
         start = time.perf_counter()
         plain = evaluate_policy(task, act, list(range(10)), seed=100_000)
@@ -64,7 +67,9 @@ def main() -> None:
     ensemble.fit_normalizer(torch.cat([obs, result.transitions["action"]], -1))
     reference = DataReference.from_observations(torch.randn(50_000, task.obs_dim))
     mdp = ModelMDP(task.termination_fn, 1.0, "aleatoric", "sample", rollout_length=HORIZON)
-    measure = lambda **kw: premise_metrics(ensemble, result.transitions, mdp=mdp, policy=act, **kw)
+    def measure(**kw):
+        return premise_metrics(ensemble, result.transitions, mdp=mdp, policy=act, **kw)
+
     parts = {}
     premise = measure(reference=reference)  # warm-up, and the figure's input
     # interleaved, so the machine's drift over the minutes falls on both alike

@@ -28,14 +28,13 @@ import time
 from pathlib import Path
 
 import torch
-
-torch.set_num_threads(1)
-
 from tensordict import TensorDict
 from torch import nn
 
 from mopo_lightning.policy.networks import TanhGaussianActor, mlp
 from mopo_lightning.policy.sac import SACModule
+
+torch.set_num_threads(1)
 
 B, HIDDEN, LR, GAMMA, TAU = 256, 256, 3e-4, 0.99, 5e-3
 
@@ -106,7 +105,7 @@ def hand_plain(obs_dim: int, act_dim: int):
     actor = TanhGaussianActor(obs_dim, act_dim, HIDDEN, 2)
     qs = nn.ModuleList([mlp(obs_dim + act_dim, 1, HIDDEN, 2) for _ in range(2)])
     qs_t = [mlp(obs_dim + act_dim, 1, HIDDEN, 2).requires_grad_(False) for _ in range(2)]
-    for q, qt in zip(qs, qs_t):
+    for q, qt in zip(qs, qs_t, strict=True):
         qt.load_state_dict(q.state_dict())
     log_alpha = torch.zeros((), requires_grad=True)
     a_opt, q_opt = torch.optim.Adam(actor.parameters(), LR), torch.optim.Adam(qs.parameters(), LR)
@@ -136,8 +135,8 @@ def hand_plain(obs_dim: int, act_dim: int):
         al_loss.backward()
         al_opt.step()
         with torch.no_grad():
-            for q, qt in zip(qs, qs_t):
-                for p, pt in zip(q.parameters(), qt.parameters()):
+            for q, qt in zip(qs, qs_t, strict=True):
+                for p, pt in zip(q.parameters(), qt.parameters(), strict=True):
                     pt.mul_(1 - TAU).add_(p, alpha=TAU)
 
     return step
@@ -171,7 +170,7 @@ def main() -> None:
     }
     times: dict[str, list[float]] = {k: [] for k in variants}
     rounds, per_round = 10, max(1, args.updates // 10)
-    for name, step in variants.items():
+    for step in variants.values():
         for i in range(args.warmup):
             step(batches[i % len(batches)])
     for _ in range(rounds):

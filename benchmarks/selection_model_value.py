@@ -32,9 +32,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as th
 import torch
 
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.selection.model_value import ModelValueConfig, model_value
-from mopo_lightning.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 TASK = get_task("hopper")
@@ -76,7 +76,9 @@ def main() -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     sac = SACModule(TASK.obs_dim, TASK.act_dim)
-    policy = lambda obs: sac.act(obs, True)
+    def policy(obs):
+        return sac.act(obs, True)
+
     starts = torch.zeros(args.starts, TASK.obs_dim)
     starts[:, 0] = 1.25  # Hopper's reset height, the rest near 0 (gymnasium's reset noise scale)
     starts += (torch.rand(starts.shape, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.01

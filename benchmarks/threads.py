@@ -11,7 +11,7 @@ and the median wall and CPU seconds per call are kept. The wall figure decides: 
 only where its median wall time drops.
 
 The benchmark runs under ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets a policy, as ``mopo-lightning``
-does (``cli.py``): OpenMP threads that wait for work sleep instead of spinning (``OMP_WAIT_POLICY=none``, an
+does (``commands/cli.py``): OpenMP threads that wait for work sleep instead of spinning (``OMP_WAIT_POLICY=none``, an
 invalid value, gives libgomp's default with a warning). Measured on this 2-core AMD EPYC (AVX-512), --rows 20000,
 5 rounds, medians; the speed-up of 2 threads over 1 in wall time::
 
@@ -56,8 +56,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads, as th
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # conftest, policy_data
 
 from conftest import collected_dataset
 from policy_data import policy_data
@@ -66,6 +65,8 @@ from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.training.datamodule import OfflineDataModule
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def phases(args: argparse.Namespace) -> dict[str, Callable[[], object]]:
@@ -143,7 +144,8 @@ def main() -> dict:
         for t, fig in rows.items():
             speedup = rows[base]["wall_s"] / fig["wall_s"]
             print(f"{name:<12}{t:>8}{fig['wall_s'] * 1e3:>12.2f}{fig['cpu_s'] * 1e3:>12.2f}{speedup:>10.2f}")
-    result = {"cpu_count": os.cpu_count(), "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+    result = {"cpu_count": os.cpu_count(), "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
+              "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
               "rows": args.rows, "episodes": args.episodes, "episode_steps": args.episode_steps,
               "rounds": args.rounds, "phases": table}
     out = ROOT / "benchmarks" / "results" / "threads.json"

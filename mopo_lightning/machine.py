@@ -1,5 +1,5 @@
 """What this process may use of the machine: the CPUs its affinity mask and its container quota allow, and the torch
-threads each phase runs with (``torch_threads``).
+threads each phase runs with (``torch_threads``); and whether it is the first process of its run (``is_rank_zero``).
 
 ``os.cpu_count()`` counts the host's cores: in a 2-CPU container on a 64-core host it says 64, and a
 sweep sized by it would start 64 trials. ``available_cpus`` takes the smallest of the affinity mask
@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 CGROUP = Path("/sys/fs/cgroup")
 
@@ -83,3 +84,20 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+LAUNCH_RANKS = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+"""What launchers set on the processes they start beside the first: torchrun (``RANK``), Lightning's DDP
+(``LOCAL_RANK``, ``NODE_RANK``), SLURM (``SLURM_PROCID``)."""
+
+
+def is_rank_zero(trainer: Any = None, environ: dict[str, str] | None = None) -> bool:
+    """Whether this process is the first of its run: the one that checks, writes and prints.
+
+    With a Trainer, the Trainer's answer (``trainer.is_global_zero``); without one (before it exists, or between
+    stages), the launch environment's: every variable of ``LAUNCH_RANKS`` unset or 0 (DDP launchers re-run the
+    command with them set on the other processes)."""
+    if trainer is not None:
+        return bool(trainer.is_global_zero)
+    environ = os.environ if environ is None else environ
+    return all(int(environ.get(key) or 0) == 0 for key in LAUNCH_RANKS)

@@ -30,7 +30,7 @@ from mopo_lightning.callbacks.tensorboard_layout import TensorBoardLayout
 from mopo_lightning.collection.missing import CollectIfMissing, collect_if_missing
 from mopo_lightning.files import write_text_atomic
 from mopo_lightning.guards import NonFiniteError
-from mopo_lightning.machine import torch_threads
+from mopo_lightning.machine import is_rank_zero, torch_threads
 from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.policy.sac import SACModule
@@ -72,12 +72,11 @@ class RunSettings:
     seed: int = 0
     threads: dict[str, int] = field(default_factory=lambda: dict.fromkeys(THREAD_PHASES, 1))
     overwrite: bool = False
-    rank: int = 0
-    """This process's rank before the Trainer exists (DDP launchers re-run the command on the other ranks)."""
     checkpoint_every_n_epochs: int = 1
     keep_checkpoints: int = 2
     dynamics_checkpoint: str | None = None
     dynamics_cache: Path | None = None
+    """Stage 1's cache; None: the run root's (``dynamics.fingerprint.dynamics_cache_dir``)."""
     log_every_n_steps: int = 50
 
 
@@ -89,12 +88,13 @@ def train_mopo(data: OfflineDataModule, sac: SACModule, mopo: MOPOSettings, dyna
     SAC stage (stage 1 shares its hardware); ``evaluation`` and ``premise``: their callbacks' arguments;
     ``ckpt_path``: ``last`` or a SAC checkpoint to resume."""
     trainer, evaluation = dict(trainer or {}), dict(evaluation or {})
-    directory = RunDirectory(run.run_dir, rank=run.rank)
+    first = is_rank_zero()  # DDP launchers re-run the command on the other ranks: only the first checks and writes
+    directory = RunDirectory(run.run_dir, rank_zero=first)
     resuming = ckpt_path is not None
     ckpt_path = directory.prepare(run.config, ckpt_path, run.overwrite)  # checked before any work
     hp = data.hparams
     results = run_results(data, mopo, run, trainer, evaluation)
-    if run.rank == 0:  # once, so that a speed figure says its threads (results.json keeps them too)
+    if first:  # once, so that a speed figure says its threads (results.json keeps them too)
         print("torch threads: " + ", ".join(f"{phase} {n}" for phase, n in run.threads.items()))
     if resuming:
         results.restore()  # a fresh start (--overwrite too) keeps nothing of an old results.json
@@ -110,9 +110,9 @@ def train_mopo(data: OfflineDataModule, sac: SACModule, mopo: MOPOSettings, dyna
         # 2. Stage 1: the probabilistic ensemble, trained to member-wise early stopping (or loaded).
         model, info = dynamics_stage(
             data, num_threads=run.threads["dynamics"], hparams=dynamics, run_dir=run.run_dir,
-            checkpoint=run.dynamics_checkpoint, cache_dir=run.dynamics_cache or run.run_dir.parent / ".dynamics_cache",
+            checkpoint=run.dynamics_checkpoint, cache_dir=run.dynamics_cache,
             trainer_kwargs=stage1_trainer_kwargs(trainer, run), logger=tensorboard(run.run_dir, "dynamics"))
-        if run.config_yaml is not None and run.rank == 0:  # once the inputs held: a refused run changes nothing
+        if run.config_yaml is not None and first:  # once the inputs held: a refused run changes nothing
             write_text_atomic(run.run_dir / "config.yaml", run.config_yaml)
         results.record_stage1(info)
         if run.stage == "dynamics":
@@ -139,7 +139,8 @@ def train_mopo(data: OfflineDataModule, sac: SACModule, mopo: MOPOSettings, dyna
                                  mdp=mdp)
         evaluator = MuJoCoEvaluation(**{**evaluation, "task": evaluation.get("task") or data.task_spec},
                                      listeners=[monitor] if monitor.every_n_evals else [], results=results)
-        sac_trainer = policy_trainer(trainer, run, logger, [evaluator, monitor, results, TensorBoardLayout(evaluator.task)])
+        sac_trainer = policy_trainer(trainer, run, logger,
+                                     [evaluator, monitor, results, TensorBoardLayout(evaluator.task)])
         try:
             with torch_threads(run.threads["sac"]):  # the updates, and the evaluation between epochs
                 sac_trainer.fit(sac, datamodule=batches, ckpt_path=ckpt_path)
@@ -149,7 +150,7 @@ def train_mopo(data: OfflineDataModule, sac: SACModule, mopo: MOPOSettings, dyna
         # 5. The results: finished, or stopped short with the reason (a resume past its budget changes nothing);
         #    the score beside the data's own.
         record_end(results, sac_trainer, int(sac.sac_updates))
-        if sac_trainer.is_global_zero:
+        if is_rank_zero(sac_trainer):
             print(closing_summary(results, run.run_dir, data.data.file(), data.task_spec, int(sac.sac_updates)))
     return results
 
@@ -167,7 +168,7 @@ def run_results(data: OfflineDataModule, mopo: MOPOSettings, run: RunSettings, t
     tensorboard_hparams = {"task": hp.task, "dataset": str(hp.dataset or hp.path), "seed": hp.seed,
                            "rollout_length": mopo.rollout_length, "penalty_coef": mopo.penalty_coef,
                            "real_ratio": mopo.real_ratio, "penalty_kind": mopo.penalty_kind}
-    return RunResults(run.run_dir / "results.json", header, tensorboard_hparams, rank_zero=run.rank == 0)
+    return RunResults(run.run_dir / "results.json", header, tensorboard_hparams)
 
 
 def tensorboard(run_dir: Path, stage: str) -> TensorBoardLogger:

@@ -1,4 +1,5 @@
-"""``mopo-lightning report RUN_OR_SWEEP_DIR...``: the paper's tables with honest statistics, and figures.
+"""The report behind ``mopo-lightning report RUN_OR_SWEEP_DIR...`` (``commands/report.py``): the paper's tables with
+honest statistics, and figures.
 
 Sources: MOPO (Yu et al. 2020, arXiv 2005.13239) Table 1 (D4RL normalised scores, dataset x env, MOPO beside
 MBPO; ``analysis/paper.py``) and Table 2 (OOD tasks; ``analysis/ood.py``); statistics as Agarwal et al. 2021
@@ -82,7 +83,8 @@ def configurations(groups: dict[tuple, list[Run]], labels: Mapping[tuple, str], 
         measure = measure_of(runs)
         values = [r.value(settings.last, measure) for r in runs]
         premise = {k: float(np.mean(v)) for k in PREMISE
-                   if (v := [r.final_premise[k] for r in runs if r.final_premise and r.final_premise.get(k) is not None])}
+                   if (v := [r.final_premise[k] for r in runs
+                             if r.final_premise and r.final_premise.get(k) is not None])}
         lengths = sorted({len(r.evaluations) for r in runs})
         rows.append({"configuration": labels[config], "task": config[0], "dataset": data[config[1]].names[0],
                      "data": data[config[1]].label, "data_key": config[1], "method": method_label(config[2]),
@@ -192,28 +194,15 @@ def figure_data(runs: list[Run], report: dict[str, Any]) -> list[dict[str, Any]]
     return out
 
 
-def main(runs: list[str], json: bool = False, out: str | None = None, last: int = 1, reps: int = st.REPS,
-         seed: int = st.SEED, include_unfinished: bool = False) -> None:
-    """The paper's Table 1 (methods side by side), per-configuration and across-task statistics, figures.
-
-    Args:
-        runs: run directories (or their results.json files), or directories holding runs (a sweep directory).
-        json: print the report as JSON instead of Markdown.
-        out: also write report.md, report.json and the figures (PNG) into this directory.
-        last: a run's score is the mean of its last K evaluations (1: the final evaluation, the paper's choice).
-        reps: bootstrap replications of every interval.
-        seed: seed of the bootstrap's random state (a report is reproducible).
-        include_unfinished: also use runs that did not finish (running, failed, stopped), marked as such.
-    """
-    from json import dumps
-
+def make_report(paths: Sequence[str | Path], settings: Settings, out: str | Path | None = None) -> dict[str, Any]:
+    """The report of ``paths`` (``build_report``), its warnings (code versions, runs left out) printed on stderr;
+    with ``out``, also written there: report.md, report.json and the figures (PNG). Refuses in one line
+    (``DatasetError``) what ``build_report`` refuses."""
     from mopo_lightning.analysis.figures import calibration, study_figures
     from mopo_lightning.analysis.tables import markdown
 
-    if last < 1 or reps < 1:
-        raise ValueError("--last and --reps must be >= 1")
     try:
-        report, used = build_report(runs, Settings(last, reps, seed, include_unfinished))
+        report, used = build_report(paths, settings)
     except ValueError as err:
         raise DatasetError(str(err)) from None
     if line := warning(report["code_versions"]):
@@ -225,9 +214,9 @@ def main(runs: list[str], json: bool = False, out: str | None = None, last: int 
         from mopo_lightning.files import write_text_atomic
 
         Path(out).mkdir(parents=True, exist_ok=True)
-        figures = (*study_figures(figure_data(used, report), Path(out), reps, seed),
+        figures = (*study_figures(figure_data(used, report), Path(out), settings.reps, settings.seed),
                    calibration(report["premise_kinds"], Path(out)))  # None when no run measured the kinds
         report["figures"] = [str(p) for p in figures if p is not None]
-        write_text_atomic(Path(out) / "report.json", dumps(report, indent=1) + "\n")
+        write_text_atomic(Path(out) / "report.json", json.dumps(report, indent=1) + "\n")
         write_text_atomic(Path(out) / "report.md", markdown(report) + "\n")
-    print(dumps(report, indent=1) if json else markdown(report))
+    return report

@@ -92,8 +92,8 @@ torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_availab
 import os, sys, time
 t = time.perf_counter()
 import torch, lightning, tensordict, torchrl, mujoco, gymnasium, jsonargparse, h5py
-import mopo_lightning.cli
-from mopo_lightning.training_cli import MOPOCLI  # the fit path's imports
+import mopo_lightning.commands.cli
+from mopo_lightning.commands.fit import MOPOCLI  # the fit path's imports
 from mopo_lightning.envs.wrappers import make_env
 for m in (torch, lightning, tensordict, torchrl, mujoco, gymnasium, jsonargparse, h5py):
     print(f"{m.__name__:<14}{getattr(m, '__version__', '?'):<16}{m.__file__}")
@@ -137,7 +137,7 @@ EOF
 
 fit_step() {
     set -x
-    $PY -m mopo_lightning.cli fit --data.task halfcheetah --data.path "$REPO/.gpudata/halfcheetah-sac-10k.hdf5" \
+    $PY -m mopo_lightning.commands.cli fit --data.task halfcheetah --data.path "$REPO/.gpudata/halfcheetah-sac-10k.hdf5" \
         --run_root "$WORK/fit" --run_name fit3 --seed_everything 0 \
         --trainer.accelerator $ACCEL --trainer.devices 1 --trainer.max_epochs 3 --trainer.enable_progress_bar false \
         --mopo.rollout_length 5 --mopo.penalty_coef 1.0 --mopo.rollout_batch_size 50000 \
@@ -154,7 +154,7 @@ bench_step() {
 
 ddp_step() {
     set -x
-    $PY -m mopo_lightning.cli fit --data.task halfcheetah --data.path "$REPO/.gpudata/halfcheetah-sac-10k.hdf5" \
+    $PY -m mopo_lightning.commands.cli fit --data.task halfcheetah --data.path "$REPO/.gpudata/halfcheetah-sac-10k.hdf5" \
         --run_root "$WORK/ddp" --run_name ddp --seed_everything 0 \
         --trainer.strategy ddp --trainer.devices 1 --trainer.accelerator $ACCEL --trainer.max_epochs 2 \
         --trainer.enable_progress_bar false --mopo.rollout_batch_size 10000 --data.updates_per_epoch 200 \

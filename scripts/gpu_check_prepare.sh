@@ -31,7 +31,7 @@ done
 
 mkdir -p .gpudata/tests
 if [[ ! -f .gpudata/halfcheetah-sac-10k.hdf5 ]]; then
-    PYTHONPATH=$PWD "$PY" -m mopo_lightning.cli collect --config conf/collect/halfcheetah_sac.yaml --steps 10000 \
+    PYTHONPATH=$PWD "$PY" -m mopo_lightning.commands.cli collect --config conf/collect/halfcheetah_sac.yaml --steps 10000 \
         --path .gpudata/halfcheetah-sac-10k.hdf5 --sac.start_steps 2000 --sac.checkpoint_every 100000 \
         --sac.keep_checkpoint false
 fi

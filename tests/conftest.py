@@ -96,7 +96,7 @@ def dataset_factory():
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run ``mopo-lightning ARGS`` in a subprocess, as a user would; fail with its output if it fails."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "mopo_lightning.cli", *args], cwd=cwd, env=env,
+    proc = subprocess.run([sys.executable, "-m", "mopo_lightning.commands.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
@@ -154,7 +154,7 @@ def _collect_minari(task: str, steps: int, seed: int, policy: str, max_episode_s
     import dataclasses
 
     from mopo_lightning.collection.collect import collect
-    from mopo_lightning.tasks import get_task
+    from mopo_lightning.envs.tasks import get_task
 
     spec = get_task(task)
     if env_kwargs:
@@ -200,9 +200,9 @@ def fit_run(root: Path, name: str, args: list[str], scores: list[float | None], 
     given evaluations and status instead of training."""
     import warnings
 
+    from mopo_lightning.commands.fit import MOPOCLI
     from mopo_lightning.recipe import run_results
     from mopo_lightning.training.run_dir import RunDirectory
-    from mopo_lightning.training_cli import MOPOCLI
 
     with warnings.catch_warnings():  # pytest's sys.argv beside args
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
@@ -215,6 +215,6 @@ def fit_run(root: Path, name: str, args: list[str], scores: list[float | None], 
     returns = returns or [10.0 * (s or 0.0) for s in scores]
     results.data["evaluations"] = [
         {"sac_updates": 100 * (i + 1), "return_mean": r, "return_std": 1.0, "normalized_score": s}
-        for i, (s, r) in enumerate(zip(scores, returns))]
+        for i, (s, r) in enumerate(zip(scores, returns, strict=True))]
     results.set_status(status, **detail)
     return cli.run_dir

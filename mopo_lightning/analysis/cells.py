@@ -81,7 +81,7 @@ def datasets(runs: Iterable[Run]) -> dict[str, Dataset]:
         by_label.setdefault(data.label, []).append(data)
     for label, group in by_label.items():
         if len(group) > 1:
-            for data, new in zip(group, _disambiguated(label, group)):
+            for data, new in zip(group, _disambiguated(label, group), strict=True):
                 found[data.key] = Dataset(data.key, new, data.names, data.sha256, data.source)
     return dict(sorted(found.items(), key=lambda kv: kv[1].label))
 

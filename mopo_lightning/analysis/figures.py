@@ -55,7 +55,7 @@ def interval_plot(rows: Sequence[tuple[str, dict]], xlabel: str, title: str) -> 
     figure = Figure(figsize=(7.0, height))
     axes = figure.subplots(1, 2, sharey=True)
     y = np.arange(len(rows))
-    for ax, key in zip(axes, ("iqm", "mean")):
+    for ax, key in zip(axes, ("iqm", "mean"), strict=True):
         values = np.array([r[key].value for _, r in rows])
         low = np.array([r[key].low for _, r in rows])
         high = np.array([r[key].high for _, r in rows])
@@ -126,8 +126,8 @@ def study_figures(configs: Sequence[dict], out: Path, reps: int, seed: int) -> l
             if x.size:
                 lines.append((config["label"], x, mean, low, high, tail_x, tail_mean))
         stem = f"{index:02d}_{_slug(panel)}"
-        written.append(save(learning_curves(lines, measure, f"{panel}: mean over seeds; band: 95% bootstrap CI, or the range below 5 seeds"),
-                            out / f"{stem}_curves.png"))
+        title = f"{panel}: mean over seeds; band: 95% bootstrap CI, or the range below 5 seeds"
+        written.append(save(learning_curves(lines, measure, title), out / f"{stem}_curves.png"))
         rows = [(c["label"], {k: Interval(**c["statistics"][k]) for k in ("iqm", "mean")})
                 for c in members if c["statistics"]]
         if rows:
@@ -181,7 +181,7 @@ def calibration(rows: Sequence[dict], out: Path) -> Path | None:
     x = np.arange(len(kinds))
     means = [np.mean([r["spearman"][k] for r in rows if k in r["spearman"]]) for k in kinds]
     ax.bar(x, means, color="tab:blue", alpha=0.35, label="mean over configurations")
-    for index, row in enumerate(rows):
+    for row in rows:
         points = [(i, row["spearman"][k]) for i, k in enumerate(kinds) if k in row["spearman"]]
         ax.plot([p[0] for p in points], [p[1] for p in points], "o", ms=4, alpha=0.8,
                 label=f"{row['configuration']} (n={row['runs']})" if len(rows) <= 8 else None)

@@ -24,8 +24,8 @@ from mopo_lightning.data import summary
 from mopo_lightning.data.d4rl import episode_ends, relabel_rewards
 from mopo_lightning.data.d4rl_download import resolve_dataset
 from mopo_lightning.data.errors import DatasetError
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.files import sha256_file
-from mopo_lightning.tasks import get_task
 
 Stats = Callable[[Sequence[float | None]], dict[str, Any] | None]
 

@@ -8,8 +8,9 @@
 - What a method is: one setting across tasks. A run made by a sweep arm (``fit --method``) belongs to that
   named method, whatever its dataset's own h and lambda, as long as everything else agrees with the arm's
   other runs: the planned budget (``planned.*``: epochs, SAC updates, evaluations, ``max_steps`` and
-  ``max_time``; older records' ``trainer`` limits from ``config.yaml``), whether a time cap ended stage 1 (``stage1.time_capped``), and every
-  ``run.json`` key (penalty kind and units, evaluation episodes, data mode and max_rows, dynamics settings).
+  ``max_time``; older records' ``trainer`` limits from ``config.yaml``), whether a time cap ended stage 1
+  (``stage1.time_capped``), and every ``run.json`` key (penalty kind and units, evaluation episodes, data mode and
+  max_rows, dynamics settings).
   Where they differ, the arm splits into methods named by what differs (``MOPO planned.sac_updates=1500``).
   Any other run's method is h, lambda, the penalty kind and every such key that differs between unnamed runs.
   Sizes linked from the data, paths, the data's collection, seeds, names, logging and threads never make a
@@ -29,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.files import read_yaml
 from mopo_lightning.guards import ConfigError
-from mopo_lightning.tasks import get_task
 
 NAMED = ("mopo.rollout_length", "mopo.penalty_coef", "mopo.penalty_kind")
 """h, lambda and the penalty kind: an unnamed run's method always names them."""
@@ -40,8 +41,8 @@ PER_DATASET = ("mopo.rollout_length", "mopo.penalty_coef")
 NOT_METHOD = ("seed_everything", "data.seed", "run_name", "run_root", "method", "data.task", "data.dataset",
               "data.path", "data.data_dir", "data.collect_", "collect.", "model.obs_dim", "model.act_dim",
               "model.log_every_n", "trainer.log_every_n_steps", "trainer.logger", "trainer.callbacks",
-              "trainer.enable_", "trainer.default_root_dir", "premise.", "checkpoint_every_n_epochs", "keep_checkpoints",
-              "dynamics_checkpoint", "dynamics_cache", "threads.", "num_threads", "config", "stage")
+              "trainer.enable_", "trainer.default_root_dir", "premise.", "checkpoint_every_n_epochs",
+              "keep_checkpoints", "dynamics_checkpoint", "dynamics_cache", "threads.", "num_threads", "config", "stage")
 """``run.json`` keys that never make a method: seeds, names, the data's source (its bytes are ``Run.data_key``),
 how it was collected, the sizes linked from it, logging, checkpoints and threads."""
 BUDGET = "planned."

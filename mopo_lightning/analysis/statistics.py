@@ -92,7 +92,9 @@ def mean_and_iqm(scores: np.ndarray, reps: int = REPS, seed: int = SEED) -> dict
 
     scores = np.asarray(scores, dtype=np.float64)
     assert scores.ndim == 2 and scores.shape[0] >= 1, scores.shape  # [runs, tasks]
-    func = lambda x: np.array([metrics.aggregate_mean(x), metrics.aggregate_iqm(x)])
+    def func(x: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_mean(x), metrics.aggregate_iqm(x)])
+
     points, intervals = _estimates({"x": scores}, func, reps, seed)
     (mean, iqm_), (low, high) = points["x"], intervals["x"]
     return {"mean": Interval(float(mean), float(low[0]), float(high[0])),
@@ -142,7 +144,9 @@ def aggregate(columns: list[np.ndarray], reps: int = REPS, seed: int = SEED) -> 
     if len({c.size for c in columns}) == 1:
         est = mean_and_iqm(np.stack(columns, axis=1), reps, seed)  # [runs, tasks]
     else:
-        stat = lambda cs: np.array([np.mean([c.mean() for c in cs]), metrics.aggregate_iqm(np.concatenate(cs))])
+        def stat(cs: list[np.ndarray]) -> np.ndarray:
+            return np.array([np.mean([c.mean() for c in cs]), metrics.aggregate_iqm(np.concatenate(cs))])
+
         point, low, high = _ragged(columns, stat, reps, seed)
         est = {name: Interval(float(point[i]), float(low[i]), float(high[i])) for i, name in enumerate(("mean", "iqm"))}
     if min(c.size for c in columns) < MIN_RUNS:  # per task: a stratified bootstrap resamples within each

@@ -69,7 +69,8 @@ def _paper(row: dict[str, Any]) -> str:
 
 
 def _table1(report: dict[str, Any]) -> str:
-    methods = sorted({m for row in report["table1"] for m in row["methods"]}, key=lambda m: (m != "MOPO", m == "MBPO", m))
+    methods = sorted({m for row in report["table1"] for m in row["methods"]},
+                     key=lambda m: (m != "MOPO", m == "MBPO", m))
     body = [[row["dataset"], row["env"], *(cell(row["methods"].get(m)) for m in methods), _paper(row),
              row["data"], ", ".join(row["reference"])] for row in report["table1"]]
     return ("### Table 1: normalised score per dataset, mean over seeds (the paper's layout; paper: D4RL v0, "
@@ -137,7 +138,8 @@ def _notes(report: dict[str, Any]) -> list[str]:
 def markdown(report: dict[str, Any]) -> str:
     """Every section of the report that has rows."""
     s = report["settings"]
-    head = (f"Score: {s['score']}; {'unfinished runs included, marked' if s['include_unfinished'] else 'finished runs only'}. "
+    runs = "unfinished runs included, marked" if s["include_unfinished"] else "finished runs only"
+    head = (f"Score: {s['score']}; {runs}. "
             f"{s['interval']} Bootstrap: {s['bootstrap_reps']} replications, seed {s['bootstrap_seed']}. "
             f"Score reference(s): {', '.join(report['score_references']) or '-'}.")
     parts = [head]

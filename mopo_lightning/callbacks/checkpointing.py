@@ -31,6 +31,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning_utilities.core.apply_func import apply_to_collection
 
 from mopo_lightning.files import atomic_path
+from mopo_lightning.machine import is_rank_zero
 
 
 def _private_copy(tensor: torch.Tensor) -> torch.Tensor:
@@ -132,7 +133,7 @@ def point_link(link: str | Path, target: str | Path) -> None:
 
 def link_last(trainer: L.Trainer, target: str | Path, link: str | Path) -> None:
     """``point_link`` on rank 0, then every rank meets (``target`` must be written already)."""
-    if trainer.is_global_zero:
+    if is_rank_zero(trainer):
         point_link(link, target)
     trainer.strategy.barrier("link_last")
 
@@ -160,7 +161,7 @@ class EpochCheckpoint(Checkpoint):
             return
         path = self.dirpath / f"epoch{trainer.current_epoch:04d}.ckpt"
         trainer.save_checkpoint(path, weights_only=False)  # everything a resume needs
-        if trainer.is_global_zero:  # once the file is written: behind a background write, on its thread
+        if is_rank_zero(trainer):  # once the file is written: behind a background write, on its thread
             after_checkpoint_writes(trainer, lambda: self._publish(path))
         trainer.strategy.barrier("epoch_checkpoint")
 

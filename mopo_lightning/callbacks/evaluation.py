@@ -27,8 +27,9 @@ from tensordict import TensorDict
 from torch import Tensor
 
 from mopo_lightning.diagnostics.premise import EPISODE, STEP
+from mopo_lightning.envs.tasks import Task, get_task
 from mopo_lightning.envs.wrappers import make_env
-from mopo_lightning.tasks import Task, get_task
+from mopo_lightning.machine import is_rank_zero
 from mopo_lightning.transitions import transitions
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def evaluate_policy(
     # finished episodes until the last one ends, physics thrown away on tasks that terminate early.
     envs = [make_env(task, max_episode_steps=max_episode_steps) for _ in range(n)]
     try:
-        obs = np.stack([env.reset(seed=seed + int(i))[0] for env, i in zip(envs, episode_ids)])
+        obs = np.stack([env.reset(seed=seed + int(i))[0] for env, i in zip(envs, episode_ids, strict=True)])
         returns = np.zeros(n)
         lengths = np.zeros(n, dtype=np.int64)
         running = np.ones(n, dtype=bool)
@@ -139,8 +140,8 @@ def evaluate_policy(
 
 def _stack(steps: list[tuple[np.ndarray, ...]], episode_ids: list[int]) -> TensorDict:
     """Per-step arrays over episodes -> transitions [N] of the running rows, episode-major."""
-    as_t = lambda i, dtype=torch.float32: torch.as_tensor(
-        np.stack([step[i] for step in steps], axis=1), dtype=dtype)  # [n, T, ...]
+    def as_t(i: int, dtype: torch.dtype = torch.float32) -> Tensor:
+        return torch.as_tensor(np.stack([step[i] for step in steps], axis=1), dtype=dtype)  # [n, T, ...]
     n, length = len(episode_ids), len(steps)
     keep = as_t(6, torch.bool)  # [n, T]
     out = transitions(as_t(0)[keep], as_t(1)[keep], as_t(3)[keep], as_t(2)[keep],
@@ -282,7 +283,7 @@ class MuJoCoEvaluation(L.Callback):
     def log_video(self, trainer: L.Trainer, pl_module: L.LightningModule, step: int) -> None:
         """Render episode 0 and log it (rank 0, ``video.log_video``); turn videos off if rendering fails."""
         writer = getattr(trainer.logger, "experiment", None)
-        if not trainer.is_global_zero or not hasattr(writer, "add_images"):
+        if not is_rank_zero(trainer) or not hasattr(writer, "add_images"):
             return
         from mopo_lightning.callbacks.video import log_video, render_episode
 
@@ -291,7 +292,7 @@ class MuJoCoEvaluation(L.Callback):
                 frames = render_episode(self._task(), lambda obs: pl_module.act(obs, deterministic=True),
                                         self.seed, self.max_episode_steps, self.video_size, self.video_frame_skip,
                                         pl_module.device)
-            except Exception as error:  # noqa: BLE001 - no OpenGL backend, no Pillow, ...
+            except Exception as error:  # no OpenGL backend, no Pillow, ...
                 log.warning("evaluation videos are off: MuJoCo could not render off-screen (%s: %s); "
                             "set MUJOCO_GL=egl or osmesa", type(error).__name__, error)
                 self.video_every_n_evals = 0

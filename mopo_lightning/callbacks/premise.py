@@ -6,8 +6,8 @@ transitions, measures the elite ensemble's true one-step error, its NLL, every p
 (``model_env/penalties.py``, whichever kind trains), how well each ranks the error (Spearman), how often the error
 exceeds it, the penalised and raw H-step model returns
 of the evaluation policy branched from the visited states through the run's model MDP against the real H-step
-returns (H: the run's rollout length, as MOPO's rollouts use it), and the visited states' distance to the data. Logged under
-``premise/`` (``premise/<kind>/...`` for each penalty kind; the trained kind's also unprefixed) through
+returns (H: the run's rollout length, as MOPO's rollouts use it), and the visited states' distance to the data.
+Logged under ``premise/`` (``premise/<kind>/...`` for each penalty kind; the trained kind's also unprefixed) through
 ``pl_module.log_dict`` at the moment and with the options ``eval/*`` uses, so both land at the same x in
 TensorBoard; one figure (calibration of u, u against the error, penalised against real H-step returns; for
 the trained kind and MOPO's two) as a TensorBoard image at that x; the scalars also go into the evaluation's
@@ -41,6 +41,7 @@ from mopo_lightning.diagnostics.premise import (
     evenly_spaced,
     premise_metrics,
 )
+from mopo_lightning.machine import is_rank_zero
 from mopo_lightning.model_env.env import EnsemblePredictor
 from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD, TERMINATED, TRUNCATED
@@ -93,7 +94,7 @@ class PremiseMonitor(L.Callback):
         if not self.every_n_evals or self._evaluations % self.every_n_evals:
             return
         data = self._gather(trainer, pl_module, result.transitions)
-        if not trainer.is_global_zero or data is None:
+        if not is_rank_zero(trainer) or data is None:
             return
         ensemble, mdp = self.ensemble, self.mdp
         device = ensemble.elites.device
@@ -128,7 +129,7 @@ class PremiseMonitor(L.Callback):
         rows = trainer.strategy.all_gather(padded).reshape(-1, flat.shape[1]).cpu()
         rows = rows[~torch.isnan(rows[:, -1])]
         widths = [local[k].reshape(local.shape[0], -1).shape[1] for k in _COLUMNS]
-        parts = dict(zip(_COLUMNS, rows.split(widths, dim=-1)))
+        parts = dict(zip(_COLUMNS, rows.split(widths, dim=-1), strict=True))
         order = torch.argsort(parts[EPISODE][:, 0] * (1 << 20) + parts[STEP][:, 0])
         out = TensorDict({}, batch_size=[rows.shape[0]])
         for key, value in parts.items():
@@ -185,7 +186,8 @@ def premise_figure(premise: Premise, penalty_kind: str, bins: int = 10) -> bytes
     calibration, scatter, returns = fig.subplots(1, 3)
     real = premise.rows["return/real"].double()
     top, low, high, lo_r, hi_r = 0.0, np.inf, 0.0, np.inf, -np.inf
-    for kind, colour in zip(figure_kinds(penalty_kind), ("tab:blue", "tab:orange", "tab:green")):
+    # a palette: figure_kinds gives 2 or 3 kinds
+    for kind, colour in zip(figure_kinds(penalty_kind), ("tab:blue", "tab:orange", "tab:green"), strict=False):
         u, err = premise.rows[f"{kind}/penalty"].double(), premise.rows[f"{kind}/error"].double()
         label = f"{kind}{' (trains)' if kind == penalty_kind else ''}"
         groups = [g for g in u.argsort().tensor_split(min(bins, max(u.numel(), 1))) if g.numel()]

@@ -16,6 +16,7 @@ import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mopo_lightning.files import write_text_atomic
+from mopo_lightning.machine import is_rank_zero
 
 HP_METRIC = "hp/final_normalized_score"
 RUNNING, FINISHED, FAILED, STOPPED = STATUSES = ("running", "finished", "failed", "stopped")
@@ -47,8 +48,9 @@ class RunResults(L.Callback):
     Fields: ``task``, ``dataset``, ``seed``, ``method`` (``fit --method``, a sweep's arm), ``status`` and
     ``status_detail`` (``STATUSES``), ``planned`` (the budget: ``training.run_record.planned_budget``),
     ``dynamics`` (holdout MSE of the elites, elites, epochs, seconds), ``evaluations`` (list of
-    {``sac_updates``, ``return_mean``, ``normalized_score``}), ``final_normalized_score`` and ``final_return`` (the latest evaluation; the score is null for
-    variants without D4RL reference scores) and ``seconds`` per stage. With ``callbacks.premise`` on, each
+    {``sac_updates``, ``return_mean``, ``normalized_score``}), ``final_normalized_score`` and ``final_return``
+    (the latest evaluation; the score is null for variants without D4RL reference scores) and ``seconds`` per
+    stage. With ``callbacks.premise`` on, each
     evaluation also holds ``premise`` (its ``premise/`` figures without the prefix, and ``penalty_kind``)
     and ``final_premise`` repeats the latest one. ``penalty``: the penalty kind, lambda, its units and the
     lambda applied to the raw penalty (``dynamics.penalty_scales``: every kind's scale on the data).
@@ -60,15 +62,16 @@ class RunResults(L.Callback):
     as it was (``ended_before``, read by ``training.run_record.record_end``).
     """
 
-    def __init__(self, path: str | Path, header: dict[str, Any], tensorboard_hparams: dict[str, Any] | None = None,
-                 rank_zero: bool = True) -> None:
+    def __init__(self, path: str | Path, header: dict[str, Any],
+                 tensorboard_hparams: dict[str, Any] | None = None) -> None:
         """
         Args:
             path: the ``results.json`` file.
             header: what the run is (task, data, seed, method, h, lambda, threads, planned budget, provenance).
             tensorboard_hparams: the run's defining knobs for TensorBoard's hparams view, scored by the final
                 normalised score (None: none logged).
-            rank_zero: this process is the first (DDP runs every callback on every rank; only the first writes).
+
+        Only the first process writes the file (``machine.is_rank_zero``: DDP runs every callback on every rank).
         """
         super().__init__()
         self.path = Path(path)
@@ -81,8 +84,8 @@ class RunResults(L.Callback):
         }
         self._start: float | None = None
         self._offset = 0.0
-        self.rank_zero = rank_zero
-        """Only the first process writes the file (set again from the trainer when training starts)."""
+        self._fit_trainer: L.Trainer | None = None
+        """The SAC stage's Trainer once training starts: it says which process is the first."""
         self.tensorboard_hparams = dict(tensorboard_hparams or {})
         self.trained = False
         """Set when SAC training starts (Lightning skips ``on_train_start`` when the budget is already done)."""
@@ -138,7 +141,7 @@ class RunResults(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
-        self.rank_zero = trainer.is_global_zero
+        self._fit_trainer = trainer
         self.trained = True
         self.data["status"] = RUNNING
         self.data.pop("status_detail", None)
@@ -183,7 +186,7 @@ class RunResults(L.Callback):
         """Rewrite the file (rank 0 only); the policy-stage clock is updated first."""
         if self._start is not None:
             self.data["seconds"]["policy"] = self._offset + time.perf_counter() - self._start
-        if self.rank_zero:
+        if is_rank_zero(self._fit_trainer):
             write_json_atomic(self.path, self.data)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

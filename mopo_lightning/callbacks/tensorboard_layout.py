@@ -17,7 +17,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from mopo_lightning.tasks import Task, get_task
+from mopo_lightning.envs.tasks import Task, get_task
+from mopo_lightning.machine import is_rank_zero
 
 CATEGORY = "is it learning"
 """The layout's one category (TensorBoard merges categories of the same title across runs)."""
@@ -48,7 +49,7 @@ class TensorBoardLayout(L.Callback):
         self.scored = (task if isinstance(task, Task) else get_task(task)).has_reference_scores
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        if not is_rank_zero(trainer):
             return
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):  # a resume writes it again: TensorBoard reads one

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mopo_lightning.envs.tasks import Task
 from mopo_lightning.envs.wrappers import make_env
 from mopo_lightning.files import write_bytes_atomic
-from mopo_lightning.tasks import Task
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter

@@ -35,9 +35,9 @@ import numpy as np
 
 from mopo_lightning.collection.recorder import InfoRecorder
 from mopo_lightning.data.hdf5 import write_hdf5
+from mopo_lightning.envs.tasks import Task, get_task
 from mopo_lightning.envs.wrappers import RelabelInfos, ensure_relabel_infos, make_env
 from mopo_lightning.progress import progress
-from mopo_lightning.tasks import Task, get_task
 
 Policy = Callable[[np.ndarray], np.ndarray]
 """observation [O] -> action [A]."""

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.data.source import dataset_source
+from mopo_lightning.envs.tasks import Task
 from mopo_lightning.guards import ConfigError
-from mopo_lightning.tasks import Task
 
 log = logging.getLogger(__name__)
 

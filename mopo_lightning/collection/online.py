@@ -33,12 +33,12 @@ from tensordict import TensorDict
 from mopo_lightning.collection.recorder import InfoRecorder
 from mopo_lightning.data.hdf5 import write_hdf5
 from mopo_lightning.envs.rewards import REWARDS
+from mopo_lightning.envs.tasks import Task, get_task
 from mopo_lightning.envs.wrappers import RelabelReward, ensure_relabel_infos, make_env
 from mopo_lightning.files import atomic_path, remove_stale_temps
 from mopo_lightning.guards import CheckpointError, ConfigError, require_same
 from mopo_lightning.policy.sac import SACModule
 from mopo_lightning.progress import progress
-from mopo_lightning.tasks import Task, get_task
 from mopo_lightning.transitions import transitions
 
 
@@ -112,7 +112,7 @@ class OnlineSACCollector:
         if cfg.behaviour_reward != "env" and cfg.behaviour_reward not in REWARDS:
             raise ConfigError(f"behaviour_reward must be 'env' or one of {sorted(REWARDS)}")
         self.max_episode_steps = max_episode_steps
-        env = ensure_relabel_infos(make_env(self.task, 
+        env = ensure_relabel_infos(make_env(self.task,
             **({} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)})))
         self.env = env if cfg.behaviour_reward == "env" else RelabelReward(env, cfg.behaviour_reward)
         self.ckpt = Path(cfg.checkpoint) if cfg.checkpoint else self.path.with_name(self.path.name + ".ckpt")
@@ -239,7 +239,7 @@ class OnlineSACCollector:
         require_same(json.loads(state["identity"]), self._identity(), CheckpointError,
                      f"{self.ckpt}: checkpoint of another collection", "delete it to start over")
         self.agent.load_state_dict(state["agent"])
-        for opt, opt_state in zip(self.optimizers, state["optimizers"]):
+        for opt, opt_state in zip(self.optimizers, state["optimizers"], strict=True):
             opt.load_state_dict(opt_state)
         self.t = self.last_checkpoint = int(state["t"])
         self.returns = state["returns"].tolist()

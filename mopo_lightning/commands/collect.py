@@ -16,8 +16,8 @@ from jsonargparse.typing import PositiveInt
 from mopo_lightning.collection.collect import collect as collect_offline
 from mopo_lightning.collection.online import SACCollectConfig, collect_sac
 from mopo_lightning.envs.rewards import REWARDS
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.guards import ConfigError
-from mopo_lightning.tasks import get_task
 
 
 def collect(

@@ -27,7 +27,7 @@ from tensordict import TensorDict
 from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.data.hdf5 import REQUIRED_KEYS, read_arrays
 from mopo_lightning.data.validation import check_relabel_keys, validate
-from mopo_lightning.tasks import Task, get_task
+from mopo_lightning.envs.tasks import Task, get_task
 from mopo_lightning.transitions import transitions
 
 MODES = ("transitions", "qlearning")

@@ -16,8 +16,8 @@ from tensordict import TensorDict
 from mopo_lightning.data.d4rl import load_dataset
 from mopo_lightning.data.d4rl_download import resolve_dataset
 from mopo_lightning.data.source import dataset_source
+from mopo_lightning.envs.tasks import Task, get_task
 from mopo_lightning.guards import ConfigError
-from mopo_lightning.tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,8 @@ from tensordict import TensorDict
 from mopo_lightning.data.errors import DatasetDownloadError, DatasetError, UnknownDataset, one_line
 from mopo_lightning.data.source import minari_data_dir
 from mopo_lightning.data.validation import validate
+from mopo_lightning.envs.tasks import ROBOTS, TASKS, Task, get_task, task_from_env_spec
 from mopo_lightning.guards import closest
-from mopo_lightning.tasks import ROBOTS, TASKS, Task, get_task, task_from_env_spec
 from mopo_lightning.transitions import transitions
 
 if TYPE_CHECKING:
@@ -71,13 +71,14 @@ def open_dataset(name_or_path: str | Path, download: bool = True) -> MinariDatas
             raise DatasetDownloadError(_offline(dataset_id, "downloads are off"))
         try:
             minari.download_dataset(dataset_id)
-        except Exception as err:  # noqa: BLE001 - offline, unknown id, server error: one line either way
+        except Exception as err:  # offline, unknown id, server error: one line either way
             raise DatasetDownloadError(_offline(dataset_id, f"{type(err).__name__}: {one_line(err)[:300]}")) from None
     return _read(lambda: minari.load_dataset(dataset_id), dataset_id)
 
 
 def check_farama_id(dataset_id: str) -> None:
-    """A ``mujoco/<env>/<quality>-vN`` id of a robot not in ``tasks.ROBOTS`` or a quality not in ``FARAMA_QUALITIES``
+    """A ``mujoco/<env>/<quality>-vN`` id of a robot not in ``envs.tasks.ROBOTS`` or a quality not in
+    ``FARAMA_QUALITIES``
     is one ``UnknownDataset`` line (exit 2) with the closest id; other ids pass (``minari`` knows them)."""
     parts = dataset_id.split("/")
     if len(parts) != 3 or parts[0] != "mujoco" or "-" not in parts[2]:

@@ -45,7 +45,8 @@ def dataset_source(name_or_path: str | Path) -> Source:
     path = Path(text).expanduser()
     if path.exists() and minari_data_dir(path) is not None:
         return "minari"
-    if isinstance(name_or_path, Path) or path.exists() or path.suffix.lower() in (".hdf5", ".h5") or text.startswith(("/", ".", "~")):
+    if (isinstance(name_or_path, Path) or path.exists() or path.suffix.lower() in (".hdf5", ".h5")
+            or text.startswith(("/", ".", "~"))):
         return "file"
     if MINARI_ID.fullmatch(text):
         return "minari"

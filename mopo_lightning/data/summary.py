@@ -1,4 +1,4 @@
-"""Dataset summary behind ``mopo-lightning data info FILE [--task T] [--json]``.
+"""Dataset summary behind ``mopo-lightning data info FILE [--task T] [--json]`` (``commands/data_info.py``).
 
 Episodes are split after every row flagged ``terminals`` or ``timeouts`` (for files without
 ``timeouts``, D4RL's step-999 rule, see ``d4rl.infer_timeouts``). A trailing episode cut by the end of
@@ -15,7 +15,6 @@ the dataset's own reference returns.
 
 from __future__ import annotations
 
-import json as _json
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,7 @@ from mopo_lightning.data.d4rl import infer_timeouts, read_validated
 from mopo_lightning.data.errors import DatasetError, one_line
 from mopo_lightning.data.hdf5 import check_file
 from mopo_lightning.data.source import dataset_source
-from mopo_lightning.guards import ConfigError
-from mopo_lightning.tasks import Task, get_task
+from mopo_lightning.envs.tasks import Task, get_task
 
 
 def file_metadata(path: str | Path) -> dict[str, Any]:
@@ -120,23 +118,8 @@ def _pick_task(path: Path, task: str | Task | None, metadata: dict[str, Any]) ->
     raise DatasetError(f"{path}: no task given and none in metadata/task or the file name; pass --task")
 
 
-def main_info(path: str, task: str | None = None, json: bool = False) -> None:
-    """Summarise a D4RL-schema dataset: transitions, episodes, returns, normalised scores (a table or JSON).
-
-    Args:
-        path: HDF5 file in the D4RL schema, or a Minari dataset id (``mujoco/hopper/medium-v0``) or directory.
-        task: task name (default: the file's ``metadata/task``, else the file name).
-        json: print JSON instead of a table.
-    """
-    if task is not None:
-        try:
-            get_task(task)
-        except KeyError as err:
-            raise ConfigError(f"--task: {err.args[0]}") from None
-    summary = summarize(path, task)
-    if json:
-        print(_json.dumps(summary, indent=2))
-        return
+def print_summary(summary: dict[str, Any], name: str) -> None:
+    """``summary`` (``summarize``'s) as a table on the terminal, titled with the file's ``name``."""
     from rich.console import Console
     from rich.table import Table
 
@@ -147,7 +130,7 @@ def main_info(path: str, task: str | None = None, json: bool = False) -> None:
             return "  ".join(f"{k} {fmt(v)}" for k, v in value.items())
         return "-" if value is None else str(value)
 
-    table = Table(title=f"{Path(path).name}  ({summary['task']})", show_header=False)
+    table = Table(title=f"{name}  ({summary['task']})", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in summary.items():

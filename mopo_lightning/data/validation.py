@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mopo_lightning.data.errors import DatasetError
-from mopo_lightning.tasks import Task, get_task
+from mopo_lightning.envs.tasks import Task, get_task
 
 MAX_ABS_VALUE = 1e6
 """Largest magnitude accepted in observations, next observations, rewards and actions (module docstring)."""

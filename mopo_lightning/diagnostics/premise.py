@@ -187,8 +187,9 @@ def premise_metrics(ensemble: EnsemblePredictor, transitions: TensorDictBase, *,
 
     ``transitions`` [N]: real transitions with the transition keys plus ``episode`` and ``step`` (long),
     ordered by episode then step, as ``evaluate_policy(record=True)`` returns them. ``mdp``: the run's model MDP.
-    ``rollout_length``: H of the branched model returns (None: ``mdp.rollout_length``, the run's h). Scalars are means over the measured rows (one-step
-    figures) or over the start states (H-step returns); the configured kind's figures also appear without
+    ``rollout_length``: H of the branched model returns (None: ``mdp.rollout_length``, the run's h). Scalars are
+    means over the measured rows (one-step figures) or over the start states (H-step returns); the configured
+    kind's figures also appear without
     the kind prefix. ``kinds``: the penalties measured beside the configured one (default: every kind).
     """
     kinds = list(dict.fromkeys([mdp.penalty_kind, *kinds]))
@@ -223,7 +224,8 @@ def premise_metrics(ensemble: EnsemblePredictor, transitions: TensorDictBase, *,
     candidates = windows["eligible"][measured].nonzero().squeeze(-1)
     start = candidates[evenly_spaced(candidates.numel(), max_start_states, device)]  # among measured rows
     gen = torch.Generator(device=device).manual_seed(seed)
-    model = branched_returns(ensemble, obs[start], rollout_length, policy, mdp=mdp, generator=gen, first_action=action[start],
+    model = branched_returns(ensemble, obs[start], rollout_length, policy, mdp=mdp, generator=gen,
+                             first_action=action[start],
                              first_prediction=(prediction[0][:, start], prediction[1][:, start]), kinds=kinds)
     real = windows["real"][measured[start]]
     rows.update({"return/start": start, "return/real": real, "return/raw": model["raw"],

@@ -78,12 +78,12 @@ class MemberSnapshot(nn.Module):
     def save(self, params: Sequence[Tensor], members: Tensor) -> None:
         """Copy the members flagged in ``members`` (bool [E]) from ``params`` into the snapshot."""
         assert len(params) == self.num_tensors
-        for snap, p in zip(self._buffers_list(), params):
+        for snap, p in zip(self._buffers_list(), params, strict=True):
             snap[members] = p.detach()[members]
 
     @torch.no_grad()
     def restore(self, params: Sequence[Tensor]) -> None:
         """Write every member's snapshot back into ``params`` (in place)."""
         assert len(params) == self.num_tensors
-        for snap, p in zip(self._buffers_list(), params):
+        for snap, p in zip(self._buffers_list(), params, strict=True):
             p.copy_(snap)

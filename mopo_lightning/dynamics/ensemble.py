@@ -94,7 +94,7 @@ class GaussianEnsemble(nn.Module):
         if x.dim() == 2:  # one batch for all members: broadcast without copying
             x = x.expand(self.num_members, *x.shape)
         last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = torch.baddbmm(b, x, w)
             if i < last:
                 # Outside autograd (prediction, holdout) SiLU overwrites baddbmm's fresh output: no new
@@ -125,7 +125,7 @@ class GaussianEnsemble(nn.Module):
 
     def weight_decay_loss(self) -> Tensor:
         """sum over layers of wd_l * sum(W_l^2) / 2, weights only (all members), differentiable."""
-        return sum(wd * w.square().sum() / 2 for wd, w in zip(self.weight_decays, self.weights))
+        return sum(wd * w.square().sum() / 2 for wd, w in zip(self.weight_decays, self.weights, strict=True))
 
     @torch.no_grad()
     def add_weight_decay_grad(self, weights: list[Tensor] | None = None) -> None:
@@ -133,7 +133,7 @@ class GaussianEnsemble(nn.Module):
         authors' L2 term, without autograd building it). One ``add_(W, alpha=wd)`` per layer: two
         ``torch._foreach_*`` calls through a temporary took 0.35-0.54 ms against 0.11 ms, ~2% of a stage-1 step
         (the fused multiply-add may round the last bit differently)."""
-        for w, wd in zip(list(self.weights) if weights is None else weights, self.weight_decays):  # layers
+        for w, wd in zip(list(self.weights) if weights is None else weights, self.weight_decays, strict=True):  # layers
             w.grad.add_(w, alpha=wd)
 
     @torch.no_grad()

@@ -15,7 +15,8 @@ own ``dynamics.ckpt`` is refused naming the field (``training/stage1.load_matchi
 The fingerprint is a flat dict of JSON values; its key is the first 16 hex digits of the SHA-256 of its
 canonical JSON. A cache of trained ensembles is a directory of entries ``<cache>/<key>/`` holding
 ``dynamics.ckpt`` (the final model), ``partial.ckpt`` (stage 1's resumable state while it trains) and
-``lock`` (``flock``-ed by the one process training the entry).
+``lock`` (``flock``-ed by the one process training the entry). Runs share the cache of their run root
+(``dynamics_cache_dir``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ CONFIG_KEYS = ("seed_everything", *(f"data.{k}" for k in (*DATASET_KEYS, *STAGE1
 trailing dot names a whole group. The sweep's trial order reads this list, so the two cannot drift apart."""
 
 _HASHES: dict[tuple, str] = {}  # files.file_state -> sha256, this process
+
+
+CACHE_NAME = ".dynamics_cache"
+
+
+def dynamics_cache_dir(run_root: str | Path, cache: str | Path | None = None) -> Path:
+    """The stage-1 cache of the runs under ``run_root``: ``cache`` when given, else ``<run_root>/.dynamics_cache``
+    (``fit``'s ``--dynamics_cache`` default; a sweep's trials have the sweep directory as their run root)."""
+    return Path(cache) if cache else Path(run_root) / CACHE_NAME
 
 
 def dataset_sha256(path: str | Path, cache_dir: str | Path | None = None,

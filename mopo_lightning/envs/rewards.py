@@ -6,7 +6,7 @@ so a dataset collected on the standard task is relabelled row by row.
 
 Every reward here is a pure function of a *transition record*: a mapping from the dataset's keys
 (``actions``, ``infos/x_velocity``, ...) to arrays with a leading row dimension. One function scores
-both sides: ``tasks.Task.relabel`` rewrites a stored file's rewards (``data.d4rl.load_dataset``) and
+both sides: ``envs.tasks.Task.relabel`` rewrites a stored file's rewards (``data.d4rl.load_dataset``) and
 ``envs.wrappers.RelabelReward`` scores the live env (evaluation, behaviour collection), so the reward the
 policy is trained on and the one it is evaluated on cannot drift apart. The quantities recorded per step
 are described in ``envs/wrappers.py`` (``RelabelInfos``).

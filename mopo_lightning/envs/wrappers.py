@@ -24,7 +24,7 @@ import mujoco
 import numpy as np
 
 from mopo_lightning.envs.rewards import CONTACT_KEY, REWARDS, RewardFn
-from mopo_lightning.tasks import Task, get_task
+from mopo_lightning.envs.tasks import Task, get_task
 
 
 def make_env(task: str | Task, **kwargs: Any) -> gym.Env:

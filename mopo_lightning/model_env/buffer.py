@@ -45,7 +45,7 @@ class ModelBuffer:
             values, start = [v[n - self.capacity:] for v in values], cursor
             n = self.capacity
         first = min(n, self.capacity - start)
-        for leaf, v in zip(self.leaves, values):
+        for leaf, v in zip(self.leaves, values, strict=True):
             leaf[start:start + first] = v[:first]
             leaf[:n - first] = v[first:]
         self.cursor = cursor

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from mopo_lightning.envs.tasks import Task
 from mopo_lightning.envs.termination import TerminationFn
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.model_env.penalties import (
@@ -23,7 +24,6 @@ from mopo_lightning.model_env.penalties import (
     penalty_coef_in_raw_units,
 )
 from mopo_lightning.model_env.settings import MOPOSettings, RewardMode
-from mopo_lightning.tasks import Task
 
 
 @dataclass(frozen=True)

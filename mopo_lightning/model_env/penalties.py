@@ -145,7 +145,7 @@ PENALTIES: dict[str, Penalty] = {
 }
 """The one registry of penalty kinds, by the name ``mopo.penalty_kind`` takes."""
 PENALTY_KINDS: tuple[PenaltyKind, ...] = tuple(PENALTIES)  # type: ignore[assignment]
-assert PENALTY_KINDS == get_args(PenaltyKind), "PenaltyKind must list the registry's names, in its order"
+assert get_args(PenaltyKind) == PENALTY_KINDS, "PenaltyKind must list the registry's names, in its order"
 
 
 def uncertainty_penalty(mean: Tensor, std: Tensor, kind: PenaltyKind = "aleatoric", point: Tensor | None = None,

@@ -36,7 +36,8 @@ class MOPOSettings:
         model_retain_epochs: epochs of rollouts the FIFO model buffer keeps (MOPO: 5).
         real_ratio: fraction of each SAC batch drawn from the real data (MOPO: 0.05; ``int`` of it, as the authors).
         reward_mode: the model's reward, of the elite drawn per row (whose Gaussian sample is the next state either
-            way): ``sample``, that sample's reward (the authors' code), or ``mean``, the elite's mean reward (the paper).
+            way): ``sample``, that sample's reward (the authors' code), or ``mean``, the elite's mean reward (the
+            paper).
     """
 
     rollout_length: int = 5

@@ -137,7 +137,8 @@ class EnsembleQ(nn.Module):
         weight-gradient matmuls and leaves the critics' ``.grad`` untouched.
         """
         x = torch.cat([obs, action], dim=-1).unsqueeze(0).expand(self.num_q, -1, -1)  # [Q, B, O + A]
-        params = [(w.detach(), b.detach()) if detach_params else (w, b) for w, b in zip(self.weights, self.biases)]
+        params = [(w.detach(), b.detach()) if detach_params else (w, b)
+                  for w, b in zip(self.weights, self.biases, strict=True)]
         for w, b in params[:-1]:
             x = torch.baddbmm(b, x, w).relu_()  # in place: baddbmm's backward does not read its output
         w, b = params[-1]

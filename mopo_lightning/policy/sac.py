@@ -24,7 +24,7 @@ from tensordict.nn import TensorDictModule
 from torch import Tensor, nn
 
 from mopo_lightning.guards import assert_finite
-from mopo_lightning.lightning_shortcuts import backward_and_step, trainer_of
+from mopo_lightning.lightning_paths import backward_and_step, trainer_of
 from mopo_lightning.policy.losses import actor_loss, alpha_loss, qvalue_loss, soft_bellman_target
 from mopo_lightning.policy.networks import EnsembleQ, TanhGaussianActor
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD, TERMINATED
@@ -175,11 +175,11 @@ class SACModule(L.LightningModule):
                               alpha_terms["loss_alpha"].detach(), alpha_terms["alpha"], pi_terms["entropy"],
                               q_terms["q_mean"], q_terms["q_max"]])
         self.nonfinite_at.masked_fill_(~torch.isfinite(values) & (self.nonfinite_at == 0), self._n_updates)
-        out = TensorDict(dict(zip(LOG_KEYS, values.unbind())), batch_size=[])
+        out = TensorDict(dict(zip(LOG_KEYS, values.unbind(), strict=True)), batch_size=[])
         if self._n_updates % self._check_every() == 0:
             self.check_finite()
         if self.log_every_n and self._n_updates % self.log_every_n == 0 and trainer_of(self) is not None:
-            self.log_dict(dict(zip(LOG_NAMES, values.tolist())), on_step=True, on_epoch=False)
+            self.log_dict(dict(zip(LOG_NAMES, values.tolist(), strict=True)), on_step=True, on_epoch=False)
             self.log("updates", float(self._n_updates), prog_bar=True, logger=False)  # SAC updates so far
         return out
 

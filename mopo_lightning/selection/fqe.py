@@ -34,8 +34,8 @@ import torch
 from tensordict import TensorDict
 from torch import Tensor, nn
 
+from mopo_lightning.envs.tasks import Task
 from mopo_lightning.policy.networks import mlp
-from mopo_lightning.tasks import Task
 from mopo_lightning.transitions import ACTION, DONE, NEXT_OBSERVATION, OBSERVATION, REWARD, TERMINATED
 
 Policy = Callable[[Tensor], Tensor]

@@ -98,7 +98,7 @@ class Sweep:
         for (arm, arm_keys), slow_values, entry, fast_values in itertools.product(
                 arms, itertools.product(*(self.grid[k] for k in slow)), self.configs,
                 itertools.product(*(self.grid[k] for k in fast))):
-            point = {**dict(zip(slow, slow_values)), **dict(zip(fast, fast_values))}
+            point = {**dict(zip(slow, slow_values, strict=True)), **dict(zip(fast, fast_values, strict=True))}
             point = {k: point[k] for k in self.grid}  # the file's key order, for names and tables
             labels = {**({"config": entry.name} if len(self.configs) > 1 else {}),
                       **({"method": arm} if arm is not None else {})}

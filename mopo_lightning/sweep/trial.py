@@ -1,6 +1,6 @@
 """One trial on Ray Tune: an ordinary ``fit`` in a subprocess, its evaluations reported to Tune as they land.
 
-The trainable runs ``python -m mopo_lightning.cli fit <trial's args>`` in the sweep's working directory,
+The trainable runs ``python -m mopo_lightning.commands.cli fit <trial's args>`` in the sweep's working directory,
 its stdout and stderr appended to ``<run dir>.log``, and polls ``<run dir>/results.json``: every new
 evaluation becomes one ``tune.report`` ({``evaluation``, ``evaluations_expected``, ``sac_updates``,
 ``return_mean``, ``normalized_score``}; the score is NaN for variant tasks without D4RL references).
@@ -135,9 +135,9 @@ def run_trial(config: dict[str, Any]) -> None:
                   f"{context.get_node_id()} of the cluster at {context.gcs_address}: "
                   f"mopo-lightning fit {' '.join(args)}\n")
         out.flush()
-        proc = subprocess.Popen([trial["python"], "-m", "mopo_lightning.cli", "fit", *args], cwd=trial["cwd"],
+        proc = subprocess.Popen([trial["python"], "-m", "mopo_lightning.commands.cli", "fit", *args], cwd=trial["cwd"],
                                 stdout=out, stderr=subprocess.STDOUT, env=trial_env(trial),
-                                preexec_fn=_die_with_parent)  # noqa: PLW1509 -- one prctl call, no locks
+                                preexec_fn=_die_with_parent)  # one prctl call, no locks
         try:
             while proc.poll() is None:
                 report_new(read_results(trial))

@@ -15,9 +15,9 @@ from tensordict import TensorDict
 from mopo_lightning.data.dataset import OfflineDataset
 from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.dynamics.batches import DynamicsData, dynamics_dataloaders
+from mopo_lightning.envs.tasks import Task
 from mopo_lightning.files import file_state
 from mopo_lightning.guards import ConfigError
-from mopo_lightning.tasks import Task
 
 
 class OfflineDataModule(L.LightningDataModule):

@@ -100,4 +100,6 @@ class MixedSampler:
         if not self.n_real:
             return transitions(*model[:-1])
         real_index = torch.randint(0, self.real_rows[0].shape[0], (self.n_real,), generator=self.generator)
-        return transitions(*[torch.cat([r.index_select(0, real_index), m]) for r, m in zip(self.real_rows, model)])
+        # the real rows hold every key but DONE, which ``transitions`` rebuilds: the model's DONE leaf is left out
+        return transitions(*[torch.cat([r.index_select(0, real_index), m])
+                             for r, m in zip(self.real_rows, model[:-1], strict=True)])

@@ -3,8 +3,8 @@
 MOPO (Yu et al. 2020) follows MBPO (Janner et al. 2019) here: every ``mopo.rollout_freq`` SAC updates the
 current stochastic actor is branched from ``mopo.rollout_batch_size`` real start states for h steps through
 the uncertainty-penalised model MDP (``model_env.mdp.ModelMDP``; ``model_env.rollouts.ModelRollouts`` owns the
-rollouts and the model buffer). Each SAC batch takes ``int(batch_size * real_ratio)`` real rows (12 of 256, as the authors' ``int``)
-and the rest from the model buffer.
+rollouts and the model buffer). Each SAC batch takes ``int(batch_size * real_ratio)`` real rows (12 of 256, as the
+authors' ``int``) and the rest from the model buffer.
 
 Every collaborator is handed to the constructor (by the recipe, once stage 1 is done), so nothing is attached
 later. The rollouts are built in ``setup``, once the rank is
@@ -17,11 +17,11 @@ import lightning as L
 import torch
 from tensordict import TensorDict
 
+from mopo_lightning.envs.tasks import Task
 from mopo_lightning.model_env.env import EnsemblePredictor
 from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.rollouts import ModelRollouts, RolloutSchedule
 from mopo_lightning.model_env.settings import MOPOSettings
-from mopo_lightning.tasks import Task
 from mopo_lightning.training.mixed_batches import Learner, MixedBatches, MixedSampler, RolloutLog
 from mopo_lightning.transitions import OBSERVATION
 

@@ -64,7 +64,7 @@ def check_checkpoint(path: str | Path) -> None:
         raise CheckpointError(f"--ckpt_path {path}: is a directory, not a checkpoint file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # noqa: BLE001 - truncated, random bytes, not a torch file
+    except Exception as error:  # truncated, random bytes, not a torch file
         raise CheckpointError(f"{path}: corrupt checkpoint ({type(error).__name__})") from None
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(f"{path}: not a Lightning checkpoint (no state_dict)")
@@ -73,11 +73,11 @@ def check_checkpoint(path: str | Path) -> None:
 class RunDirectory:
     """One run's directory: ``run.json``, ``dynamics.ckpt``, ``sac/``, ``tensorboard/``, ``results.json``."""
 
-    def __init__(self, path: str | Path, rank: int = 0) -> None:
-        """``rank``: this process's global rank; only rank 0 checks and writes (DDP re-runs the command on
-        every rank, after rank 0 has started the run)."""
+    def __init__(self, path: str | Path, rank_zero: bool = True) -> None:
+        """``rank_zero``: this process is the first of its run (``machine.is_rank_zero``); only the first checks
+        and writes (DDP re-runs the command on every rank, after rank 0 has started the run)."""
         self.path = Path(path)
-        self.rank = rank
+        self.rank_zero = rank_zero
         self._replace = False
         self._identity: dict[str, Any] | None = None
         self.started = False
@@ -103,7 +103,7 @@ class RunDirectory:
         - a file: it must load; a run already here must have the same configuration.
         """
         mine = identity(config)
-        if self.rank != 0:  # rank 0 has checked this start and owns the directory
+        if not self.rank_zero:  # rank 0 has checked this start and owns the directory
             self._identity = mine
             last = ckpt_path == "last"
             return (str(self.last) if self.last.exists() else None) if last else ckpt_path
@@ -139,7 +139,7 @@ class RunDirectory:
         if self._identity is None:
             raise RuntimeError("RunDirectory.start() before prepare()")
         self.started = True
-        if self.rank != 0:
+        if not self.rank_zero:
             return
         if self._replace:
             shutil.rmtree(self.path)

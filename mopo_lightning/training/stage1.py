@@ -27,13 +27,13 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import Logger
-from lightning.pytorch.utilities import rank_zero_only
 
 from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, SignalStop, rng_state, set_rng_state
 from mopo_lightning.callbacks.progress_bar import StageProgressBar
 from mopo_lightning.dynamics.batches import BootstrapBatches
 from mopo_lightning.dynamics.fingerprint import (
     dataset_sha256,
+    dynamics_cache_dir,
     dynamics_fingerprint,
     exclusive_lock,
     fingerprint_key,
@@ -41,7 +41,7 @@ from mopo_lightning.dynamics.fingerprint import (
 from mopo_lightning.dynamics.module import DynamicsModule, load_dynamics, time_limit
 from mopo_lightning.files import atomic_path
 from mopo_lightning.guards import CheckpointError, ConfigError, require_same
-from mopo_lightning.machine import torch_threads
+from mopo_lightning.machine import is_rank_zero, torch_threads
 from mopo_lightning.model_env.penalties import measure_scales, scales_current
 from mopo_lightning.training.datamodule import OfflineDataModule
 from mopo_lightning.transitions import ACTION, OBSERVATION
@@ -122,7 +122,7 @@ def load_matching(path: Path, fingerprint: dict[str, Any], what: str) -> Dynamic
 
     try:
         stored = torch.load(path, map_location="cpu", weights_only=True).get("dynamics_fingerprint")
-    except Exception as error:  # noqa: BLE001 - what torch raises for a damaged file varies
+    except Exception as error:  # what torch raises for a damaged file varies
         raise corrupt(error) from None
     if stored is None:
         raise ConfigError(f"{what} {path} records no fingerprint (not a stage-1 model); delete it to retrain")
@@ -130,7 +130,7 @@ def load_matching(path: Path, fingerprint: dict[str, Any], what: str) -> Dynamic
                  "delete it (or use another --run_name) to train a matching model")
     try:
         module = load_dynamics(path)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         raise corrupt(error) from None
     return module
 
@@ -177,7 +177,7 @@ def _dynamics_stage(
 
     Returns the module and the ``dynamics`` section of ``results.json``.
     """
-    cache = Path(cache_dir) if cache_dir is not None else run_dir.parent / ".dynamics_cache"
+    cache = dynamics_cache_dir(run_dir.parent, cache_dir)
     datamodule.setup()  # read the rows first: the fingerprint hashes the bytes that were read
     fingerprint = dynamics_fingerprint(
         dataset_sha256(datamodule.data.file(), cache, loaded=datamodule.loaded_file_state),
@@ -201,7 +201,7 @@ def _dynamics_stage(
     final = entry / FINAL
     trained: DynamicsModule | None = None
     if not final.exists():
-        if rank_zero_only.rank == 0:  # DDP's other ranks start inside rank 0's fit: they must not wait
+        if is_rank_zero():  # DDP's other ranks start inside rank 0's fit: they must not wait
             with exclusive_lock(entry / LOCK, on_wait=lambda: print(
                     f"dynamics: waiting for another process training {entry}", flush=True)):
                 if not final.exists():
@@ -218,7 +218,7 @@ def _dynamics_stage(
               f"{int(module.early_stopping.epochs)} epochs: the model depends on this machine's speed, so it "
               f"is not reproducible; kept in {own} only, not in the cache", flush=True)
         return module, {**_result(module, own, key, loaded=False), "reproducible": False}
-    if rank_zero_only.rank == 0:
+    if is_rank_zero():
         with atomic_path(own) as tmp:
             shutil.copyfile(final, tmp)
     return module, {**_result(module, own, key, loaded=trained is None), "cache_entry": str(final)}
@@ -272,7 +272,7 @@ def _train(
     # A model cut by the wall clock goes into its run only: waiting processes must not load it from the cache.
     final = run_dir / FINAL if bool(module.time_capped) else entry / FINAL
     trainer.save_checkpoint(final, weights_only=True)  # weights, buffers, hparams, fingerprint, scales, seconds
-    if trainer.is_global_zero:
+    if is_rank_zero(trainer):
         partial.unlink(missing_ok=True)
     if saver.signum is not None:  # a signal during the last epoch: stage 1 is complete, stop before stage 2
         saver.exit_saved(int(module.early_stopping.epochs))

@@ -1,7 +1,7 @@
 """A corpus of bad inputs: each ends with one line, the same exit code per kind of fault, and no file changed.
 
-Exit codes (``cli.ExitCode``): 2 bad usage or config, 3 bad data, 4 bad checkpoint, 5 file-system fault.
-The commands run in-process (``cli.main``), in a work directory holding one finished tiny run and its data;
+Exit codes (``commands.cli.ExitCode``): 2 bad usage or config, 3 bad data, 4 bad checkpoint, 5 file-system fault.
+The commands run in-process (``commands.cli.main``), in a work directory holding one finished tiny run and its data;
 the whole directory is fingerprinted (size, mtime, bytes) before and after each case.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from conftest import collected_dataset, run_cli
 from test_cli import QUICKSTART, TINY
 
-from mopo_lightning.cli import main
+from mopo_lightning.commands.cli import main
 
 RUN = "done"
 
@@ -86,7 +86,8 @@ def truncated_dynamics(root: Path) -> list[str]:
 CASES = {
     # name: (argv or a function preparing the case and returning argv, exit code, text in the line)
     "typo key": (fit("--data.pathh", "x"), 2, "unknown option --data.pathh"),
-    "real_ratio out of range": (fit("--run_name", "rr", "--mopo.real_ratio", "2"), 2, "mopo.real_ratio must be in [0, 1]"),
+    "real_ratio out of range": (fit("--run_name", "rr", "--mopo.real_ratio", "2"), 2,
+                                "mopo.real_ratio must be in [0, 1]"),
     "negative max_epochs": (fit("--trainer.max_epochs", "-5", "--run_name", "neg"), 2, "max_epochs"),
     "renamed key": (fit("--data.penalty", "aleatoric"), 2, "`data.penalty` was renamed to `mopo.penalty_kind`"),
     "unknown penalty kind": (fit("--run_name", "pk", "--mopo.penalty_kind", "bogus"), 2, "mopo.penalty_kind"),

@@ -169,7 +169,7 @@ def test_collect_and_data_info(tmp_path):
 
 def test_parse_error_in_a_real_process_is_short(tmp_path):
     """The console script's own exit status and stderr for a typo (the in-process checks are in tests/unit)."""
-    proc = subprocess.run([sys.executable, "-m", "mopo_lightning.cli", "fit", "--config", str(QUICKSTART),
+    proc = subprocess.run([sys.executable, "-m", "mopo_lightning.commands.cli", "fit", "--config", str(QUICKSTART),
                            "--data.pathh", "x.hdf5"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           check=False)
     assert proc.returncode == 2

@@ -31,7 +31,8 @@ def _hopper_datamodule(learner=None) -> MixedDataModule:
     ensemble = GaussianEnsemble(data.obs_dim, data.act_dim, num_members=3, num_elites=2, hidden_dim=32)
     ensemble.fit_normalizer(torch.cat([data.real["observation"], data.real["action"]], -1))
     mopo = MOPOSettings(rollout_length=2, rollout_batch_size=300, rollout_freq=25)
-    dm = MixedDataModule(data.rows(), data.task_spec, ensemble, ModelMDP.from_settings(mopo, None, data.task_spec), mopo,
+    mdp = ModelMDP.from_settings(mopo, None, data.task_spec)
+    dm = MixedDataModule(data.rows(), data.task_spec, ensemble, mdp, mopo,
                          learner, batch_size=data.hparams.batch_size, updates_per_epoch=25, seed=0)
     dm.setup()
     return dm
@@ -113,7 +114,7 @@ def test_signal_saves_a_resumable_checkpoint(workdir, signum):  # noqa: F811
     run_name = f"signal{int(signum)}"
     run = ["fit", *args, "--run_name", run_name, "--trainer.max_epochs", "30"]
     sac_dir = cwd / "checkpoints" / run_name / "sac"
-    proc = subprocess.Popen([sys.executable, "-m", "mopo_lightning.cli", *run], cwd=cwd,
+    proc = subprocess.Popen([sys.executable, "-m", "mopo_lightning.commands.cli", *run], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     while not (sac_dir / "last.ckpt").exists() and time.monotonic() < deadline:

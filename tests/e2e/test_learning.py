@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 
-from mopo_lightning.cli import main
+from mopo_lightning.commands.cli import main
 from mopo_lightning.data.summary import summarize
-from mopo_lightning.tasks import get_task
+from mopo_lightning.envs.tasks import get_task
 
 pytestmark = pytest.mark.slow
 QUICKSTART = Path(__file__).resolve().parents[2] / "conf" / "quickstart.yaml"

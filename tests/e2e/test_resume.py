@@ -85,7 +85,7 @@ def test_fault_campaign_20_kills_across_both_stages_then_identical_results(tmp_p
     run_cli("fit", *run, "--run_name", "straight", "--dynamics_cache", str(tmp_path / "cache_a"), cwd=tmp_path)
 
     cache = tmp_path / "cache_b"
-    cmd = [sys.executable, "-m", "mopo_lightning.cli", "fit", *run, "--run_name", "killed", "--dynamics_cache",
+    cmd = [sys.executable, "-m", "mopo_lightning.commands.cli", "fit", *run, "--run_name", "killed", "--dynamics_cache",
            str(cache)]
     run_dir = tmp_path / "checkpoints" / "killed"
     last = run_dir / "sac" / "last.ckpt"
@@ -135,7 +135,8 @@ def test_atomic_save_survives_a_kill_mid_write(tmp_path):
         "io = AtomicCheckpointIO()\n"
         "io.save_checkpoint({'step': torch.tensor(1)}, sys.argv[1])\n"
         "print('ready', flush=True)\n"
-        "io.save_checkpoint({'step': torch.tensor(2), 'big': torch.ones(400_000_000, dtype=torch.uint8)}, sys.argv[1])\n"
+        "io.save_checkpoint({'step': torch.tensor(2), 'big': torch.ones(400_000_000, dtype=torch.uint8)},"
+        " sys.argv[1])\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(target)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"

@@ -34,7 +34,7 @@ def _partial(cwd: Path, root: str) -> Path | None:
 
 
 def _start(cwd: Path, args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mopo_lightning.cli", *args], cwd=cwd,
+    return subprocess.Popen([sys.executable, "-m", "mopo_lightning.commands.cli", *args], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

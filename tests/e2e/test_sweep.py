@@ -38,7 +38,8 @@ def start_sweep(cwd: Path, *args: str, env: dict[str, str] | None = None) -> sub
     """The sweep in its own process group (so a test can kill the group), output to ``cwd/out.txt``."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     out = open(cwd / "out.txt", "a")  # noqa: SIM115 -- closed with the process
-    return subprocess.Popen([sys.executable, "-m", "mopo_lightning.cli", "sweep", *args, "--poll_seconds", "0.2"],
+    return subprocess.Popen([sys.executable, "-m", "mopo_lightning.commands.cli", "sweep", *args,
+                             "--poll_seconds", "0.2"],
                             cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -168,7 +169,8 @@ def test_a_study_runs_on_a_ray_cluster_and_reports_mopo_against_mbpo(tmp_path):
                                  str(port), "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
                                  "--temp-dir", str(temp)], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True,
-                                env={**os.environ, **auth, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+                                env={**os.environ, **auth,
+                                     "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     try:
         sweep = tmp_path / "study.yaml"
         sweep.write_text(f"""
@@ -190,7 +192,8 @@ grid:
         while "Ray runtime started" not in (tmp_path / "head.txt").read_text():
             assert head.poll() is None and time.time() < deadline, (tmp_path / "head.txt").read_text()
             time.sleep(0.5)
-        code = finish(start_sweep(tmp_path, str(sweep), "--address", f"127.0.0.1:{port}", "--sweep_dir", "sw", env=auth))
+        code = finish(start_sweep(tmp_path, str(sweep), "--address", f"127.0.0.1:{port}", "--sweep_dir", "sw",
+                                  env=auth))
         out = (tmp_path / "out.txt").read_text()
         assert code == 0, out
         assert f"Ray: cluster at 127.0.0.1:{port}, 2 CPUs" in out
@@ -202,8 +205,9 @@ grid:
             assert results(sw / name)["status"] == "finished" and results(sw / name)["method"] == name[2:6]
         assert results(sw / "b-MBPO-s0")["penalty_coef"] == 0.0 and results(sw / "b-MOPO-s0")["rollout_length"] == 1
         assert len(cache_entries(sw)) == 2  # one model per dataset, shared by both arms
-        report = subprocess.run([sys.executable, "-m", "mopo_lightning.cli", "report", str(sw), "--json", "true",
-                                 "--reps", "100"], cwd=tmp_path, capture_output=True, text=True, check=True)
+        report = subprocess.run([sys.executable, "-m", "mopo_lightning.commands.cli", "report", str(sw),
+                                 "--json", "true", "--reps", "100"],
+                                cwd=tmp_path, capture_output=True, text=True, check=True)
         data = json.loads(report.stdout)
         assert sorted(a["method"] for a in data["aggregates"]) == ["MBPO", "MOPO"]
         assert all(a["n"] == 2 and len(a["tasks"]) == 2 for a in data["aggregates"])  # both datasets pooled

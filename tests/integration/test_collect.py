@@ -8,8 +8,8 @@ import pytest
 
 from mopo_lightning.collection.collect import collect
 from mopo_lightning.data.summary import summarize
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.envs.wrappers import make_env
-from mopo_lightning.tasks import get_task
 
 
 def arrays(path) -> dict[str, np.ndarray]:

@@ -29,13 +29,13 @@ from mopo_lightning.data.d4rl import load_dataset
 from mopo_lightning.dynamics.batches import dynamics_dataloaders
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.dynamics.module import DynamicsModule
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.model_env.env import model_step
 from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.penalties import uncertainty_penalty
 from mopo_lightning.model_env.rollouts import ModelRollouts, RolloutSchedule
 from mopo_lightning.policy import networks
 from mopo_lightning.policy.sac import LOG_KEYS, SACModule
-from mopo_lightning.tasks import get_task
 
 # MOPO_CUDA_TESTS_ON=cpu dry-runs these tests' own logic on the CPU (CPU against CPU), to check them where no
 # GPU is; it proves nothing about CUDA.
@@ -71,7 +71,7 @@ def test_ensemble_forward_and_gradients_match_cpu():
         losses.append((loss.detach(), mse))
     torch.testing.assert_close(losses[1][0].cpu(), losses[0][0], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(losses[1][1].cpu(), losses[0][1], rtol=1e-4, atol=1e-6)
-    for (name, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters()):
+    for (name, p_cpu), p_gpu in zip(cpu.named_parameters(), gpu.parameters(), strict=True):
         scale = p_cpu.grad.abs().max().clamp_min(1e-12)
         torch.testing.assert_close(p_gpu.grad.cpu() / scale, p_cpu.grad / scale, rtol=0, atol=1e-4, msg=name)
     # [B, in] inputs (one batch for all members), as the rollouts call it
@@ -197,11 +197,11 @@ def test_sac_updates_on_cuda_match_cpu(monkeypatch):
     logs_gpu = _train_sac(gpu, data, CUDA)
     gpu.check_finite()
     assert int(gpu.sac_updates) == 20
-    for i, (a, b) in enumerate(zip(logs_cpu, logs_gpu)):
+    for i, (a, b) in enumerate(zip(logs_cpu, logs_gpu, strict=True)):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4,
                                    msg=lambda m, i=i: f"update {i + 1} {LOG_KEYS}: {m}")
     # Adam moves each weight by at most ~lr per update: 2e-4 is under one update's step of 3e-4
-    for (name, p_cpu), p_gpu in zip(cpu.state_dict().items(), gpu.state_dict().values()):
+    for (name, p_cpu), p_gpu in zip(cpu.state_dict().items(), gpu.state_dict().values(), strict=True):
         torch.testing.assert_close(p_gpu.cpu(), p_cpu, rtol=1e-3, atol=2e-4,
                                    msg=lambda m, name=name: f"{name}: {m}")
 

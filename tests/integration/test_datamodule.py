@@ -17,10 +17,10 @@ from mopo_lightning.collection.missing import CollectIfMissing, collect_if_missi
 from mopo_lightning.data.d4rl import load_dataset
 from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.settings import MOPOSettings
 from mopo_lightning.policy.sac import SACModule
-from mopo_lightning.tasks import get_task
 from mopo_lightning.training.datamodule import OfflineDataModule
 from mopo_lightning.training.mixed_data import MixedDataModule
 
@@ -146,7 +146,7 @@ def test_rollout_schedule_in_training(cheetah_path):
     # Rollouts before batches 0, 10, 20, 30, 40 (Lightning fetches one batch ahead, so the actor that
     # rolls out has made at most one update fewer than the batch index).
     assert len(calls) == 5
-    for expected, got in zip([0, 10, 20, 30, 40], calls):
+    for expected, got in zip([0, 10, 20, 30, 40], calls, strict=True):
         assert expected - 1 <= got <= expected
 
 

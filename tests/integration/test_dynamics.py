@@ -99,7 +99,9 @@ def _perturbed_transitions(n: int = 400, seed: int = 0):
         act.append(act_data[row])
         truth.append(np.concatenate([[reward], next_obs]))
     env.close()
-    as_t = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    def as_t(x):
+        return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
     return as_t(obs), as_t(act), as_t(truth), scale
 
 

@@ -111,7 +111,8 @@ def test_mismatched_model_refuses_naming_what_differs(tmp_path):
     old["dynamics_fingerprint"]["version"] = 1
     old["state_dict"]["early_stopping.num_updates"] = old["state_dict"].pop("early_stopping.epochs")
     torch.save(old, tmp_path / "old.ckpt")
-    with pytest.raises(ConfigError, match=rf"trained with other settings or code: version \(1 -> {FINGERPRINT_VERSION}\)"):
+    refused = rf"trained with other settings or code: version \(1 -> {FINGERPRINT_VERSION}\)"
+    with pytest.raises(ConfigError, match=refused):
         _stage1(data, tmp_path / "run3", cache, checkpoint=str(tmp_path / "old.ckpt"))
     del old["dynamics_fingerprint"]
     torch.save(old, tmp_path / "bare.ckpt")

@@ -9,9 +9,9 @@ import torch
 from mopo_lightning.callbacks import evaluation
 from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.diagnostics.premise import EPISODE
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.envs.wrappers import make_env
 from mopo_lightning.policy.sac import SACModule
-from mopo_lightning.tasks import get_task
 
 TASK, SEED, IDS = "hopper", 11, [0, 1, 2, 4, 5]  # an untrained Hopper falls after ~70 steps, at different steps
 

@@ -42,7 +42,7 @@ def test_fast_step_trains_the_reference_model(tmp_path):
     fast = DynamicsModule(td["observation"].shape[-1], td["action"].shape[-1], **hp)
     torch.manual_seed(0)
     reference = DynamicsModule(td["observation"].shape[-1], td["action"].shape[-1], **hp)
-    assert all(torch.equal(a, b) for a, b in zip(fast.parameters(), reference.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(fast.parameters(), reference.parameters(), strict=True))
 
     data = dynamics_dataloaders(td, num_members=3, seed=0)
     fast.fit_normalizer(data.train_inputs)

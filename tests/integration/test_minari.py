@@ -19,8 +19,8 @@ import torch
 from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.data.minari import load_minari, open_dataset
 from mopo_lightning.data.summary import summarize
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.envs.wrappers import make_env
-from mopo_lightning.tasks import get_task
 from mopo_lightning.training.datamodule import OfflineDataModule
 
 
@@ -95,7 +95,8 @@ def test_normalized_scores_use_the_datasets_references(minari_factory, capsys):
     info = summarize(dataset_id)
     assert info["transitions"] == 300 and info["episodes"] == len(returns)
     assert info["return"]["mean"] == pytest.approx(returns.mean())
-    assert info["normalized_score"]["mean"] == pytest.approx(100.0 * minari.get_normalized_score(dataset, returns.mean()))
+    expected = 100.0 * minari.get_normalized_score(dataset, returns.mean())
+    assert info["normalized_score"]["mean"] == pytest.approx(expected)
     assert info["score_reference"] == f"minari:{dataset_id}"
     # the path fit hands to `data info` (dataset_path) summarises the same dataset
     assert summarize(dm.data.file(), dm.task_spec)["normalized_score"] == info["normalized_score"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mopo_lightning.tasks import get_task
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.training.datamodule import OfflineDataModule
 
 MIN_TERMINALS = {"hopper-v5": 200, "walker2d-v5": 200, "ant-v5": 50, "halfcheetah-v5": 0}

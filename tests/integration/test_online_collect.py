@@ -42,7 +42,8 @@ def cli_config(path: Path, out: Path) -> Path:
 def test_resume_after_sigkill_gives_the_uninterrupted_file(tmp_path, uninterrupted):
     out = tmp_path / "hopper-sac.hdf5"
     ckpt = tmp_path / "hopper-sac.hdf5.ckpt"
-    cmd = [sys.executable, "-m", "mopo_lightning.cli", "collect", "--config", str(cli_config(tmp_path / "c.yaml", out))]
+    cmd = [sys.executable, "-m", "mopo_lightning.commands.cli", "collect",
+           "--config", str(cli_config(tmp_path / "c.yaml", out))]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120

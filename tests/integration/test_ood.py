@@ -20,8 +20,8 @@ from mopo_lightning.collection.collect import collect
 from mopo_lightning.data.d4rl import load_dataset
 from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.envs.rewards import REWARDS
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.envs.wrappers import RelabelReward, make_env
-from mopo_lightning.tasks import get_task
 
 LIMIT = 100  # short time limit: every file holds several resets
 
@@ -148,7 +148,9 @@ def test_variant_needs_the_infos(tmp_path, files):
 
 def test_evaluation_scores_the_variant_reward():
     """Evaluation episodes in a variant sum the variant's reward (zero actions: no control cost)."""
-    act = lambda obs: torch.zeros(obs.shape[0], 6)
+    def act(obs):
+        return torch.zeros(obs.shape[0], 6)
+
     jump = evaluate_policy("halfcheetah-jump", act, [0, 1], seed=5, max_episode_steps=30)
     plain = evaluate_policy("halfcheetah", act, [0, 1], seed=5, max_episode_steps=30)
     env = make_env("halfcheetah-jump", max_episode_steps=30)

@@ -21,10 +21,10 @@ from mopo_lightning.callbacks.results import RunResults
 from mopo_lightning.data.d4rl import load_dataset
 from mopo_lightning.diagnostics.premise import DataReference, premise_metrics
 from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.envs.wrappers import make_env
 from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.settings import MOPOSettings
-from mopo_lightning.tasks import get_task
 from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD
 
 TASK = get_task("halfcheetah")
@@ -250,7 +250,8 @@ def test_the_monitor_in_a_real_fit_logs_at_the_eval_step_with_images_and_results
     saved = json.loads((tmp_path / "results.json").read_text())
     entry = saved["evaluations"][-1]
     assert [e["sac_updates"] for e in saved["evaluations"]] == [3, 6]
-    assert entry["premise"]["penalty_kind"] == "disagreement" and entry["premise"]["rollout_length"] == 3  # rollout_length
+    assert entry["premise"]["penalty_kind"] == "disagreement"
+    assert entry["premise"]["rollout_length"] == 3  # rollout_length
     assert entry["premise"]["spearman"] == entry["premise"]["disagreement/spearman"]
     assert entry["premise"]["start_states"] == 2 * (30 - 3 + 1)
     assert saved["final_premise"] == entry["premise"]
@@ -264,8 +265,9 @@ def test_the_monitor_in_a_real_fit_logs_at_the_eval_step_with_images_and_results
     scalars = set(events.Tags()["scalars"])
     for tag in ("premise/spearman", "premise/violation_rate", "premise/model_error_mean", "premise/nll",
                 "premise/model_return_penalized", "premise/model_return_raw", "premise/real_return",
-                "premise/return_gap", "premise/return_gap_raw", "premise/penalized_below_real", "premise/rollout_length",
-                "premise/distance_to_data", "premise/aleatoric/spearman", "premise/disagreement/violation_rate"):
+                "premise/return_gap", "premise/return_gap_raw", "premise/penalized_below_real",
+                "premise/rollout_length", "premise/distance_to_data", "premise/aleatoric/spearman",
+                "premise/disagreement/violation_rate"):
         assert tag in scalars, tag
         assert [e.step for e in events.Scalars(tag)] == eval_steps, tag
     # every penalty kind is measured at every evaluation, whichever trains, under its own namespace

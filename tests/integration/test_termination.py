@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mopo_lightning.tasks import get_task
+from mopo_lightning.envs.tasks import get_task
 
 MIN_TERMINALS = {"hopper": 200, "walker2d": 200, "ant": 50, "halfcheetah": 0}
 

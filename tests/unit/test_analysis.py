@@ -17,7 +17,7 @@ from rliable import metrics
 
 from mopo_lightning.analysis import statistics as st
 from mopo_lightning.analysis.figures import _aligned
-from mopo_lightning.cli import main
+from mopo_lightning.commands.cli import main
 from mopo_lightning.report import Settings, build_report
 
 PAPER = {"hopper": (5, 1.0), "walker2d": (1, 1.0)}  # the paper's "mixed" h and lambda of each task
@@ -27,7 +27,9 @@ def test_iqm_by_hand_and_intervals_equal_rliable_called_directly():
     scores = np.array([8.0, 1.0, 7.0, 2.0, 6.0, 3.0, 5.0, 4.0])[:, None]  # [runs, 1 task]
     assert st.iqm(scores) == pytest.approx((3 + 4 + 5 + 6) / 4)  # the middle half of 1..8
     est = st.mean_and_iqm(scores, reps=500, seed=3)
-    func = lambda x: np.array([metrics.aggregate_mean(x), metrics.aggregate_iqm(x)])
+    def func(x):
+        return np.array([metrics.aggregate_mean(x), metrics.aggregate_iqm(x)])
+
     np.random.seed(3)  # rliable 1.2 bootstraps with numpy's global RNG (its random_state is not used)
     points, cis = rly.get_interval_estimates({"a": scores}, func, reps=500,
                                              random_state=np.random.RandomState(3))
@@ -69,7 +71,8 @@ def test_unequal_tasks_pool_every_run_and_equal_ones_are_rliables():
     assert wide["iqm"].value == pytest.approx(np.mean([3.0, 4.0, 5.0, 6.0, 10.0, 20.0, 30.0]))  # trim 2 of 11 a side
     assert wide["mean"].low < wide["mean"].value < wide["mean"].high and wide["mean"].kind == "bootstrap"
     # P(X > Y) on unequal tasks: per task by hand, averaged
-    xs, ys = [np.array([5.0, 6.0, 7.0]), np.array([1.0, 2.0, 3.0, 4.0])], [np.array([1.0, 6.5]), np.array([0.0, 9.0, 0.5])]
+    xs = [np.array([5.0, 6.0, 7.0]), np.array([1.0, 2.0, 3.0, 4.0])]
+    ys = [np.array([1.0, 6.5]), np.array([0.0, 9.0, 0.5])]
     poi = st.improvement(xs, ys, reps=300)
     # task 1: 5, 6, 7 beat 1 and only 7 beats 6.5 -> 4 of 6 pairs; task 2: all four beat 0 and 0.5, none 9 -> 8/12
     assert poi.value == pytest.approx((4 / 6 + 8 / 12) / 2)
@@ -109,7 +112,8 @@ def study(tmp_path_factory) -> Path:
                 fit_run(root, f"{task}-MOPO-s{seed}", [*_task_args(task), "--method", "MOPO",
                                                        "--seed_everything", str(seed)], [base / 2, base + seed])
                 fit_run(root, f"{task}-MBPO-s{seed}", [*_task_args(task), "--method", "MBPO", "--mopo.penalty_coef",
-                                                       "0", "--seed_everything", str(seed)], [base / 4, base / 2 + seed])
+                                                       "0", "--seed_everything", str(seed)],
+                        [base / 4, base / 2 + seed])
             for seed in range(2):
                 fit_run(root, f"{task}-plain-s{seed}", [*_task_args(task), "--mopo.rollout_length", "5",
                                                         "--seed_everything", str(seed)], [1.0, 5.0 + seed])

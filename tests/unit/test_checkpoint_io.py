@@ -7,7 +7,7 @@ import threading
 import lightning as L
 import pytest
 import torch
-from test_sac_trainer import A, O, loader
+from test_sac_trainer import OBS, A, loader
 
 from mopo_lightning.callbacks.checkpointing import AtomicCheckpointIO, EpochCheckpoint
 from mopo_lightning.policy.sac import SACModule
@@ -61,7 +61,7 @@ def test_a_failed_background_write_raises_at_the_next_save_and_at_teardown(tmp_p
 
 def _fit(tmp_path, background: bool) -> dict:
     torch.manual_seed(0)
-    sac = SACModule(O, A, hidden_dim=16)
+    sac = SACModule(OBS, A, hidden_dim=16)
     trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         callbacks=[EpochCheckpoint(tmp_path, keep=2)], plugins=[AtomicCheckpointIO(background)])
     trainer.fit(sac, train_dataloaders=loader(6))
@@ -76,6 +76,6 @@ def test_epoch_checkpoints_written_in_the_background_equal_the_synchronous_ones(
     assert sync["global_step"] == background["global_step"] == 3 * 3 * 6
     for key, value in sync["state_dict"].items():
         assert torch.equal(value, background["state_dict"][key]), key
-    for a, b in zip(sync["optimizer_states"], background["optimizer_states"]):
-        for state_a, state_b in zip(a["state"].values(), b["state"].values()):
+    for a, b in zip(sync["optimizer_states"], background["optimizer_states"], strict=True):
+        for state_a, state_b in zip(a["state"].values(), b["state"].values(), strict=True):
             assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)

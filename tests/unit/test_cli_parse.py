@@ -1,4 +1,4 @@
-"""The command layer in-process (``cli.main([...])``): help, config printing, short parse errors, exit codes.
+"""The command layer in-process (``commands.cli.main([...])``): help, config printing, short parse errors, exit codes.
 
 No command here does any work: each one stops at parsing, at ``--help`` or ``--print_config``, or at a
 missing file. The subprocess view (the console script's own exit status) is in ``tests/e2e/test_cli.py``.
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mopo_lightning.cli import COMMANDS, ExitCode, exit_code, main
+from mopo_lightning.commands.cli import COMMANDS, ExitCode, exit_code, main
 from mopo_lightning.commands.errors import short_parse_error
 from mopo_lightning.data.errors import DatasetError
 from mopo_lightning.guards import CheckpointError, ConfigError, NonFiniteError
@@ -158,7 +158,7 @@ def test_faults_end_with_one_line_and_traceback_on_request(capsys, monkeypatch):
     def fail(args, from_sys_argv=False):
         raise PermissionError(13, "Permission denied", "/ro/run/results.json")
 
-    monkeypatch.setattr("mopo_lightning.cli.run", fail)
+    monkeypatch.setattr("mopo_lightning.commands.cli.run", fail)
     code, _, err = run(capsys, "report", "x")
     assert code == ExitCode.FILESYSTEM == 5
     assert error_lines(err) == ["mopo-lightning: error: [Errno 13] Permission denied: '/ro/run/results.json'"]

@@ -25,7 +25,7 @@ def d4rl_qlearning_reference(data: dict, max_episode_steps: int = 1000) -> dict:
     rows, episode_step = [], 0
     for i in range(n - 1):
         done_bool = bool(data["terminals"][i])
-        if use_timeouts:
+        if use_timeouts:  # noqa: SIM108 -- D4RL's loop as written
             final_timestep = data["timeouts"][i]
         else:
             final_timestep = episode_step == max_episode_steps - 1

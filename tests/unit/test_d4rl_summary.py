@@ -10,9 +10,10 @@ import h5py
 import numpy as np
 import pytest
 
+from mopo_lightning.commands.data_info import main_info
 from mopo_lightning.data.errors import DatasetError
-from mopo_lightning.data.summary import episode_returns, main_info, summarize
-from mopo_lightning.tasks import get_task
+from mopo_lightning.data.summary import episode_returns, summarize
+from mopo_lightning.envs.tasks import get_task
 
 
 def test_episode_returns_by_hand():

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from mopo_lightning.tasks import TASKS
+from mopo_lightning.envs.tasks import TASKS
 
 
 def _healthy(task) -> torch.Tensor:

@@ -92,7 +92,7 @@ def test_loss_terms_match_their_formulas():
     torch.testing.assert_close(nll, per_member.sum(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(mse, ((mean - targets) ** 2).mean((1, 2)), rtol=1e-5, atol=1e-6)
 
-    decay = sum(wd * (w**2).sum() / 2 for wd, w in zip(DEFAULT_WEIGHT_DECAYS, ens.weights))
+    decay = sum(wd * (w**2).sum() / 2 for wd, w in zip(DEFAULT_WEIGHT_DECAYS, ens.weights, strict=True))
     torch.testing.assert_close(ens.weight_decay_loss(), decay)
     assert len(ens.weights) == 5  # 4 hidden layers + the head: one decay each, biases excluded
     assert [w.shape for w in ens.weights] == [
@@ -117,7 +117,7 @@ def test_normaliser_uses_population_std_and_guards_constant_columns():
 
 def test_initialisation_follows_the_authors_truncated_normal():
     ens = GaussianEnsemble(OBS, ACT, num_members=E)
-    for w, b in zip(ens.weights, ens.biases):
+    for w, b in zip(ens.weights, ens.biases, strict=True):
         std = 1 / (2 * w.shape[1] ** 0.5)
         assert w.abs().max() <= 2 * std + 1e-7
         assert abs(float(w.std()) - std * 0.88) < 0.1 * std  # std of a 2-sigma truncated normal

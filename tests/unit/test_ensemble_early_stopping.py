@@ -154,7 +154,8 @@ def test_module_caps_epochs_and_refuses_unnormalised_training():
     assert int(module.early_stopping.epochs) == 1 and bool(module.finalized) and bool(module.time_capped)
 
     plain = torch.utils.data.DataLoader(
-        list(zip(data.train_inputs.expand(4, -1, -1).split(64, 1), data.train_targets.expand(4, -1, -1).split(64, 1))),
+        list(zip(data.train_inputs.expand(4, -1, -1).split(64, 1), data.train_targets.expand(4, -1, -1).split(64, 1),
+                 strict=True)),
         batch_size=None,
     )
     with pytest.raises(RuntimeError, match="normaliser was never fitted"):

@@ -16,7 +16,7 @@ import lightning as L
 import pytest
 import torch
 
-from mopo_lightning.lightning_shortcuts import trainer_of
+from mopo_lightning.lightning_paths import trainer_of
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mopo_lightning"
 LIGHTNING = ("lightning", "pytorch_lightning", "lightning_fabric")

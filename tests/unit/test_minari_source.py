@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mopo_lightning.data.source import dataset_source
-from mopo_lightning.tasks import get_task
+from mopo_lightning.envs.tasks import get_task
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from mopo_lightning.model_env.env import PenalizedModelEnv, model_step
 from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.penalties import uncertainty_penalty
 
-O, A = 2, 1
+OBS, A = 2, 1
 
 
 def never(obs, act, next_obs):
@@ -25,7 +25,7 @@ class StandIn:
     """Member i predicts mean = base[i] (+ s on the state part) and std = std[i], for every row."""
 
     def __init__(self, base: torch.Tensor, std: torch.Tensor, elites: list[int]) -> None:
-        self.base, self.std = base, std  # [E, 1 + O]
+        self.base, self.std = base, std  # [E, 1 + OBS]
         self.elites = torch.tensor(elites)
         self.batch_sizes: list[int] = []
 
@@ -55,7 +55,7 @@ def test_aleatoric_penalty_is_max_std_norm_over_all_members_and_outputs():
     # std norms 3, 5, 6: the largest is the reward column's (6), so leaving reward out would give 5
     std = torch.tensor([[1.0, 2.0, 2.0], [0.0, 3.0, 4.0], [6.0, 0.0, 0.0]])
     ens = StandIn(torch.zeros(3, 3), std, elites=[0, 1])  # the max member is not an elite
-    out = step(ens, torch.zeros(4, O), penalty_coef_raw=0.5, reward_mode="mean")
+    out = step(ens, torch.zeros(4, OBS), penalty_coef_raw=0.5, reward_mode="mean")
     assert torch.allclose(out["penalty"], torch.full((4, 1), 6.0))
     assert torch.allclose(out["reward"], out["raw_reward"] - 0.5 * 6.0)
     assert torch.allclose(out["raw_reward"], torch.zeros(4, 1))
@@ -65,7 +65,7 @@ def test_disagreement_penalty_uses_next_state_means_only():
     # next-state means (0,0), (2,0), (4,3) -> centre (2,1); distances sqrt(5), 1, sqrt(8); rewards differ wildly
     base = torch.tensor([[100.0, 0.0, 0.0], [-100.0, 2.0, 0.0], [0.0, 4.0, 3.0]])
     ens = StandIn(base, torch.full((3, 3), 0.1), elites=[0])
-    out = step(ens, torch.randn(5, O), penalty_kind="disagreement", penalty_coef_raw=2.0, reward_mode="mean")
+    out = step(ens, torch.randn(5, OBS), penalty_kind="disagreement", penalty_coef_raw=2.0, reward_mode="mean")
     assert torch.allclose(out["penalty"], torch.full((5, 1), math.sqrt(8.0)))
     assert torch.allclose(out["reward"], 100.0 - 2.0 * math.sqrt(8.0) * torch.ones(5, 1))
     with pytest.raises(ValueError):
@@ -74,7 +74,7 @@ def test_disagreement_penalty_uses_next_state_means_only():
 
 def test_only_elites_uniformly_and_one_member_gives_reward_and_next_state():
     ens, n = tagged(elites=(1, 2, 4, 5, 6)), 20_000
-    obs = torch.randn(n, O)
+    obs = torch.randn(n, OBS)
     out = step(ens, obs)
     member = out["raw_reward"].squeeze(-1).round().long()
     assert set(member.unique().tolist()) == {1, 2, 4, 5, 6}
@@ -87,7 +87,7 @@ def test_only_elites_uniformly_and_one_member_gives_reward_and_next_state():
 def test_sample_is_mean_plus_noise_times_std_and_mean_mode_is_exact():
     base = torch.tensor([[1.0, 0.0, 0.0], [-50.0, 0.0, 0.0]])  # member 1 is never chosen
     ens = StandIn(base, torch.tensor([[2.0, 0.5, 0.5], [0.0, 0.0, 0.0]]), elites=[0])
-    obs = torch.zeros(50_000, O)
+    obs = torch.zeros(50_000, OBS)
     sampled = step(ens, obs)
     r, s2 = sampled["raw_reward"], sampled["observation"]
     assert abs(r.mean().item() - 1.0) < 0.05 and abs(r.std().item() - 2.0) < 0.05
@@ -115,28 +115,28 @@ def test_hopper_termination_flags_rows_and_done_equals_terminated():
 
 def make_env(ens=None, n=6, **kw) -> PenalizedModelEnv:
     ens = ens if ens is not None else tagged(std=0.1)
-    return PenalizedModelEnv(ens, mdp(**{"penalty_coef_raw": 1.0, **kw}), n, O, A)
+    return PenalizedModelEnv(ens, mdp(**{"penalty_coef_raw": 1.0, **kw}), n, OBS, A)
 
 
 def test_specs_pass_with_given_states():
     env = make_env()
-    given = env.reset(TensorDict({"observation": torch.randn(6, O)}, batch_size=[6]))
+    given = env.reset(TensorDict({"observation": torch.randn(6, OBS)}, batch_size=[6]))
     check_env_specs(make_env(), tensordict=given)
-    assert env.observation_spec["observation"].shape == (6, O)
+    assert env.observation_spec["observation"].shape == (6, OBS)
     assert env.action_spec.shape == (6, A) and env.action_spec.space.high.max() == 1.0
     assert env.reward_spec.shape == (6, 1) and env.full_done_spec["terminated"].dtype == torch.bool
 
 
 def test_reset_from_given_states_partial_reset_and_missing_states():
     env = make_env()
-    starts = torch.randn(6, O)
+    starts = torch.randn(6, OBS)
     td = env.reset(TensorDict({"observation": starts}, batch_size=[6]))
     assert torch.equal(td["observation"], starts) and not td["done"].any()
     with pytest.raises(ValueError, match="initial-state"):
         env.reset()
     # partial reset with given states: masked rows take the td's rows (the caller wrote new starts
     # there), the others keep their state and done flags
-    new = torch.full((6, O), 9.0)
+    new = torch.full((6, OBS), 9.0)
     mask = torch.tensor([True, False, True, False, False, True])
     cur = TensorDict({"observation": torch.where(mask[:, None], new, starts)}, [6])
     for key in ("done", "terminated"):
@@ -152,14 +152,14 @@ def test_reset_from_given_states_partial_reset_and_missing_states():
 def test_partial_step_touches_only_live_rows():
     ens = tagged(std=0.0)
     env = make_env(ens)
-    td = env.reset(TensorDict({"observation": torch.zeros(6, O)}, batch_size=[6]))
+    td = env.reset(TensorDict({"observation": torch.zeros(6, OBS)}, batch_size=[6]))
     td["action"] = torch.zeros(6, A)
     live = torch.tensor([True, False, True, True, False, False])
     td["_step"] = live[:, None]
     ens.batch_sizes.clear()
     out = env.step(td)["next"]
     assert ens.batch_sizes == [3]
-    assert torch.equal(out["observation"][~live], torch.zeros(3, O)) and (out["reward"][~live] == 0).all()
+    assert torch.equal(out["observation"][~live], torch.zeros(3, OBS)) and (out["reward"][~live] == 0).all()
     assert (out["raw_reward"][live] > 0).all()  # elites 1..6 all have positive reward
 
 
@@ -186,7 +186,7 @@ def test_rollout_stops_terminated_rows_with_break_when_all_done():
 
 def test_same_seed_same_rollout_and_penalised_reward():
     def rollout(seed):
-        starts = torch.linspace(-1, 1, 6 * O).reshape(6, O)
+        starts = torch.linspace(-1, 1, 6 * OBS).reshape(6, OBS)
         env = make_env(tagged(std=0.3), penalty_coef_raw=0.7)
         env.set_seed(seed)
         actions = torch.linspace(-1, 1, 6 * 3).reshape(3, 6, A)

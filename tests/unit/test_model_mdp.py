@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.envs.termination import never
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.model_env.penalties import PENALTY_KINDS
 from mopo_lightning.model_env.rollouts import ModelRollouts, RolloutSchedule
 from mopo_lightning.model_env.settings import MOPOSettings
-from mopo_lightning.tasks import get_task
 
 PACKAGE = Path(__file__).resolve().parents[2] / "mopo_lightning"
 SCALES = {kind: {"mean": 1.0, "p95": float(i + 1)} for i, kind in enumerate(PENALTY_KINDS)}
@@ -87,7 +87,9 @@ class Drift:
 def test_rollouts_step_the_mdp_they_are_given():
     """h, lambda, the reward mode and the termination all come from the one ``ModelMDP``."""
     assert len(inspect.signature(ModelRollouts).parameters) <= 8
-    stop_above_2 = lambda obs, action, next_obs: next_obs[:, 0] > 2.5
+    def stop_above_2(obs, action, next_obs):
+        return next_obs[:, 0] > 2.5
+
     mdp = ModelMDP(stop_above_2, 0.25, "aleatoric", "mean", rollout_length=4)
     schedule = RolloutSchedule(rollout_batch_size=7, rollout_freq=10, model_retain_epochs=2, updates_per_epoch=25)
     rollouts = ModelRollouts(torch.zeros(5, 2), 1, mdp, schedule, sample_size=3, generator=torch.Generator())

@@ -96,7 +96,7 @@ def test_real_windows_match_a_loop_over_rows():
     out = real_windows(td, rollout_length)
     reward = td["next", "reward"].reshape(-1).double()
     row = 0
-    for length, term in zip(lengths, terminated):
+    for length, term in zip(lengths, terminated, strict=True):
         for t in range(length):
             steps = min(rollout_length, length - t)
             assert bool(out["eligible"][row]) == (t + rollout_length <= length or term), (row, t)
@@ -112,12 +112,16 @@ def test_branched_returns_follow_the_policy_for_h_steps_stop_at_termination_and_
     model = Fixed(shifts=(1.0, 1.0, 1.0), stds=(0.0, 0.0, 0.0))  # s' = s + 1 exactly, r = sum(a)
     settings = mdp(0.5, "aleatoric", "mean")
     start = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
-    policy = lambda obs: obs[:, :1].expand(-1, 2).clone()  # a_t = s_t[0] on both joints
+    def policy(obs):  # a_t = s_t[0] on both joints
+        return obs[:, :1].expand(-1, 2).clone()
+
     out = branched_returns(model, start, 4, policy, mdp=settings)
     # row 0: s_0 = 0..3 -> r = 0 + 2 + 4 + 6 = 12; row 1: s_0 = 10..13 -> r = 2 (10 + 11 + 12 + 13) = 92
     assert out["raw"].tolist() == [12.0, 92.0] and out["steps"].tolist() == [4, 4] and model.calls == 4
     assert out["penalized/aleatoric"].tolist() == [12.0, 92.0]  # std 0: no penalty
-    stop_at_12 = lambda obs, action, next_obs: next_obs[:, 0] >= 12
+    def stop_at_12(obs, action, next_obs):
+        return next_obs[:, 0] >= 12
+
     out = branched_returns(model, start, 4, policy, mdp=mdp(0.5, "aleatoric", "mean", stop_at_12))
     assert out["steps"].tolist() == [4, 2] and out["raw"].tolist() == [12.0, 42.0]  # the terminating step counts
     # the first action given (the recorded one), then the policy; its prediction reused: H - 1 ensemble calls

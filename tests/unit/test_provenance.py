@@ -1,4 +1,5 @@
-"""A run's provenance: the package's version and commit (git, else the installed metadata), the libraries, the device."""
+"""A run's provenance: the package's version and commit (git, else the installed metadata), the libraries, the
+device."""
 
 from __future__ import annotations
 

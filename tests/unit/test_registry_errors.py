@@ -1,7 +1,7 @@
 """Names no registry knows: one line with the closest known name, exit 2 (``guards.UnknownName``).
 
 The lookups (tasks, penalty kinds, D4RL names, Farama's Minari ids) in-process, then ``fit`` in-process
-(``cli.main``) for each way a name reaches one: the task, a Minari id (raised inside jsonargparse's link, which
+(``commands.cli.main``) for each way a name reaches one: the task, a Minari id (raised inside jsonargparse's link, which
 wraps it), a D4RL name (raised when the recipe opens the data) and the ``Literal`` options jsonargparse checks.
 None of these reads data or writes a run.
 """
@@ -11,13 +11,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mopo_lightning.cli import ExitCode, exit_code, fault, main
+from mopo_lightning.commands.cli import ExitCode, exit_code, fault, main
 from mopo_lightning.data.d4rl_download import dataset_url
 from mopo_lightning.data.errors import DatasetError, UnknownDataset
 from mopo_lightning.data.minari import check_farama_id
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.guards import ConfigError, UnknownName, did_you_mean, unknown_name
 from mopo_lightning.model_env.penalties import uncertainty_penalty
-from mopo_lightning.tasks import get_task
 
 
 def test_the_helper_names_the_closest_and_lists_the_rest():

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mopo_lightning.cli import main
+from mopo_lightning.commands.cli import main
 from mopo_lightning.report import Settings, build_report, d4rl_kind, episode_returns
 
 
@@ -44,7 +44,7 @@ def write_run(root: Path, name: str, task: str, dataset: str, seed: int, returns
     run_dir.mkdir(parents=True)
     scores = scores or [None] * len(returns)
     evals = [{"sac_updates": 1000 * (i + 1), "return_mean": r, "return_std": 1.0, "normalized_score": s}
-             for i, (r, s) in enumerate(zip(returns, scores))]
+             for i, (r, s) in enumerate(zip(returns, scores, strict=True))]
     data = {"task": task, "dataset": dataset, "seed": seed, "evaluations": evals,
             "final_normalized_score": scores[-1], "seconds": {}, "status": "finished"}
     if penalty_coef is not None:

@@ -14,9 +14,9 @@ from test_report import jump_dataset
 
 from mopo_lightning.analysis.figures import heat_map_grids
 from mopo_lightning.analysis.tables import markdown
-from mopo_lightning.cli import main
+from mopo_lightning.commands.cli import main
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.report import Settings, build_report, figure_data
-from mopo_lightning.tasks import get_task
 
 
 def sha(text: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mopo_lightning.analysis.premise_kinds import premise_kinds
 from mopo_lightning.analysis.tables import markdown
-from mopo_lightning.cli import main
+from mopo_lightning.commands.cli import main
 from mopo_lightning.report import Settings, build_report
 
 

@@ -135,7 +135,7 @@ def test_other_ranks_neither_check_nor_write(tmp_path):
     run = _started(tmp_path / "r")
     _ckpt(run.path / "sac" / "epoch0001.ckpt")
     run.last.symlink_to("epoch0001.ckpt")
-    other = RunDirectory(run.path, rank=1)
+    other = RunDirectory(run.path, rank_zero=False)
     assert other.prepare(CONFIG, None) is None  # rank 0 would refuse: the directory holds a run
     assert other.prepare(_with(data__penalty_coef=9.0), "last") == str(run.last)
     other.start()

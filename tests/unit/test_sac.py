@@ -12,7 +12,7 @@ from torch.distributions import Normal, TanhTransform, TransformedDistribution
 from mopo_lightning.policy.networks import EnsembleQ, TanhGaussianActor
 from mopo_lightning.policy.sac import SACModule
 
-O, A = 3, 2
+OBS, A = 3, 2
 M = torch.tensor([[1.0, -0.5], [0.5, 1.0], [-0.7, 0.3]])
 
 
@@ -21,7 +21,7 @@ def best_action(obs: torch.Tensor) -> torch.Tensor:
 
 
 def batch(n: int = 64, *, reward=None, terminated=None, action=None) -> TensorDict:
-    obs = torch.randn(n, O)
+    obs = torch.randn(n, OBS)
     action = torch.rand(n, A) * 2 - 1 if action is None else action
     if reward is None:
         reward = -(action - best_action(obs)).pow(2).sum(-1, keepdim=True)
@@ -31,7 +31,7 @@ def batch(n: int = 64, *, reward=None, terminated=None, action=None) -> TensorDi
         {
             "observation": obs,
             "action": action,
-            ("next", "observation"): torch.randn(n, O),
+            ("next", "observation"): torch.randn(n, OBS),
             ("next", "reward"): reward,
             ("next", "terminated"): terminated,
             ("next", "done"): terminated.clone(),
@@ -41,14 +41,14 @@ def batch(n: int = 64, *, reward=None, terminated=None, action=None) -> TensorDi
 
 
 def small(**kw) -> SACModule:
-    return SACModule(O, A, **{"hidden_dim": 32, **kw})
+    return SACModule(OBS, A, **{"hidden_dim": 32, **kw})
 
 
 def test_actor_finds_the_optimum_of_a_one_step_problem():
     # r = -||a - a*(s)||^2 and every step terminates, so Q = r and the best action is a*(s)
     torch.manual_seed(0)
-    sac = SACModule(O, A, hidden_dim=64, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3, target_entropy=-4.0)
-    probe = torch.randn(1000, O)
+    sac = SACModule(OBS, A, hidden_dim=64, actor_lr=1e-3, critic_lr=1e-3, alpha_lr=1e-3, target_entropy=-4.0)
+    probe = torch.randn(1000, OBS)
     err0 = (sac.act(probe, deterministic=True) - best_action(probe)).abs().amax(-1)
     for _ in range(2000):
         sac.update(batch(256))
@@ -82,7 +82,7 @@ def test_targets_move_by_tau_towards_the_critics_after_each_update():
             p.add_(1.0)
     before = [p.clone() for p in sac.critic_target.parameters()]
     sac.update(batch())
-    for old, new, online in zip(before, sac.critic_target.parameters(), sac.critic.parameters()):
+    for old, new, online in zip(before, sac.critic_target.parameters(), sac.critic.parameters(), strict=True):
         assert torch.allclose(new, old + 0.1 * (online - old), atol=1e-6)
     assert not any(p.requires_grad for p in sac.critic_target.parameters())
 
@@ -106,15 +106,15 @@ def test_update_counter_and_determinism():
 
     a, b, c = run(1), run(1), run(2)
     assert a.sac_updates.item() == 5 and a.sac_updates.dtype == torch.long
-    for (name, pa), pb, pc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
     assert not torch.equal(a.actor.net[0].weight, c.actor.net[0].weight)
 
 
 def test_tanh_gaussian_log_prob_and_log_std_clip():
     torch.manual_seed(0)
-    actor = TanhGaussianActor(O, A, hidden_dim=16)
-    obs = torch.randn(500, O)
+    actor = TanhGaussianActor(OBS, A, hidden_dim=16)
+    obs = torch.randn(500, OBS)
     action, log_prob = actor.sample(obs)
     mean, log_std = actor(obs)
     # torch's reference density, evaluated away from the +-1 edges where atanh is unstable
@@ -130,7 +130,7 @@ def test_tanh_gaussian_log_prob_and_log_std_clip():
 
 def test_act_and_torchrl_policy_module():
     sac = small()
-    obs = torch.randn(8, O)
+    obs = torch.randn(8, OBS)
     assert torch.equal(sac.act(obs, deterministic=True), torch.tanh(sac.actor(obs)[0]))
     assert torch.equal(sac(obs), sac.act(obs, deterministic=True))
     policy = sac.policy_module()
@@ -147,12 +147,12 @@ def test_critic_ensemble_is_independent_relu_mlps_and_detached_weights_pass_grad
     num_layers,
 ):
     torch.manual_seed(0)
-    critic = EnsembleQ(O, A, hidden_dim=16, num_layers=num_layers, num_q=3)
-    obs, action = torch.randn(10, O), torch.randn(10, A, requires_grad=True)
+    critic = EnsembleQ(OBS, A, hidden_dim=16, num_layers=num_layers, num_q=3)
+    obs, action = torch.randn(10, OBS), torch.randn(10, A, requires_grad=True)
 
     def member(q: int) -> torch.Tensor:  # one plain MLP, written out with float64 matmuls
         x = torch.cat([obs, action], -1).double()
-        for i, (w, b) in enumerate(zip(critic.weights, critic.biases)):
+        for i, (w, b) in enumerate(zip(critic.weights, critic.biases, strict=True)):
             x = x @ w[q].double() + b[q].double()
             x = x.relu() if i < num_layers else x
         return x
@@ -174,8 +174,8 @@ def test_critic_ensemble_is_independent_relu_mlps_and_detached_weights_pass_grad
 def test_act_is_sample_without_log_prob(deterministic, chunk_size):
     """The rollout's and evaluation's call gives ``sample``'s actions from the same noise draws: exactly in one
     chunk; in chunks to float rounding (a matmul's blocking depends on its row count)."""
-    actor = TanhGaussianActor(O, A, hidden_dim=16)
-    obs = torch.randn(50, O)
+    actor = TanhGaussianActor(OBS, A, hidden_dim=16)
+    obs = torch.randn(50, OBS)
     torch.manual_seed(3)
     ref = actor.sample(obs, deterministic=deterministic)[0]
     ref_rng = torch.random.get_rng_state()

@@ -13,16 +13,16 @@ from tensordict import TensorDict
 
 from mopo_lightning.policy.sac import LOG_KEYS, SACModule
 
-O, A, B = 3, 2, 32
+OBS, A, B = 3, 2, 32
 
 
 def batches(n: int) -> list[TensorDict]:
-    return random_sac_batches(n, O, A, B)
+    return random_sac_batches(n, OBS, A, B)
 
 
 def train(compile: bool, data: list[TensorDict]) -> tuple[SACModule, list[TensorDict]]:
     torch.manual_seed(0)
-    sac = SACModule(O, A, hidden_dim=16, compile=compile)
+    sac = SACModule(OBS, A, hidden_dim=16, compile=compile)
     return sac, [sac.update(b) for b in data]
 
 
@@ -39,9 +39,9 @@ def test_compiled_losses_are_one_graph_each_and_match_eager():
     eager, eager_out = train(False, data)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 3  # loss_qvalue, loss_actor, loss_alpha
     assert not torch._dynamo.utils.counters["graph_break"]
-    for out_c, out_e in zip(compiled_out, eager_out):
+    for out_c, out_e in zip(compiled_out, eager_out, strict=True):
         for key in LOG_KEYS:
             torch.testing.assert_close(out_c[key], out_e[key], rtol=1e-5, atol=1e-5)
-    for (name, p_c), p_e in zip(compiled.state_dict().items(), eager.state_dict().values()):
+    for (name, p_c), p_e in zip(compiled.state_dict().items(), eager.state_dict().values(), strict=True):
         torch.testing.assert_close(p_c, p_e, rtol=1e-5, atol=1e-5, msg=name)
     assert compiled.sac_updates.item() == 4

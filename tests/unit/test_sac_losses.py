@@ -12,11 +12,11 @@ from tensordict import TensorDict
 from mopo_lightning.guards import NonFiniteError
 from mopo_lightning.policy.sac import SACModule
 
-O, A, B = 3, 2, 48
+OBS, A, B = 3, 2, 48
 
 
 def batches(n: int, seed: int = 0, device: str = "cpu") -> list[TensorDict]:
-    return [td.to(device) for td in random_sac_batches(n, O, A, B, seed)]
+    return [td.to(device) for td in random_sac_batches(n, OBS, A, B, seed)]
 
 
 def plain_sac(sac: SACModule, data: list[TensorDict]) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
@@ -53,7 +53,7 @@ def plain_sac(sac: SACModule, data: list[TensorDict]) -> tuple[dict[str, torch.T
         alpha_loss.backward()
         alpha_opt.step()
         with torch.no_grad():
-            for target, online in zip(critic_target.parameters(), critic.parameters()):
+            for target, online in zip(critic_target.parameters(), critic.parameters(), strict=True):
                 target.lerp_(online, hp.tau)
         losses.append(torch.stack([q_loss, pi_loss, alpha_loss]).detach())
     weights = {f"actor.{k}": v for k, v in actor.state_dict().items()}
@@ -64,7 +64,7 @@ def plain_sac(sac: SACModule, data: list[TensorDict]) -> tuple[dict[str, torch.T
 
 def test_update_equals_a_plain_sac_bit_for_bit():
     torch.manual_seed(0)
-    sac = SACModule(O, A, hidden_dim=32, target_entropy=-2.0, tau=0.05)
+    sac = SACModule(OBS, A, hidden_dim=32, target_entropy=-2.0, tau=0.05)
     data = batches(6)
     torch.manual_seed(1)
     ref_weights, ref_losses = plain_sac(sac, data)
@@ -73,12 +73,12 @@ def test_update_equals_a_plain_sac_bit_for_bit():
     state = sac.state_dict()
     for name, value in ref_weights.items():
         assert torch.equal(state[name], value), name
-    for out, ref in zip(outs, ref_losses):
+    for out, ref in zip(outs, ref_losses, strict=True):
         assert torch.equal(torch.stack([out["loss_qvalue"], out["loss_actor"], out["loss_alpha"]]), ref)
 
 
 def test_loss_terms_are_tensordicts_whose_losses_reach_only_their_own_parameters():
-    sac = SACModule(O, A, hidden_dim=16)
+    sac = SACModule(OBS, A, hidden_dim=16)
     b = batches(1)[0]
     q_terms, pi_terms = sac.loss_qvalue(b), sac.loss_actor(b)
     alpha_terms = sac.loss_alpha(pi_terms["log_prob"])
@@ -99,7 +99,7 @@ def test_loss_terms_are_tensordicts_whose_losses_reach_only_their_own_parameters
 
 
 def test_nan_stops_at_the_next_check_naming_the_first_bad_update_and_the_range():
-    sac = SACModule(O, A, hidden_dim=16, check_finite_every=4)
+    sac = SACModule(OBS, A, hidden_dim=16, check_finite_every=4)
     data = batches(8)
     data[5]["next", "reward"][0] = float("nan")  # update 6: its critic loss, then everything after
     for b in data[:7]:
@@ -112,7 +112,7 @@ def test_nan_stops_at_the_next_check_naming_the_first_bad_update_and_the_range()
 
 
 def test_checkpoints_and_loading_respect_the_nan_record():
-    sac = SACModule(O, A, hidden_dim=16, check_finite_every=1000)
+    sac = SACModule(OBS, A, hidden_dim=16, check_finite_every=1000)
     clean = copy.deepcopy(sac.state_dict())
     sac.on_save_checkpoint({})  # nothing recorded: fine
     with torch.no_grad():
@@ -128,7 +128,7 @@ def test_checkpoints_and_loading_respect_the_nan_record():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_update_does_not_sync_with_the_host_between_checks():
-    sac = SACModule(O, A, hidden_dim=16, check_finite_every=1000, log_every_n=1000).cuda()
+    sac = SACModule(OBS, A, hidden_dim=16, check_finite_every=1000, log_every_n=1000).cuda()
     data = batches(4, device="cuda")
     sac.update(data[0])  # the first update reads the counter once
     torch.cuda.set_sync_debug_mode("error")

@@ -16,11 +16,11 @@ from torch.utils.data import DataLoader
 from mopo_lightning.guards import NonFiniteError
 from mopo_lightning.policy.sac import LOG_KEYS, SACModule
 
-O, A, B = 3, 2, 32
+OBS, A, B = 3, 2, 32
 
 
 def loader(n: int, seed: int = 0) -> DataLoader:
-    return DataLoader(random_sac_batches(n, O, A, B, seed), batch_size=None, collate_fn=lambda x: x)
+    return DataLoader(random_sac_batches(n, OBS, A, B, seed), batch_size=None, collate_fn=lambda x: x)
 
 
 def trainer(tmp_path, max_steps: int, log_every: int = 5) -> L.Trainer:
@@ -36,7 +36,7 @@ def trainer(tmp_path, max_steps: int, log_every: int = 5) -> L.Trainer:
 
 def test_fit_counts_updates_logs_and_checkpoints(tmp_path):
     torch.manual_seed(0)
-    sac = SACModule(O, A, hidden_dim=16, log_every_n=5)
+    sac = SACModule(OBS, A, hidden_dim=16, log_every_n=5)
     tr = trainer(tmp_path, max_steps=3 * 10)  # global_step counts 3 optimizer steps per update
     tr.fit(sac, train_dataloaders=loader(10))
     assert sac.sac_updates.item() == 10 and tr.global_step == 30
@@ -55,7 +55,7 @@ def test_fit_counts_updates_logs_and_checkpoints(tmp_path):
     assert state["sac_updates"].item() == 10
 
     # resume: counter, targets and optimizer moments come back, and counting continues
-    resumed = SACModule(O, A, hidden_dim=16, log_every_n=5)
+    resumed = SACModule(OBS, A, hidden_dim=16, log_every_n=5)
     tr2 = trainer(tmp_path / "resume", max_steps=3 * 12)
     tr2.fit(resumed, train_dataloaders=loader(10, seed=1), ckpt_path=ckpt_path)
     assert resumed.sac_updates.item() == 12
@@ -64,8 +64,8 @@ def test_fit_counts_updates_logs_and_checkpoints(tmp_path):
 
 
 def test_load_state_dict_resyncs_the_host_counter():
-    a = SACModule(O, A, hidden_dim=16, log_every_n=1)
-    b = SACModule(O, A, hidden_dim=16, log_every_n=1)
+    a = SACModule(OBS, A, hidden_dim=16, log_every_n=1)
+    b = SACModule(OBS, A, hidden_dim=16, log_every_n=1)
     batch = next(iter(loader(1)))
     for _ in range(3):
         a.update(batch)
@@ -90,7 +90,7 @@ class _PoisonActor(L.Callback):
 def test_rare_finite_checks_still_stop_before_a_poisoned_checkpoint(tmp_path):
     # checks every 1000 updates (an accelerator's default): the epoch-end check catches the NaN of update
     # 13 before ModelCheckpoint writes epoch 1, and names the update the device-side record kept
-    sac = SACModule(O, A, hidden_dim=16, check_finite_every=1000)
+    sac = SACModule(OBS, A, hidden_dim=16, check_finite_every=1000)
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
     tr = L.Trainer(max_epochs=3, logger=False, callbacks=[_PoisonActor(before_update=12), checkpoint],
                    enable_progress_bar=False, enable_model_summary=False)
@@ -105,7 +105,7 @@ def test_updates_go_through_lightnings_backward_and_step(monkeypatch):
     (``manual_backward``, ``LightningOptimizer.step``) even with no hook to serve, and ``global_step`` counts the
     steps; a shortcut past either (the one measured at ~1% of an epoch and removed) fails here."""
     calls = count_lightning_wrappers(monkeypatch)
-    sac = SACModule(O, A, hidden_dim=16)
+    sac = SACModule(OBS, A, hidden_dim=16)
     tr = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                    enable_model_summary=False)
     tr.fit(sac, train_dataloaders=loader(8))

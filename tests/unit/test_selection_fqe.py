@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.selection.fqe import (
     FQEConfig,
     episode_starts,
@@ -21,7 +22,6 @@ from mopo_lightning.selection.fqe import (
     return_scale,
     start_states,
 )
-from mopo_lightning.tasks import get_task
 from mopo_lightning.transitions import transitions
 
 GAMMA = 0.9
@@ -71,7 +71,7 @@ SWAPPED = closed_form(lambda x, a: x - a, lambda x, a: (x - a) % S)[0]
 
 def test_closed_forms():
     assert closed_form(lambda s, a: s + a, lambda s, a: s)[0] == pytest.approx(TRUE, abs=1e-3)
-    assert SWAPPED == pytest.approx(45.263, abs=1e-3)
+    assert SWAPPED == pytest.approx(45.263, abs=1e-3)  # noqa: SIM300 -- pytest's order: the value, then approx
 
 
 def test_ring_value():
@@ -154,7 +154,8 @@ def test_config_refuses_nonsense():
 
 
 def test_normalized_score_conversion():
-    # constant reward c over H steps: discounted value c (1 - g^H) / (1 - g), return c H; the scale maps one to the other
+    # constant reward c over H steps: discounted value c (1 - g^H) / (1 - g), return c H; the scale maps one to the
+    # other
     scale = return_scale(0.99, 1000)
     value = 3.0 * (1 - 0.99**1000) / (1 - 0.99)
     assert value * scale == pytest.approx(3000.0)

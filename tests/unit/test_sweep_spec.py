@@ -19,7 +19,7 @@ def _args(trial) -> dict[str, list[str]]:
     """Every --key of a trial's fit arguments with its values in order (a key may repeat: later wins)."""
     out: dict[str, list[str]] = {}
     args = list(trial.fit_args)
-    for key, value in zip(args[::2], args[1::2]):
+    for key, value in zip(args[::2], args[1::2], strict=True):
         out.setdefault(key.removeprefix("--"), []).append(value)
     return out
 
@@ -96,7 +96,7 @@ def test_sweep_json_keeps_the_sweep_files_text_and_hash(tmp_path):
     import hashlib
     import json
 
-    from mopo_lightning.sweep.command import write_index
+    from mopo_lightning.sweep.tuner import write_index
 
     sweep = tmp_path / "t.yaml"
     text = f"config: {REPO}/conf/hopper_mixed.yaml\ngrid:\n  seed_everything: [0, 1]  # two seeds\n"

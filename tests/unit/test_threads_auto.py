@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from mopo_lightning.cli import ExitCode, main
+from mopo_lightning.commands.cli import ExitCode, main
+from mopo_lightning.commands.fit import MOPOCLI, resolve_threads
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.machine import AUTO_THREADS, auto_threads, available_cpus, thread_cap
 from mopo_lightning.recipe import THREAD_PHASES
-from mopo_lightning.sweep.command import trial_config
 from mopo_lightning.sweep.spec import load_sweep
 from mopo_lightning.sweep.trial import trial_env
-from mopo_lightning.training_cli import MOPOCLI, resolve_threads
+from mopo_lightning.sweep.tuner import trial_config
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = str(REPO / "conf" / "quickstart.yaml")

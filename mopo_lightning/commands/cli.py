@@ -1,17 +1,18 @@
-"""The ``mopo-lightning`` command (also ``python -m mopo_lightning.cli``).
+"""The ``mopo-lightning`` command (also ``python -m mopo_lightning.commands.cli``): the table of commands, each
+with its entry point in ``commands/``, and the exit codes.
 
 Commands (``COMMANDS`` below; each takes ``--help``, ``--config FILE.yaml`` and ``--print_config``):
 
 ============  ===========================================  =====================================
 command       what it does                                 declared by
 ============  ===========================================  =====================================
-fit           dynamics ensemble, then SAC on the            ``training_cli.MOPOCLI`` (LightningCLI)
+fit           dynamics ensemble, then SAC on the            ``commands.fit.MOPOCLI`` (LightningCLI)
               penalised model
 collect       behaviour data from the real MuJoCo env       ``commands.collect.collect``
               (``--policy sac``: online SAC, resumable)
-data info     summary of a D4RL-schema HDF5 file            ``data.summary.main_info``
-report        the paper's tables from run directories       ``report.main``
-sweep         a grid of fit runs as trials on Ray Tune      ``sweep.command.sweep``
+data info     summary of a D4RL-schema HDF5 file            ``commands.data_info.main_info``
+report        the paper's tables from run directories       ``commands.report.main``
+sweep         a grid of fit runs as trials on Ray Tune      ``commands.sweep.sweep``
 ============  ===========================================  =====================================
 
 A command other than ``fit`` is a typed function: its signature is the options, its docstring the
@@ -82,7 +83,7 @@ class Command:
     summary: str
     """One line for ``mopo-lightning --help``."""
     lightning: bool = False
-    """Parsed and run by the LightningCLI (``training_cli.MOPOCLI``) rather than by ``function_parser``."""
+    """Parsed and run by the LightningCLI (``commands.fit.MOPOCLI``) rather than by ``function_parser``."""
 
     @property
     def words(self) -> list[str]:
@@ -90,15 +91,15 @@ class Command:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("fit", "mopo_lightning.training_cli:main",
+    Command("fit", "mopo_lightning.commands.fit:main",
             "train MOPO: the dynamics ensemble, then SAC on the penalised model (LightningCLI)", lightning=True),
     Command("collect", "mopo_lightning.commands.collect:collect",
             "collect a D4RL-schema dataset in the real MuJoCo env (--policy sac: online SAC, resumable)"),
-    Command("data info", "mopo_lightning.data.summary:main_info",
+    Command("data info", "mopo_lightning.commands.data_info:main_info",
             "summarise a D4RL-schema dataset (--json for JSON)"),
-    Command("report", "mopo_lightning.report:main",
+    Command("report", "mopo_lightning.commands.report:main",
             "the paper's tables (D4RL scores, OOD returns) from run directories"),
-    Command("sweep", "mopo_lightning.sweep.command:sweep",
+    Command("sweep", "mopo_lightning.commands.sweep:sweep",
             "run a grid of seeds x hyper-parameters of one fit config as trials on Ray Tune (resumable)"),
 )
 
@@ -271,14 +272,14 @@ def _lightning_options() -> list[str]:
     """The ``--options`` of the LightningCLI (for "did you mean"); [] when they cannot be had."""
     from jsonargparse import capture_parser
 
+    from mopo_lightning.commands.fit import MOPOCLI
     from mopo_lightning.commands.signature import option_names
-    from mopo_lightning.training_cli import MOPOCLI
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return option_names(capture_parser(lambda: MOPOCLI(args=[])))
-    except Exception:  # noqa: BLE001 -- a hint only: never hide the parse error behind another one
+    except Exception:  # a hint only: never hide the parse error behind another one
         return []
 
 

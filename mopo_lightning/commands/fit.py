@@ -11,7 +11,6 @@ callbacks that need the trained model, so this module runs no stage logic.
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -25,6 +24,7 @@ from mopo_lightning.callbacks.premise import PremiseMonitor
 from mopo_lightning.collection.missing import CollectIfMissing
 from mopo_lightning.config_keys import check_renamed_keys
 from mopo_lightning.console import quiet_third_party
+from mopo_lightning.dynamics.fingerprint import dynamics_cache_dir
 from mopo_lightning.dynamics.module import DynamicsModule, time_limit
 from mopo_lightning.guards import ConfigError
 from mopo_lightning.machine import auto_threads, thread_cap
@@ -37,12 +37,6 @@ from mopo_lightning.training.run_dir import check_checkpoint
 # constructor arguments the recipe hands in (collaborators, not config)
 PREMISE_SKIP = {"ensemble", "data_observations", "mdp"}
 EVALUATION_SKIP = {"listeners", "results"}
-
-
-def first_process() -> bool:
-    """True in the process that starts a run: DDP launchers re-run the command with these set on the others
-    (before the Trainer exists, so Lightning's own rank is not known yet)."""
-    return all(int(os.environ.get(key) or 0) == 0 for key in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
 def resolve_threads(phase: str, num_threads: int | str, override: int | None, cap: int | None = None) -> int:
@@ -76,7 +70,7 @@ class MOPOCLI(LightningCLI):
             seed_everything_default=0,
             args=args,
             run=False,
-            # exit_on_error=False: a parse error raises ArgumentError, which cli.main prints as one line
+            # exit_on_error=False: a parse error raises ArgumentError, which commands.cli.main prints as one line
             parser_kwargs={"description": "MOPO: model-based offline policy optimisation (Yu et al. 2020)",
                            "prog": "mopo-lightning fit", "exit_on_error": False},
         )
@@ -169,10 +163,10 @@ class MOPOCLI(LightningCLI):
         run = RunSettings(
             run_dir=self.run_dir, config=cfg.as_dict(), config_yaml=self.parser.dump(cfg, skip_none=False),
             stage=cfg.stage, method=cfg.method, seed=cfg.seed_everything, overwrite=cfg.overwrite,
-            threads={phase: self.threads(phase) for phase in THREAD_PHASES}, rank=0 if first_process() else 1,
+            threads={phase: self.threads(phase) for phase in THREAD_PHASES},
             checkpoint_every_n_epochs=cfg.checkpoint_every_n_epochs, keep_checkpoints=cfg.keep_checkpoints,
             dynamics_checkpoint=cfg.dynamics_checkpoint,
-            dynamics_cache=Path(cfg.dynamics_cache or Path(cfg.run_root) / ".dynamics_cache"),
+            dynamics_cache=dynamics_cache_dir(cfg.run_root, cfg.dynamics_cache),
             log_every_n_steps=_log_period(trainer.get("log_every_n_steps")))
         return {"data": self.datamodule, "sac": self.model, "mopo": init.mopo, "dynamics": dict(cfg.dynamics),
                 "run": run, "trainer": trainer, "evaluation": dict(cfg.evaluation), "premise": dict(cfg.premise),
@@ -183,7 +177,7 @@ class MOPOCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """``mopo-lightning fit [options]``; ``args`` may start with the word ``fit`` (``cli.py`` passes it)."""
+    """``mopo-lightning fit [options]``; ``args`` may start with the word ``fit`` (``commands/cli.py`` passes it)."""
     args = list(sys.argv[1:] if args is None else args)
     with warnings.catch_warnings():  # args are passed explicitly even when they are sys.argv's
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")

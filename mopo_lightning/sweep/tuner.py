@@ -1,4 +1,5 @@
-"""``mopo-lightning sweep SWEEP.yaml``: the trials of a sweep file on Ray Tune, resumable by running it again.
+"""The engine of ``mopo-lightning sweep`` (``commands/sweep.py``): the trials of a sweep file on Ray Tune, resumable
+by running it again.
 
 Ray is the engine: ``tune.Tuner(trainable, param_space={"trial": tune.grid_search(trials)})`` with one
 CPU (``--cpus_per_trial``) and optionally a GPU fraction (``--gpus_per_trial``) per trial. By default the
@@ -13,8 +14,7 @@ Ctrl-C, a kill or a lost node followed by the same command never retrains anythi
 grid that grew (a new seed) runs only its new points. Tune's own records of each start are in
 ``<sweep dir>/tune/<start time>/`` (``ray.tune.ExperimentAnalysis`` or ``Tuner.restore`` read them).
 
-Exit code: 0 when every trial finished; otherwise that of the first failed trial's ``fit`` (1-5, the
-table in ``cli.py``; 1 for a trial killed by a signal), 130 when the sweep itself was interrupted.
+How the sweep ended (``SweepOutcome.fault``) gives the command its exit code.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mopo_lightning.cli import PROG, CommandExit
+from mopo_lightning.dynamics.fingerprint import dynamics_cache_dir
 from mopo_lightning.sweep.spec import Trial, load_sweep
 from mopo_lightning.sweep.trial import FINISHED, log_path, read_results, run_trial, trial_state
 
@@ -140,51 +141,49 @@ def summary(configs: list[dict[str, Any]], errors: dict[str, int], unfinished: s
     return "\n".join(lines)
 
 
-def sweep(
-    sweep_file: str,
-    sweep_dir: str | None = None,
-    address: str | None = None,
-    num_cpus: int | None = None,
-    cpus_per_trial: int = 1,
-    gpus_per_trial: float = 0.0,
-    max_concurrent_trials: int | None = None,
-    dynamics_cache: str | None = None,
-    poll_seconds: float = 2.0,
-    dry_run: bool = False,
-) -> None:
-    """Run fit configs x named arms x a grid of seeds and hyper-parameters as trials on Ray Tune (resumable).
+@dataclass(frozen=True)
+class SweepOutcome:
+    """How a sweep's trials ended (``run_sweep``)."""
 
-    Each trial is an ordinary run directory <sweep_dir>/<trial> made by `mopo-lightning fit` in a
-    subprocess (log: <sweep_dir>/<trial>.log). Run the same command again after a stop: finished trials
-    are skipped, unfinished ones resume from their last checkpoint.
+    trials: int
+    errors: dict[str, int]
+    """Failed trial -> its ``fit`` exit code, in the order Tune reported them."""
+    unfinished: set[str]
+    interrupted: bool
+    first_log: Path | None
+    """The log of the first failed trial."""
 
-    Args:
-        sweep_file: the sweep YAML (conf/sweeps/*.yaml): `configs:` (or one `config:`), optional named
-            `arms:` (e.g. MOPO and MBPO), fixed fit keys and a `grid:` of dotted fit keys to lists.
-        sweep_dir: parent of the trials' run directories (default checkpoints/sweeps/<sweep file stem>).
-        address: an existing Ray cluster (`auto` or HOST:PORT); default: start a local Ray.
-        num_cpus: CPUs of the local Ray (default: those this process may use: its CPU affinity and
-            container quota, not the host's core count).
-        cpus_per_trial: CPUs Ray reserves per trial; fit's `--num_threads auto` is capped at as many threads.
-        gpus_per_trial: GPUs per trial; fractions share a GPU (0.25: four trials per GPU).
-        max_concurrent_trials: at most this many trials at once (default: as many as the resources allow).
-        dynamics_cache: stage-1 cache shared by the trials (default <sweep_dir>/.dynamics_cache).
-        poll_seconds: how often a trial reads its results.json for new evaluations.
-        dry_run: print the trials and their fit commands without starting Ray.
-    """
+    def fault(self) -> tuple[int, str] | None:
+        """The exit code and one-line message of a sweep that did not finish; None when every trial did. 130 when
+        stopped (trials left unfinished), else the first failed trial's ``fit`` code (1-5; 1 for a signal)."""
+        if self.interrupted or self.unfinished:
+            return 130, f"sweep stopped with {len(self.unfinished)} unfinished trial(s); run the same command to resume"
+        if self.errors:
+            code = next(iter(self.errors.values()))
+            failed = f"{len(self.errors)} of {self.trials} trials failed ({', '.join(self.errors)})"
+            return code if 1 <= code <= 5 else 1, f"{failed}; see {self.first_log}"
+        return None
+
+
+def run_sweep(sweep_file: str, sweep_dir: str | None = None, address: str | None = None, num_cpus: int | None = None,
+              cpus_per_trial: int = 1, gpus_per_trial: float = 0.0, max_concurrent_trials: int | None = None,
+              dynamics_cache: str | None = None, poll_seconds: float = 2.0,
+              dry_run: bool = False) -> SweepOutcome | None:
+    """Print the sweep's trials, run them on Ray Tune and print the summary; None for a dry run (nothing runs).
+    The arguments are ``mopo-lightning sweep``'s (``commands/sweep.py``)."""
     cwd = Path.cwd()
     spec = load_sweep(sweep_file)
     sweep_dir = sweep_dir or str(Path("checkpoints") / "sweeps" / Path(sweep_file).stem)
-    cache = dynamics_cache or str(Path(sweep_dir) / ".dynamics_cache")
+    cache = str(dynamics_cache_dir(sweep_dir, dynamics_cache))  # the trials' run root is the sweep directory
     trials = spec.trials(Path(sweep_dir), Path(cache))
     configs = [trial_config(t, cwd, sweep_dir, poll_seconds, cpus_per_trial) for t in trials]
     print(f"sweep {sweep_file}: {len(trials)} trials in {sweep_dir} (stage-1 cache {cache})")
-    for trial, config in zip(trials, configs):
+    for trial, config in zip(trials, configs, strict=True):
         state = trial_state(config)
         note = "finished, skipped" if state == FINISHED else state
         print(f"  {trial.name} [{note}]: {trial.command(resume=state == 'resume')}")
     if dry_run:
-        return
+        return None
     write_index(Path(sweep_dir), sweep_file, trials)
     errors, unfinished, interrupted = _tune(configs, sweep_dir, address, num_cpus, cpus_per_trial,
                                             gpus_per_trial, max_concurrent_trials)
@@ -196,16 +195,9 @@ def sweep(
         names = sorted(set(errors) | unfinished)
         print(f"not finished: {', '.join(names)}; `report` leaves them out (--include_unfinished shows them, "
               "marked). Run the same sweep command to resume them.")
-    if interrupted or unfinished:
-        message = f"sweep stopped with {len(unfinished)} unfinished trial(s); run the same command to resume"
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        raise CommandExit(130, message)
-    if errors:
-        first, code = next(iter(errors.items()))
-        message = (f"{len(errors)} of {len(trials)} trials failed ({', '.join(errors)}); "
-                   f"see {log_path(next(c for c in configs if c['name'] == first))}")
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        raise CommandExit(code if 1 <= code <= 5 else 1, message)
+    first = next(iter(errors), None)
+    first_log = None if first is None else log_path(next(c for c in configs if c["name"] == first))
+    return SweepOutcome(len(trials), errors, unfinished, interrupted, first_log)
 
 
 def write_index(sweep_dir: Path, sweep_file: str, trials: list[Trial]) -> None:
@@ -261,7 +253,8 @@ def _tune(configs: list[dict[str, Any]], sweep_dir: str, address: str | None, nu
             elif trial_state(result.config["trial"]) == FINISHED:
                 ended.add(name)
         unfinished = {c["name"] for c in configs} - ended - set(errors)
-        print(f"Tune experiment: {grid.experiment_path if grid else storage} (ray.tune.ExperimentAnalysis / Tuner.restore read it)")
+        print(f"Tune experiment: {grid.experiment_path if grid else storage} "
+              "(ray.tune.ExperimentAnalysis / Tuner.restore read it)")
         return errors, unfinished, interrupted
     finally:
         ray.shutdown()
