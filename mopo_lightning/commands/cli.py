@@ -12,6 +12,7 @@ collect       behaviour data from the real MuJoCo env       ``commands.collect.c
               (``--policy sac``: online SAC, resumable)
 data info     summary of a D4RL-schema HDF5 file            ``commands.data_info.main_info``
 report        the paper's tables from run directories       ``commands.report.main``
+select        a run per dataset from offline estimates      ``commands.select.main``
 sweep         a grid of fit runs as trials on Ray Tune      ``commands.sweep.sweep``
 ============  ===========================================  =====================================
 
@@ -99,6 +100,8 @@ COMMANDS: tuple[Command, ...] = (
             "summarise a D4RL-schema dataset (--json for JSON)"),
     Command("report", "mopo_lightning.commands.report:main",
             "the paper's tables (D4RL scores, OOD returns) from run directories"),
+    Command("select", "mopo_lightning.commands.select:main",
+            "choose a run per dataset from offline value estimates (no real env), then score the choice"),
     Command("sweep", "mopo_lightning.commands.sweep:sweep",
             "run a grid of seeds x hyper-parameters of one fit config as trials on Ray Tune (resumable)"),
 )
