@@ -63,6 +63,42 @@ def collected_dataset(
     return path
 
 
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a timing-sensitive test, restored afterwards (a test before it may have set more)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def train_tiny_ensemble(data, task, iters: int, holdout: int):
+    """A 5-member 2 x 64 ensemble trained ``iters`` bootstrap steps on real transitions, the 3 members best on the
+    last ``holdout`` rows as elites: a real (small) model of real MuJoCo data in seconds."""
+    from mopo_lightning.dynamics.ensemble import GaussianEnsemble
+    from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD
+
+    torch.manual_seed(0)
+    model = GaussianEnsemble(task.obs_dim, task.act_dim, num_members=5, num_elites=3, hidden_dim=64, num_layers=2,
+                             weight_decays=(2.5e-5, 5e-5, 1e-4))
+    inputs = torch.cat([data[OBSERVATION], data[ACTION]], -1)
+    targets = torch.cat([data[REWARD], data[NEXT_OBSERVATION] - data[OBSERVATION]], -1)
+    model.fit_normalizer(inputs)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(iters):
+        idx = torch.randint(inputs.shape[0], (5, 256), generator=gen)  # one bootstrap batch per member
+        nll, _ = model.nll_loss(inputs[idx], targets[idx])
+        optimizer.zero_grad()
+        (nll + 0.01 * model.logvar_bound_loss()).backward()
+        optimizer.step()
+    model.eval().requires_grad_(False)
+    with torch.no_grad():
+        mse = (model(inputs[-holdout:])[0] - targets[-holdout:]).square().mean(dim=(1, 2))
+    model.elites.copy_(mse.argsort()[:3])
+    return model
+
+
 @pytest.fixture(scope="session")
 def hopper_small() -> Path:
     """About 2,000 Hopper steps with a random policy: many terminals and a few timeouts."""

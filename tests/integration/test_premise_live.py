@@ -12,7 +12,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import collected_dataset
+from conftest import collected_dataset, train_tiny_ensemble
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mopo_lightning.callbacks.evaluation import MuJoCoEvaluation, evaluate_policy
@@ -47,27 +47,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def ensemble(data):
-    torch.manual_seed(0)
-    model = GaussianEnsemble(TASK.obs_dim, TASK.act_dim, num_members=5, num_elites=3, hidden_dim=64, num_layers=2,
-                             weight_decays=(2.5e-5, 5e-5, 1e-4))
-    inputs = torch.cat([data[OBSERVATION], data[ACTION]], -1)
-    targets = torch.cat([data[REWARD], data[NEXT_OBSERVATION] - data[OBSERVATION]], -1)
-    model.fit_normalizer(inputs)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(ITERS):
-        idx = torch.randint(inputs.shape[0], (5, 256), generator=gen)  # one bootstrap batch per member
-        nll, _ = model.nll_loss(inputs[idx], targets[idx])
-        loss = nll + 0.01 * model.logvar_bound_loss()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval().requires_grad_(False)
-    with torch.no_grad():
-        mean, _ = model(inputs[-500:])
-        mse = (mean - targets[-500:]).square().mean(dim=(1, 2))
-    model.elites.copy_(mse.argsort()[:3])
-    return model
+    return train_tiny_ensemble(data, TASK, iters=ITERS, holdout=500)
 
 
 @pytest.fixture(scope="module")

@@ -17,15 +17,15 @@ import math
 import gymnasium
 import pytest
 import torch
+from conftest import train_tiny_ensemble
 
 from mopo_lightning.callbacks.evaluation import evaluate_policy
 from mopo_lightning.data.d4rl import load_dataset
-from mopo_lightning.dynamics.ensemble import GaussianEnsemble
 from mopo_lightning.envs.tasks import get_task
 from mopo_lightning.model_env.mdp import ModelMDP
 from mopo_lightning.selection.fqe import episode_starts, start_states
 from mopo_lightning.selection.model_value import ModelValueConfig, model_value
-from mopo_lightning.transitions import ACTION, NEXT_OBSERVATION, OBSERVATION, REWARD
+from mopo_lightning.transitions import REWARD
 
 TASK = get_task("hopper")
 WEIGHTS = torch.randn(TASK.obs_dim, TASK.act_dim, generator=torch.Generator().manual_seed(1)) * 0.3
@@ -43,25 +43,7 @@ def data(hopper_small):
 
 @pytest.fixture(scope="module")
 def ensemble(data):
-    torch.manual_seed(0)
-    model = GaussianEnsemble(TASK.obs_dim, TASK.act_dim, num_members=5, num_elites=3, hidden_dim=64, num_layers=2,
-                             weight_decays=(2.5e-5, 5e-5, 1e-4))
-    inputs = torch.cat([data[OBSERVATION], data[ACTION]], -1)
-    targets = torch.cat([data[REWARD], data[NEXT_OBSERVATION] - data[OBSERVATION]], -1)
-    model.fit_normalizer(inputs)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(1500):
-        idx = torch.randint(inputs.shape[0], (5, 256), generator=gen)  # one bootstrap batch per member
-        nll, _ = model.nll_loss(inputs[idx], targets[idx])
-        optimizer.zero_grad()
-        (nll + 0.01 * model.logvar_bound_loss()).backward()
-        optimizer.step()
-    model.eval().requires_grad_(False)
-    with torch.no_grad():
-        mse = (model(inputs[-300:])[0] - targets[-300:]).square().mean(dim=(1, 2))
-    model.elites.copy_(mse.argsort()[:3])
-    return model
+    return train_tiny_ensemble(data, TASK, iters=1500, holdout=300)
 
 
 @pytest.fixture(scope="module")

@@ -30,12 +30,7 @@ FAST = FQEConfig(learning_rate=3e-3, gamma=GAMMA, hidden_dim=64, num_updates=150
 """A budget for the tiny MDPs: 100 target copies (0.9^100 < 1e-4); about 2 s per fit on one thread."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def ring(reps: int = 20):

@@ -99,12 +99,7 @@ def reference_return(a: float, s0: float, h: int, c: float) -> tuple[float, int]
     return total, h
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_geometric_return_per_elite():
