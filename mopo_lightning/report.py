@@ -17,6 +17,8 @@ recommend (``analysis/statistics.py``).
   ``statistics.MIN_RUNS`` runs in every task.
 - Provenance: the code and library versions the runs record (``analysis/provenance.py``), with a warning when
   they differ.
+- Offline estimates (``--selection``): a ``select.json`` of the same runs puts the estimate ``select`` chose by
+  beside each configuration's online score (the mean over its runs' final policies).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class Settings:
     reps: int = st.REPS
     seed: int = st.SEED
     include_unfinished: bool = False
+    selection: str | None = None
+    """A ``select.json`` (or its directory) whose estimates join the configurations (``attach_selection``)."""
 
 
 def interval_stats(values: Sequence[float | None], settings: Settings) -> dict[str, Any] | None:
@@ -148,6 +152,33 @@ def select(runs: list[Run], settings: Settings) -> tuple[list[Run], list[tuple[s
     return kept, left_out
 
 
+def attach_selection(rows: list[dict[str, Any]], selection: dict[str, Any]) -> None:
+    """Each configuration's offline estimate from a ``select`` result: the mean over its runs' final policies of
+    the estimate ``select`` chose by, with its n (rows whose runs ``select`` did not estimate get none)."""
+    by = selection["config"]["choose_by"]
+    finals = [row for row in selection["candidates"] if row.get("epoch") is None]
+    estimates = {Path(row["run"]).resolve(): row["estimates"].get(by) for row in finals}
+    chosen = {Path(row["run"]).resolve() for row in finals if row.get("chosen")}
+    for row in rows:
+        runs = [Path(run).resolve() for run in row["runs"]]
+        values = [v for run in runs if (v := estimates.get(run)) is not None]
+        row["offline_estimate"] = None if not values else {
+            "estimator": by, "mean": float(np.mean(values)), "n": len(values), "chosen": any(r in chosen for r in runs)}
+
+
+def read_selection(path: str | Path) -> dict[str, Any]:
+    """A ``select.json`` (or the directory ``select --out`` wrote it into); one-line errors."""
+    path = Path(path)
+    path = path / "select.json" if path.is_dir() else path
+    try:
+        selection = json.loads(path.read_text())
+        if not isinstance(selection["config"]["choose_by"], str) or not isinstance(selection["candidates"], list):
+            raise TypeError("choose_by or candidates of the wrong type")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DatasetError(f"--selection {path}: not a select.json ({type(err).__name__}: {err})") from None
+    return selection
+
+
 def build_report(paths: Sequence[str | Path], settings: Settings = Settings()) -> tuple[dict[str, Any], list]:
     """The report as a JSON-ready dict, and the runs it used (for figures)."""
     found, missing = find_runs(list(paths))
@@ -161,6 +192,8 @@ def build_report(paths: Sequence[str | Path], settings: Settings = Settings()) -
     labels = cl.unique({c: cl.config_label(c, data) for c in groups}, "configurations")
     groups = dict(sorted(groups.items(), key=lambda kv: json.dumps((kv[0][0], data[kv[0][1]].label, kv[0][2]))))
     rows = configurations(groups, labels, data, settings)
+    if settings.selection is not None:
+        attach_selection(rows, read_selection(settings.selection))
     aggregate, poi = aggregates(runs, data, settings)
     selection = "final evaluation" if settings.last == 1 else f"mean of the last {settings.last} evaluations"
     report = {

@@ -40,14 +40,23 @@ def _premise(p: dict[str, float] | None) -> list[str]:
     return ["-"] * 3 if not p else [_num(p.get(k), 2) for k in ("spearman", "violation_rate", "return_gap")]
 
 
+def _offline(estimate: dict[str, Any] | None) -> str:
+    if estimate is None:
+        return "-"
+    return f"{estimate['mean']:.1f} (n={estimate['n']})" + (" chosen" if estimate["chosen"] else "")
+
+
 def _configurations(report: dict[str, Any]) -> str:
+    offline = [r["offline_estimate"]["estimator"] for r in report["configurations"] if r.get("offline_estimate")]
     rows = [[r["configuration"] + (f" ({len(r['unfinished'])} unfinished)" if r["unfinished"] else ""),
              r["measure"].replace("_mean", "").replace("normalized_", ""), " ".join(map(str, r["seeds"])),
-             cell(r["statistics"], "mean"), cell(r["statistics"], "iqm"), *_premise(r["premise"]),
+             cell(r["statistics"], "mean"), cell(r["statistics"], "iqm"),
+             *([_offline(r.get("offline_estimate"))] if offline else []), *_premise(r["premise"]),
              ", ".join(r["score_reference"])] for r in report["configurations"]]
+    head = ["configuration", "measure", "seeds", "mean", "IQM"]
+    head += [f"offline estimate (select `{offline[0]}`, mean over seeds)"] if offline else []
     return "### Per configuration (mean and IQM over seeds)\n\n" + table(
-        ["configuration", "measure", "seeds", "mean", "IQM", "premise spearman", "violation rate", "return gap",
-         "reference"], rows)
+        [*head, "premise spearman", "violation rate", "return gap", "reference"], rows)
 
 
 def _premise_kinds(report: dict[str, Any]) -> str:

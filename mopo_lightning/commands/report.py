@@ -13,7 +13,7 @@ from mopo_lightning.report import Settings, make_report
 
 
 def main(runs: list[str], json: bool = False, out: str | None = None, last: int = 1, reps: int = st.REPS,
-         seed: int = st.SEED, include_unfinished: bool = False) -> None:
+         seed: int = st.SEED, include_unfinished: bool = False, selection: str | None = None) -> None:
     """The paper's Table 1 (methods side by side), per-configuration and across-task statistics, figures.
 
     Args:
@@ -24,8 +24,10 @@ def main(runs: list[str], json: bool = False, out: str | None = None, last: int 
         reps: bootstrap replications of every interval.
         seed: seed of the bootstrap's random state (a report is reproducible).
         include_unfinished: also use runs that did not finish (running, failed, stopped), marked as such.
+        selection: a select.json (or the directory `select --out` wrote): its chosen estimate beside each
+            configuration's online score.
     """
     if last < 1 or reps < 1:
         raise ValueError("--last and --reps must be >= 1")
-    report = make_report(runs, Settings(last, reps, seed, include_unfinished), out)
+    report = make_report(runs, Settings(last, reps, seed, include_unfinished, selection), out)
     print(dumps(report, indent=1) if json else markdown(report))

@@ -1,5 +1,6 @@
-"""``select`` on two tiny real fit runs (Hopper, random data): estimates with each run's own model, a choice, and
-the DOPE metrics read after it, with ``gymnasium.make`` refused while selecting (no real env)."""
+"""``select`` on two tiny real fit runs (Hopper, random data) with ``gymnasium.make`` refused throughout (no real
+env): every estimator, the evaluation model (another seed) trained into the runs' dynamics cache and served from it
+the second time, epoch checkpoints as candidates, a choice, and the DOPE metrics read after it."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from conftest import run_cli
 
 from mopo_lightning.commands.cli import main as cli_main
 from mopo_lightning.commands.select import main
+from mopo_lightning.data.errors import DatasetError
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ["--trainer.max_epochs", "1", "--data.updates_per_epoch", "20", "--mopo.rollout_batch_size", "100",
-        "--dynamics.max_epochs", "1", "--evaluation.num_episodes", "1", "--evaluation.max_episode_steps", "50"]
+TINY = ["--trainer.max_epochs", "2", "--data.updates_per_epoch", "20", "--mopo.rollout_batch_size", "100",
+        "--dynamics.max_epochs", "1", "--evaluation.num_episodes", "1", "--evaluation.max_episode_steps", "50",
+        "--keep_checkpoints", "2"]
 
 pytestmark = pytest.mark.slow
 
@@ -31,33 +34,91 @@ def runs(tmp_path_factory, hopper_small) -> Path:
     return cwd / "checkpoints"
 
 
-def test_select_without_a_real_env(runs, tmp_path, monkeypatch, capsys):
+@pytest.fixture
+def no_real_env(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("select built a real env")
 
     monkeypatch.setattr(gymnasium, "make", refuse)
+
+
+def test_select_without_a_real_env(runs, tmp_path, no_real_env, capsys):
     main([str(runs)], json=True, out=str(tmp_path), quiet=True)
     selection = json.loads(capsys.readouterr().out)
     assert selection == json.loads((tmp_path / "select.json").read_text())
-    assert "optimistic" in selection["estimator"]["variant"] and selection["left_out"] == []
+    assert selection["left_out"] == [] and list(selection["estimators"]) == ["own_mean", "own_min", "eval_mean",
+                                                                             "eval_min"]
+    (model,) = selection["evaluation_models"].values()
+    assert model["seed"] == 1000 and not model["loaded"]  # trained into the runs' own cache
+    assert Path(model["checkpoint"]).resolve().parent.parent == (runs / ".dynamics_cache").resolve()
+    own_key = json.loads((runs / "a" / "results.json").read_text())["dynamics"]["fingerprint"]
+    assert model["fingerprint"] != own_key  # another seed: another model
     rows = selection["candidates"]
     assert len(rows) == 2 and len({r["group"] for r in rows}) == 1  # one dataset, by content
     for row in rows:
         assert "error" not in row, row
-        assert math.isfinite(row["estimate"]) and row["estimate_min"] <= row["estimate"] + 1e-9
-        assert row["model_value"]["horizon"] == 1000 and row["model_value"]["starts"] > 10
+        est = row["estimates"]
+        assert all(math.isfinite(v) for v in est.values())
+        assert est["own_min"] <= est["own_mean"] + 1e-9 and est["eval_min"] <= est["eval_mean"] + 1e-9
+        assert row["details"]["own_model"] != row["details"]["eval_model"]
+        assert row["details"]["eval_model"]["horizon"] == 1000 and row["details"]["eval_model"]["starts"] > 10
         assert row["online"] is not None  # read after choosing
     (chosen,) = [r for r in rows if r["chosen"]]
-    assert chosen["estimate"] == max(r["estimate"] for r in rows)
-    assert selection["chosen"] == {chosen["group"]: chosen["run"]}
-    (group,) = selection["metrics"]["groups"]
-    assert group["n"] == 2 and group["regret"]["1"] is not None and selection["metrics"]["n_groups"] == 1
+    assert chosen["estimates"]["eval_mean"] == max(r["estimates"]["eval_mean"] for r in rows)
+    assert selection["chosen"] == {chosen["group"]: chosen["candidate"]}
+    (group,) = selection["metrics"]["eval_mean"]["groups"]
+    assert group["n"] == 2 and group["regret"]["1"] is not None and group["best_online"] >= group["chosen_online"]
     md = (tmp_path / "select.md").read_text()
-    assert "**chosen**" in md and "regret@1" in md and "optimistic" in md
+    assert "**chosen**" in md and "regret@1" in md and "trained into the cache" in md
+    assert {p.name for p in tmp_path.glob("*.png")} == {f"estimate_vs_online_{n}.png" for n in selection["estimators"]}
 
 
-def test_the_command_in_the_table(runs, monkeypatch, capsys):
-    monkeypatch.setattr(gymnasium, "make", lambda *a, **k: (_ for _ in ()).throw(AssertionError("real env")))
-    assert cli_main(["select", str(runs / "a"), "--quiet", "true", "--fqe_updates", "50"]) in (0, None)
+def test_epoch_candidates_and_the_cached_evaluation_model(runs, no_real_env, capsys):
+    main([str(runs)], json=True, quiet=True, candidates="epochs", choose_by="own_min")
+    selection = json.loads(capsys.readouterr().out)
+    (model,) = selection["evaluation_models"].values()
+    assert model["loaded"]  # the first test trained it
+    rows = selection["candidates"]
+    assert sorted((Path(r["run"]).name, r["epoch"]) for r in rows) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    for row in rows:  # each checkpoint's own evaluation, matched by its SAC update count
+        results = json.loads((Path(row["run"]) / "results.json").read_text())
+        evaluation = results["evaluations"][row["epoch"]]
+        assert evaluation["sac_updates"] == 20 * (row["epoch"] + 1)
+        assert row["online"] == evaluation["normalized_score"]
+    assert sum(r["chosen"] for r in rows) == 1
+    assert selection["chosen"] == selection["choices"]["own_min"]
+
+
+def test_the_command_in_the_table_with_fqe(runs, no_real_env, capsys):
+    assert cli_main(["select", str(runs / "a"), "--quiet", "true", "--estimators.fqe.num_updates", "50",
+                     "--choose_by", "fqe"]) in (0, None)
     out = capsys.readouterr().out
-    assert "| candidate run |" in out and "FQE" in out and out.count("**chosen**") == 1
+    assert "| candidate |" in out and "`fqe`" in out and out.count("**chosen**") == 1
+
+
+def test_an_evaluation_seed_of_the_candidates_is_refused(runs, no_real_env, capsys):
+    main([str(runs / "a")], json=True, quiet=True, evaluation_seed=0)
+    (model,) = json.loads(capsys.readouterr().out)["evaluation_models"].values()
+    assert "seed 0 is a seed of the candidates' own models" in model["error"]
+
+
+def test_report_puts_the_estimate_beside_the_online_score(runs, tmp_path, capsys):
+    from mopo_lightning.commands.report import main as report
+    from mopo_lightning.selection.estimators import EstimatorConfig
+
+    main([str(runs)], out=str(tmp_path), quiet=True, choose_by="own_mean",
+         estimators=EstimatorConfig(evaluation_model=False))
+    selection = json.loads((tmp_path / "select.json").read_text())
+    capsys.readouterr()
+    report([str(runs)], json=True, selection=str(tmp_path))
+    rows = json.loads(capsys.readouterr().out)["configurations"]
+    estimates = {Path(r["run"]).name: r["estimates"]["own_mean"] for r in selection["candidates"]}
+    assert len(rows) == 2 and sum(r["offline_estimate"]["chosen"] for r in rows) == 1
+    for row in rows:
+        (run,) = row["runs"]
+        assert row["offline_estimate"] == {"estimator": "own_mean", "mean": estimates[Path(run).name], "n": 1,
+                                           "chosen": row["offline_estimate"]["chosen"]}
+    report([str(runs)], selection=str(tmp_path))
+    assert "offline estimate (select `own_mean`" in capsys.readouterr().out
+    with pytest.raises(DatasetError, match="not a select.json"):
+        report([str(runs)], selection=str(tmp_path / "select.md"))

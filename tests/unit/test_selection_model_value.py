@@ -232,3 +232,28 @@ def test_config_is_checked():
                 {"members": "best"}):
         with pytest.raises(ValueError):
             ModelValueConfig(**bad)
+
+
+def test_select_estimators_own_and_evaluation_model_in_closed_form():
+    """``select``'s four model-based estimators: mean and min over elites, in the run's own model and in an
+    evaluation model, each the normalised closed form (a mutation swapping the two models, or mean for min, fails)."""
+    from mopo_lightning.selection.estimators import EstimatorConfig, estimate
+
+    h, starts = 30, torch.tensor([[1.0], [2.0]])
+    own, other = LinearMembers(), LinearMembers(a=(0.6, 0.7, 0.3, 0.99), elites=(0, 1))
+    config = EstimatorConfig(model_value=ModelValueConfig(horizon=h))
+    scores, details = estimate(zero_policy, own, other, starts, line_task(), config)
+
+    def score(ret: float) -> float:
+        return 100 * (ret + 10) / 50
+
+    own_returns = [1.5 * geometric(A[e], h) for e in (2, 0, 3)]
+    eval_returns = [1.5 * geometric(a, h) for a in (0.6, 0.7)]
+    assert scores["own_mean"] == pytest.approx(score(np.mean(own_returns)), rel=1e-5)
+    assert scores["own_min"] == pytest.approx(score(min(own_returns)), rel=1e-5)
+    assert scores["eval_mean"] == pytest.approx(score(np.mean(eval_returns)), rel=1e-5)
+    assert scores["eval_min"] == pytest.approx(score(min(eval_returns)), rel=1e-5)
+    assert set(scores) == {"own_mean", "own_min", "eval_mean", "eval_min"}  # FQE off by default
+    assert details["eval_model"]["members"] == (0, 1)
+    alone, _ = estimate(zero_policy, own, None, starts, line_task(), config)
+    assert set(alone) == {"own_mean", "own_min"}
