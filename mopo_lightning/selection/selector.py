@@ -117,6 +117,10 @@ def select_runs(paths: Sequence[str | Path], config: SelectConfig = SelectConfig
                 quiet: bool = False) -> dict[str, Any]:
     """The selection of the runs under ``paths`` as a JSON-ready dict (module docstring)."""
     runs, left_out = runs_of(paths)
+    if not runs:
+        why = "; ".join(f"{run}: {reason}" for run, reason in left_out[:3])
+        raise ValueError(f"no finished run to select from under {', '.join(map(str, paths))}"
+                         + (f" ({len(left_out)} left out: {why})" if left_out else ""))
     datasets = cl.datasets(runs)
     by_dataset: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in runs:
@@ -127,8 +131,14 @@ def select_runs(paths: Sequence[str | Path], config: SelectConfig = SelectConfig
     with progress(len(pool), "estimating candidates", quiet=quiet, unit="policies") as advance:
         for (task_name, data_key), members in by_dataset.items():
             group = f"{task_name} {datasets[data_key].label}"
-            data_rows = load_rows(members[0])
-            starts = start_states(data_rows)
+            mine = [c for c in pool if c.run in members]
+            try:
+                data_rows = load_rows(members[0])
+                starts = start_states(data_rows)
+            except (OSError, ValueError, KeyError) as err:  # the data moved or changed: its candidates fail
+                rows += [{**_row(c, group), "error": f"dataset: {type(err).__name__}: {err}"} for c in mine]
+                advance(len(mine))
+                continue
             evaluation: EvaluationModel | None = None
             if config.estimators.evaluation_model:
                 try:
@@ -138,7 +148,7 @@ def select_runs(paths: Sequence[str | Path], config: SelectConfig = SelectConfig
                     models[group] = {"error": f"{type(err).__name__}: {err}"}
             task = get_task(members[0].task)
             own_models: dict[Path, Any] = {}
-            for candidate in (c for c in pool if c.run in members):
+            for candidate in mine:
                 rows.append(_estimate_one(candidate, group, task, data_rows, starts, evaluation, own_models,
                                           config))
                 advance(1)
@@ -157,14 +167,18 @@ def select_runs(paths: Sequence[str | Path], config: SelectConfig = SelectConfig
             "left_out": [{"run": run, "reason": why} for run, why in left_out]}
 
 
+def _row(candidate: Candidate, group: str) -> dict[str, Any]:
+    return {"candidate": candidate.name, "run": str(candidate.run.path.parent), "epoch": candidate.epoch,
+            "method": candidate.method, "seed": candidate.run.seed, "task": candidate.run.task, "group": group,
+            "estimates": {}}
+
+
 def _estimate_one(candidate: Candidate, group: str, task, data_rows, starts: torch.Tensor,
                   evaluation: EvaluationModel | None, own_models: dict[Path, Any],
                   config: SelectConfig) -> dict[str, Any]:
     from mopo_lightning.dynamics.module import load_dynamics
 
-    row: dict[str, Any] = {"candidate": candidate.name, "run": str(candidate.run.path.parent),
-                           "epoch": candidate.epoch, "method": candidate.method, "seed": candidate.run.seed,
-                           "task": candidate.run.task, "group": group, "estimates": {}}
+    row = _row(candidate, group)
     try:
         run_dir = candidate.run.path.parent
         for path in (candidate.checkpoint, run_dir / "dynamics.ckpt"):

@@ -122,3 +122,27 @@ def test_report_puts_the_estimate_beside_the_online_score(runs, tmp_path, capsys
     assert "offline estimate (select `own_mean`" in capsys.readouterr().out
     with pytest.raises(DatasetError, match="not a select.json"):
         report([str(runs)], selection=str(tmp_path / "select.md"))
+
+
+def test_a_dataset_that_cannot_be_read_fails_its_candidates_in_a_line(runs, monkeypatch, capsys):
+    from mopo_lightning.selection import selector
+
+    def moved(run):
+        raise FileNotFoundError(f"{run.dataset}: no such file")
+
+    monkeypatch.setattr(selector, "load_rows", moved)
+    main([str(runs)], json=True, quiet=True)
+    rows = json.loads(capsys.readouterr().out)["candidates"]
+    assert len(rows) == 2 and all(r["error"].startswith("dataset: FileNotFoundError") for r in rows)
+    assert not any(r["chosen"] for r in rows)
+
+
+def test_nothing_finished_to_select_is_one_line(runs, tmp_path, capsys):
+    results = json.loads((runs / "a" / "results.json").read_text())
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps({**results, "status": "running"}))
+    with pytest.raises(SystemExit) as exited:
+        cli_main(["select", str(tmp_path)])
+    assert exited.value.code not in (0, None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no finished run to select from" in err[0] and "1 left out" in err[0]
