@@ -20,7 +20,8 @@ ESTIMATORS = EstimatorConfig()
 
 def main(runs: list[str], json: bool = False, out: str | None = None, choose_by: Estimator = "eval_mean",
          candidates: Kind = "final", evaluation_seed: int = EVALUATION_SEED, dynamics_cache: str | None = None,
-         estimators: EstimatorConfig = ESTIMATORS, last: int = 1, quiet: bool = False) -> None:
+         estimators: EstimatorConfig = ESTIMATORS, last: int = 1, store: str | None = None,
+         quiet: bool = False) -> None:
     """Estimate every candidate policy without the real env (model-based values in the run's own model and in an
     evaluation model of another seed, their lower bounds across members, optionally FQE), choose the best
     estimate per dataset, then, where results.json holds online scores, measure every estimator's choices
@@ -38,11 +39,15 @@ def main(runs: list[str], json: bool = False, out: str | None = None, choose_by:
         estimators: the estimators' knobs (--estimators.model_value.max_starts, --estimators.fqe.num_updates N to
             add FQE, --estimators.evaluation_model false to leave the evaluation model out).
         last: a final candidate's online score (read only after choosing) is the mean of its last K evaluations.
+        store: a JSON-lines file of the estimates made, appended as each is made and reused while its inputs are
+            unchanged: a stopped select resumes, a grown sweep estimates only its new candidates (default:
+            OUT/estimates.jsonl with --out, else none).
         quiet: no progress bar.
     """
     try:
         config = SelectConfig(estimators=estimators, choose_by=choose_by, candidates=candidates,
-                              evaluation_seed=evaluation_seed, dynamics_cache=dynamics_cache, last=last)
+                              evaluation_seed=evaluation_seed, dynamics_cache=dynamics_cache, last=last,
+                              store=store if store is not None or out is None else f"{out}/estimates.jsonl")
         selection = select_runs(runs, config, quiet=quiet)
     except ValueError as err:
         raise DatasetError(str(err)) from None

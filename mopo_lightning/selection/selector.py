@@ -31,6 +31,7 @@ from mopo_lightning.selection.estimators import ESTIMATORS, Estimator, Estimator
 from mopo_lightning.selection.evaluation_model import EVALUATION_SEED, EvaluationModel, evaluation_model
 from mopo_lightning.selection.fqe import start_states
 from mopo_lightning.selection.metrics import selection_metrics
+from mopo_lightning.selection.store import EstimateStore
 
 REGRET_KS = (1, 3)
 """The k of regret@k reported (DOPE's regret@1 and the issue's regret@3)."""
@@ -51,6 +52,9 @@ class SelectConfig:
     """Where the evaluation model is looked up or trained (None: the cache the runs' stage 1 used)."""
     last: int = 1
     """A final candidate's online score (read after choosing): the mean of its run's last K evaluations."""
+    store: str | None = None
+    """A JSON-lines file of estimates already made (``store.py``): reused when their inputs are unchanged, new ones
+    appended as they are made. None: nothing kept."""
 
     def __post_init__(self) -> None:
         if self.choose_by not in ESTIMATORS:
@@ -128,6 +132,7 @@ def select_runs(paths: Sequence[str | Path], config: SelectConfig = SelectConfig
     pool = candidates_of(runs, config.candidates)
     rows: list[dict[str, Any]] = []
     models: dict[str, dict[str, Any]] = {}
+    store = EstimateStore(config.store)
     with progress(len(pool), "estimating candidates", quiet=quiet, unit="policies") as advance:
         for (task_name, data_key), members in by_dataset.items():
             group = f"{task_name} {datasets[data_key].label}"
@@ -150,7 +155,7 @@ def select_runs(paths: Sequence[str | Path], config: SelectConfig = SelectConfig
             own_models: dict[Path, Any] = {}
             for candidate in mine:
                 rows.append(_estimate_one(candidate, group, task, data_rows, starts, evaluation, own_models,
-                                          config))
+                                          config, store))
                 advance(1)
     estimators = [name for name in ESTIMATORS if any(name in r["estimates"] for r in rows)]
     choices = {name: choose(rows, name) for name in estimators}
@@ -163,7 +168,8 @@ def select_runs(paths: Sequence[str | Path], config: SelectConfig = SelectConfig
         row["online"] = by_name[row["candidate"]].online(config.last)
     return {"config": asdict(config), "estimators": {n: ESTIMATORS[n] for n in estimators},
             "evaluation_models": models, "candidates": rows, "chosen": chosen,
-            "choices": choices, "metrics": measure(rows, choices),
+            "choices": choices, "metrics": measure(rows, choices), "reused_estimates": sum(
+                bool(r.get("reused")) for r in rows),
             "left_out": [{"run": run, "reason": why} for run, why in left_out]}
 
 
@@ -174,23 +180,31 @@ def _row(candidate: Candidate, group: str) -> dict[str, Any]:
 
 
 def _estimate_one(candidate: Candidate, group: str, task, data_rows, starts: torch.Tensor,
-                  evaluation: EvaluationModel | None, own_models: dict[Path, Any],
-                  config: SelectConfig) -> dict[str, Any]:
+                  evaluation: EvaluationModel | None, own_models: dict[Path, Any], config: SelectConfig,
+                  store: EstimateStore) -> dict[str, Any]:
     from mopo_lightning.dynamics.module import load_dynamics
 
     row = _row(candidate, group)
     try:
         run_dir = candidate.run.path.parent
-        for path in (candidate.checkpoint, run_dir / "dynamics.ckpt"):
+        own = run_dir / "dynamics.ckpt"
+        for path in (candidate.checkpoint, own):
             if not path.exists():
                 raise FileNotFoundError(f"no {path.relative_to(run_dir)}")
+        model = None if evaluation is None else {"fingerprint": evaluation.fingerprint, "seed": evaluation.seed}
+        key = store.key(candidate.checkpoint, own, model, asdict(config.estimators))
+        if (kept := store.get(key)) is not None:
+            row["estimates"], row["details"] = kept
+            row["reused"] = True
+            return row
         if run_dir not in own_models:
             own_models.clear()  # one run's model at a time: its candidates are consecutive
-            own_models[run_dir] = load_dynamics(run_dir / "dynamics.ckpt").ensemble.eval()
+            own_models[run_dir] = load_dynamics(own).ensemble.eval()
         policy = load_policy(candidate.checkpoint)
         scores, details = estimate(policy, own_models[run_dir], None if evaluation is None else
                                    evaluation.module.ensemble, starts, task, config.estimators, data_rows)
         row["estimates"], row["details"] = scores, details
+        store.put(key, scores, details)
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         row["error"] = f"{type(err).__name__}: {err}"
     return row

@@ -146,3 +146,24 @@ def test_nothing_finished_to_select_is_one_line(runs, tmp_path, capsys):
     assert exited.value.code not in (0, None)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no finished run to select from" in err[0] and "1 left out" in err[0]
+
+
+def test_the_store_resumes_and_reestimates_what_changed(runs, tmp_path, no_real_env, capsys):
+    from mopo_lightning.selection.estimators import EstimatorConfig
+    from mopo_lightning.selection.model_value import ModelValueConfig
+
+    main([str(runs)], json=True, quiet=True, out=str(tmp_path))
+    first = json.loads(capsys.readouterr().out)
+    lines = (tmp_path / "estimates.jsonl").read_text().splitlines()
+    assert first["reused_estimates"] == 0 and len(lines) == 2
+    # a crash cut the second line: the first estimate is reused, the second made again and appended
+    (tmp_path / "estimates.jsonl").write_text(lines[0] + "\n" + lines[1][: len(lines[1]) // 2])
+    main([str(runs)], json=True, quiet=True, out=str(tmp_path))
+    second = json.loads(capsys.readouterr().out)
+    assert second["reused_estimates"] == 1
+    assert [r["estimates"] for r in second["candidates"]] == [r["estimates"] for r in first["candidates"]]
+    main([str(runs)], json=True, quiet=True, out=str(tmp_path),
+         estimators=EstimatorConfig(model_value=ModelValueConfig(max_starts=20)))
+    third = json.loads(capsys.readouterr().out)
+    assert third["reused_estimates"] == 0  # another config: every estimate made again
+    assert all(r["details"]["own_model"]["starts"] <= 20 for r in third["candidates"])
