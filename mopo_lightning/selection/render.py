@@ -21,6 +21,27 @@ def _groups(selection: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     return groups
 
 
+def uncertainty(chosen: list[dict[str, Any]], by: str) -> list[str]:
+    """The choice and how sure it is: the spread of its estimate across the model's elites (or FQE's across
+    start states)."""
+    if not chosen:
+        return ["No choice: no candidate has this estimate."]
+    row = chosen[0]
+    name = Path(row["run"]).name + ("" if row["epoch"] is None else f" epoch {row['epoch']}")
+    value = row["estimates"][by]
+    if "details" not in row:
+        return [f"Chosen: {name}, `{by}` {value:.2f}."]
+    if by == "fqe":
+        fqe = row["details"]["fqe"]
+        return [f"Chosen: {name}, `fqe` {value:.2f} (Q over {fqe['start_states']} start states: std "
+                f"{fqe['value_std']:.2f} in discounted-value units; {fqe['updates']} updates)."]
+    mv = row["details"]["eval_model" if by.startswith("eval") else "own_model"]
+    unit = "normalized" if mv["normalized_mean"] is not None else "return"
+    return [f"Chosen: {name}, `{by}` {value:.2f}; across the {len(mv['per_member'])} elites: mean "
+            f"{mv[f'{unit}_mean']:.2f}, std {mv[f'{unit}_std']:.2f}, min {mv[f'{unit}_min']:.2f} "
+            f"({mv['starts']} start states, episodes of {mv['episode_steps']:.0f} steps on average)."]
+
+
 def markdown(selection: dict[str, Any]) -> str:
     """The selection: per dataset every candidate's estimates and the choice; then, where online scores exist,
     each estimator's DOPE metrics and the online score of its choice beside the best candidate's."""
@@ -49,7 +70,7 @@ def markdown(selection: dict[str, Any]) -> str:
                      else [f"failed: {row['error']}"] + [""] * (len(names) - 1))
             lines.append(f"| {Path(row['run']).name}{epoch} | {row['method']} | {row['seed']} | "
                          + " | ".join(cells) + (" | **chosen** |" if row["chosen"] else " | |"))
-        lines.append("")
+        lines += ["", *uncertainty([r for r in rows if r["chosen"]], by), ""]
     if metrics := selection["metrics"]:
         lines += ["## Against the online scores (read after choosing)", "",
                   "The online score: the run's evaluation of that policy in the real environment "

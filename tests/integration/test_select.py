@@ -70,6 +70,7 @@ def test_select_without_a_real_env(runs, tmp_path, no_real_env, capsys):
     assert group["n"] == 2 and group["regret"]["1"] is not None and group["best_online"] >= group["chosen_online"]
     md = (tmp_path / "select.md").read_text()
     assert "**chosen**" in md and "regret@1" in md and "trained into the cache" in md
+    assert f"Chosen: {Path(chosen['run']).name}, `eval_mean` {chosen['estimates']['eval_mean']:.2f}; across the" in md
     assert {p.name for p in tmp_path.glob("*.png")} == {f"estimate_vs_online_{n}.png" for n in selection["estimators"]}
 
 
