@@ -179,12 +179,19 @@ def read_selection(path: str | Path) -> dict[str, Any]:
     return selection
 
 
-def build_report(paths: Sequence[str | Path], settings: Settings = Settings()) -> tuple[dict[str, Any], list]:
-    """The report as a JSON-ready dict, and the runs it used (for figures)."""
+def gather(paths: Sequence[str | Path], settings: Settings = Settings()) -> tuple[list[Run], list[tuple[str, str]]]:
+    """The runs under ``paths`` the report (and ``select``) use: those ``select`` keeps, each configuration and
+    seed once (the newest), with their methods; and every run left out, with its reason."""
     found, missing = find_runs(list(paths))
     runs, left_out = select([load_run(p) for p in found], settings)
     runs, dropped = deduplicate(assign_methods(runs))
     left_out += missing + [(str(r.path.parent), "repeats the configuration and seed of a newer run") for r in dropped]
+    return runs, left_out
+
+
+def build_report(paths: Sequence[str | Path], settings: Settings = Settings()) -> tuple[dict[str, Any], list]:
+    """The report as a JSON-ready dict, and the runs it used (for figures)."""
+    runs, left_out = gather(paths, settings)
     data = cl.datasets(runs)
     groups: dict[tuple, list[Run]] = defaultdict(list)
     for run in runs:

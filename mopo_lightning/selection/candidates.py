@@ -19,9 +19,8 @@ from typing import Literal
 
 import torch
 
-from mopo_lightning.analysis.runs import Run, assign_methods, deduplicate, find_runs, load_run, method_label
-from mopo_lightning.report import Settings
-from mopo_lightning.report import select as finished_runs
+from mopo_lightning.analysis.runs import Run, method_label
+from mopo_lightning.report import Settings, gather
 
 Kind = Literal["final", "epochs"]
 
@@ -60,12 +59,9 @@ class Candidate:
 
 
 def runs_of(paths: Sequence[str | Path]) -> tuple[list[Run], list[tuple[str, str]]]:
-    """The finished runs under ``paths`` (one per configuration and seed, the newest), and the ones left out."""
-    found, missing = find_runs(list(paths))
-    runs, left_out = finished_runs([load_run(p) for p in found], Settings())
-    runs, dropped = deduplicate(assign_methods(runs))
-    left_out += missing + [(str(r.path.parent), "repeats the configuration and seed of a newer run") for r in dropped]
-    return runs, left_out
+    """The finished runs under ``paths`` (one per configuration and seed, the newest), and the ones left out: the
+    report's own (``report.gather``), so both see the same runs."""
+    return gather(paths, Settings())
 
 
 def epoch_checkpoints(run: Run) -> list[Path]:
